@@ -1,0 +1,6 @@
+import numpy as np
+
+def encode_bytes_tensor(array: np.ndarray) -> bytes: ...
+def decode_bytes_tensor(
+    buffer: bytes | bytearray | memoryview, count: int, text: bool = False
+) -> np.ndarray: ...

@@ -1,0 +1,33 @@
+"""mlserve: serve ONNX models over the Open Inference Protocol (KServe V2).
+
+Components are subpackages: `mlserve.runtime` (the serving process),
+`mlserve.router`, `mlserve.ext` (Cython accelerators), `mlserve.proto`
+(wire contract), `mlserve.cli` (the command line)."""
+
+from mlserve._version import __version__
+from mlserve.errors import (
+    ConfigError,
+    InferenceFailed,
+    InternalError,
+    InvalidRequest,
+    MlserveError,
+    ModelNotFound,
+    ModelUnavailable,
+    Overloaded,
+    PermissionDenied,
+    Unsupported,
+)
+
+__all__ = [
+    "ConfigError",
+    "InferenceFailed",
+    "InternalError",
+    "InvalidRequest",
+    "MlserveError",
+    "ModelNotFound",
+    "ModelUnavailable",
+    "Overloaded",
+    "PermissionDenied",
+    "Unsupported",
+    "__version__",
+]

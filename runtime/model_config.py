@@ -1,0 +1,352 @@
+"""A model's configuration: the typed form of `<model>/config.yaml`.
+
+Loaded and validated once when the model loads; every error names the key path.
+Anything the file leaves out (inputs, outputs, max_batch_size) is completed
+from the ONNX graph by `complete()`, as Triton's auto-complete does for
+onnxruntime models."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mlserve.config_section import Section, check_int
+from mlserve.errors import ConfigError
+from mlserve.runtime import datatypes
+
+PLATFORM = "onnxruntime_onnx"
+BACKEND = "onnxruntime"
+DEFAULT_MAX_BATCH_SIZE = 64
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """An input or output: dims exclude the batch dimension when batching."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """Which numeric version folders are served (Triton's semantics)."""
+
+    kind: Literal["latest", "all", "specific"] = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of those on disk, ascending."""
+        ordered = sorted(available)
+        if self.kind == "all":
+            return ordered
+        if self.kind == "specific":
+            return [v for v in ordered if v in self.versions]
+        return ordered[-self.num_versions :]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """onnxruntime SessionOptions we expose; 0 threads = onnxruntime's default."""
+
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+
+
+@dataclass(frozen=True, slots=True)
+class Warmup:
+    """How a freshly loaded model is smoke-tested before it turns ready."""
+
+    kind: Literal["zeros", "random", "file", "none"] = "zeros"
+    batch_size: int = 1
+    count: int = 1
+    file: str | None = None  # .npz with one array per input name
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicBatching:
+    """Triton's dynamic_batching section (the batcher's settings)."""
+
+    max_queue_delay_us: int = 0
+    preferred_batch_size: tuple[int, ...] = ()
+    max_queue_size: int = 0
+    default_queue_timeout_us: int = 0
+    priority_levels: int = 0
+    default_priority_level: int = 0
+    preserve_ordering: bool = False
+    max_latency_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Everything the server knows about how to serve one model."""
+
+    name: str
+    max_batch_size: int | None = None  # None = not set: complete() decides
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    instance_count: int = 1
+    device: str = "cpu"
+    session: SessionSettings = field(default_factory=SessionSettings)
+    warmup: Warmup = field(default_factory=Warmup)
+    sha256: dict[int, str] | str | None = None
+    dynamic_batching: DynamicBatching | None = None
+    default_model_filename: str = "model.onnx"
+
+    @property
+    def batching(self) -> bool:
+        return bool(self.max_batch_size)
+
+    def expected_sha256(self, version: int) -> str | None:
+        if isinstance(self.sha256, dict):
+            return self.sha256.get(version)
+        return self.sha256
+
+
+def _tensor(item: object, path: str) -> TensorSpec:
+    section = Section(item, path)
+    name = section.string("name")
+    datatype = section.string("datatype", "").upper() or None
+    if datatype is not None and datatype not in datatypes.BY_NAME:
+        raise ConfigError(
+            section.child_path("datatype"),
+            f"unknown datatype {datatype!r}; expected one of {', '.join(datatypes.NAMES)}",
+        )
+    dims_raw = section.raw("dims", None)
+    dims: tuple[int, ...] = ()
+    if dims_raw is not None:
+        if not isinstance(dims_raw, list):
+            raise ConfigError(section.child_path("dims"), "must be a list of integers")
+        dims = tuple(
+            check_int(d, f"{section.child_path('dims')}[{i}]", minimum=-1)
+            for i, d in enumerate(dims_raw)
+        )
+    section.reject_unknown()
+    return TensorSpec(name=name, datatype=datatype or "", dims=dims if dims_raw is not None else (-2,))
+
+
+def _version_policy(section: Section | None) -> VersionPolicy:
+    if section is None:
+        return VersionPolicy()
+    kinds = section.keys()
+    if len(kinds) != 1 or kinds[0] not in ("latest", "all", "specific"):
+        raise ConfigError(section.path, "must have exactly one of: latest, all, specific")
+    kind = kinds[0]
+    inner = section.section(kind)
+    policy: VersionPolicy
+    if kind == "latest":
+        policy = VersionPolicy("latest", num_versions=inner.integer("num_versions", 1, minimum=1))
+    elif kind == "all":
+        policy = VersionPolicy("all")
+    else:
+        versions = inner.items("versions", lambda v, p: check_int(v, p, minimum=1))
+        if not versions:
+            raise ConfigError(inner.child_path("versions"), "must list at least one version")
+        policy = VersionPolicy("specific", versions=tuple(versions))
+    inner.reject_unknown()
+    return policy
+
+
+def _session(section: Section | None) -> SessionSettings:
+    if section is None:
+        return SessionSettings()
+    settings = SessionSettings(
+        intra_op_threads=section.integer("intra_op_threads", 0, minimum=0),
+        inter_op_threads=section.integer("inter_op_threads", 0, minimum=0),
+        graph_optimization_level=section.choice(  # type: ignore[arg-type]
+            "graph_optimization_level", ("disable", "basic", "extended", "all"), "all"
+        ),
+        execution_mode=section.choice(  # type: ignore[arg-type]
+            "execution_mode", ("sequential", "parallel"), "sequential"
+        ),
+    )
+    section.reject_unknown()
+    return settings
+
+
+def _warmup(section: Section | None) -> Warmup:
+    if section is None:
+        return Warmup()
+    kind = section.choice("kind", ("zeros", "random", "file", "none"), "zeros")
+    warmup = Warmup(
+        kind=kind,  # type: ignore[arg-type]
+        batch_size=section.integer("batch_size", 1, minimum=1),
+        count=section.integer("count", 1, minimum=1),
+        file=section.string("file", None),
+    )
+    if kind == "file" and not warmup.file:
+        raise ConfigError(section.child_path("file"), "is required when kind is 'file'")
+    section.reject_unknown()
+    return warmup
+
+
+def _dynamic_batching(section: Section | None) -> DynamicBatching | None:
+    if section is None:
+        return None
+    preferred = section.items("preferred_batch_size", lambda v, p: check_int(v, p, minimum=1))
+    levels = section.integer("priority_levels", 0, minimum=0)
+    default_level = section.integer("default_priority_level", 0, minimum=0)
+    if levels and not 1 <= default_level <= levels:
+        raise ConfigError(
+            section.child_path("default_priority_level"),
+            f"must be in [1, priority_levels={levels}], got {default_level}",
+        )
+    batching = DynamicBatching(
+        max_queue_delay_us=section.integer("max_queue_delay_us", 0, minimum=0),
+        preferred_batch_size=tuple(preferred),
+        max_queue_size=section.integer("max_queue_size", 0, minimum=0),
+        default_queue_timeout_us=section.integer("default_queue_timeout_us", 0, minimum=0),
+        priority_levels=levels,
+        default_priority_level=default_level,
+        preserve_ordering=section.boolean("preserve_ordering", False),
+        max_latency_ms=section.number("max_latency_ms", 0.0),
+    )
+    section.reject_unknown()
+    return batching
+
+
+def _sha256(value: object, path: str) -> dict[int, str] | str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not _SHA256.match(value.lower()):
+            raise ConfigError(path, "must be 64 hexadecimal characters")
+        return value.lower()
+    if isinstance(value, dict):
+        out: dict[int, str] = {}
+        for key, digest in value.items():
+            version = int(key) if isinstance(key, (int, str)) and str(key).isdigit() else None
+            if version is None:
+                raise ConfigError(f"{path}.{key}", "keys must be version numbers")
+            out[version] = str(_sha256(digest, f"{path}.{key}"))
+        return out
+    raise ConfigError(path, "must be a hex digest or a mapping of version to digest")
+
+
+def parse_model_config(data: object, *, name: str, path: str = "") -> ModelConfig:
+    """Validate a config.yaml mapping; `path` prefixes every error's key path."""
+    section = Section(data, path)
+    declared_name = section.string("name", name)
+    if declared_name != name:
+        raise ConfigError(
+            section.child_path("name"),
+            f"is {declared_name!r} but the model folder is {name!r}; they must match",
+        )
+    platform = section.string("platform", PLATFORM)
+    if platform not in (PLATFORM, "onnx_onnxv1"):
+        raise ConfigError(section.child_path("platform"), f"only {PLATFORM} is served")
+    section.string("backend", BACKEND)
+    max_batch_size = section.raw("max_batch_size", None)
+    if max_batch_size is not None:
+        max_batch_size = check_int(max_batch_size, section.child_path("max_batch_size"), minimum=0)
+    device = section.string("device", "cpu")
+    if not _DEVICE.match(device):
+        raise ConfigError(section.child_path("device"), f"must be 'cpu' or 'cuda:N', got {device!r}")
+    filename = section.string("default_model_filename", "model.onnx")
+    if "/" in filename or filename in ("", ".", ".."):
+        raise ConfigError(section.child_path("default_model_filename"), "must be a plain file name")
+    config = ModelConfig(
+        name=name,
+        max_batch_size=max_batch_size,
+        inputs=tuple(section.items("inputs", _tensor)),
+        outputs=tuple(section.items("outputs", _tensor)),
+        version_policy=_version_policy(section.optional_section("version_policy")),
+        instance_count=section.integer("instance_count", 1, minimum=1, maximum=64),
+        device=device,
+        session=_session(section.optional_section("session")),
+        warmup=_warmup(section.optional_section("warmup")),
+        sha256=_sha256(section.raw("sha256", None), section.child_path("sha256")),
+        dynamic_batching=_dynamic_batching(section.optional_section("dynamic_batching")),
+        default_model_filename=filename,
+    )
+    section.reject_unknown()
+    if config.dynamic_batching and config.max_batch_size == 0:
+        raise ConfigError(
+            section.child_path("dynamic_batching"), "needs max_batch_size > 0 to batch"
+        )
+    return config
+
+
+@dataclass(frozen=True, slots=True)
+class GraphTensor:
+    """An input or output as the ONNX graph declares it (None = symbolic dim)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int | None, ...]
+
+
+def complete(config: ModelConfig, graph_inputs: list[GraphTensor],
+             graph_outputs: list[GraphTensor]) -> ModelConfig:
+    """Fill what config.yaml left out from the graph, and check what it declared.
+
+    A model batches when every input's and output's first dimension is
+    symbolic; its max_batch_size then defaults to DEFAULT_MAX_BATCH_SIZE."""
+    batchable = all(t.shape and t.shape[0] is None for t in graph_inputs + graph_outputs)
+    max_batch_size = config.max_batch_size
+    if max_batch_size is None:
+        max_batch_size = DEFAULT_MAX_BATCH_SIZE if batchable else 0
+    elif max_batch_size > 0 and not batchable:
+        raise ConfigError(
+            "max_batch_size",
+            f"is {max_batch_size} but the model's first dimension is not variable in every "
+            "input and output, so it cannot batch; set max_batch_size: 0",
+        )
+    for graph in graph_inputs + graph_outputs:
+        if graph.datatype == "BF16":
+            raise ConfigError(
+                "inputs" if graph in graph_inputs else "outputs",
+                f"tensor {graph.name!r} is BF16, which onnxruntime's Python API cannot "
+                "feed or fetch; export the model with FP16 or FP32 I/O",
+            )
+    inputs = _complete_tensors("inputs", config.inputs, graph_inputs, max_batch_size)
+    outputs = _complete_tensors("outputs", config.outputs, graph_outputs, max_batch_size)
+    return dataclasses.replace(
+        config, max_batch_size=max_batch_size, inputs=inputs, outputs=outputs
+    )
+
+
+def _complete_tensors(
+    key: str, declared: tuple[TensorSpec, ...], graph: list[GraphTensor], max_batch_size: int
+) -> tuple[TensorSpec, ...]:
+    by_name = {t.name: t for t in graph}
+    skip = 1 if max_batch_size > 0 else 0
+    if not declared:
+        return tuple(
+            TensorSpec(t.name, t.datatype, tuple(-1 if d is None else d for d in t.shape[skip:]))
+            for t in graph
+        )
+    if key == "inputs" and len(declared) != len(graph):
+        missing = sorted(set(by_name) - {t.name for t in declared})
+        raise ConfigError(key, f"must declare every graph input; missing {missing}")
+    out = []
+    for index, spec in enumerate(declared):
+        path = f"{key}[{index}]"
+        if spec.name not in by_name:
+            raise ConfigError(
+                f"{path}.name", f"{spec.name!r} is not in the graph; it has {sorted(by_name)}"
+            )
+        g = by_name[spec.name]
+        if spec.datatype and spec.datatype != g.datatype:
+            raise ConfigError(
+                f"{path}.datatype", f"is {spec.datatype} but the graph says {g.datatype}"
+            )
+        graph_dims = tuple(-1 if d is None else d for d in g.shape[skip:])
+        dims = graph_dims if spec.dims == (-2,) else spec.dims
+        if len(dims) != len(graph_dims) or any(
+            gd != -1 and d != gd for d, gd in zip(dims, graph_dims, strict=True)
+        ):
+            raise ConfigError(
+                f"{path}.dims", f"are {list(dims)} but the graph says {list(graph_dims)}"
+                + (" (batch dimension excluded)" if skip else "")
+            )
+        out.append(TensorSpec(spec.name, g.datatype, dims))
+    return tuple(out)

@@ -1,0 +1,80 @@
+"""The onnxruntime session wrapper: the one module that talks to onnxruntime.
+
+It maps our `SessionSettings` and device onto SessionOptions and execution
+providers, reports the graph's inputs and outputs in V2 terms, and turns
+onnxruntime's exceptions into ours at this single boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from mlserve.errors import ConfigError, InferenceFailed
+from mlserve.runtime import datatypes
+from mlserve.runtime.model_config import GraphTensor, SessionSettings
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_EXEC_MODES = {
+    "sequential": ort.ExecutionMode.ORT_SEQUENTIAL,
+    "parallel": ort.ExecutionMode.ORT_PARALLEL,
+}
+
+
+def providers_for(device: str) -> list[str | tuple[str, dict[str, str]]]:
+    """Execution providers for `cpu` or `cuda:N`; refuses CUDA if this build lacks it."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    device_id = device.split(":", 1)[1]
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise ConfigError(
+            "device",
+            f"is {device} but this onnxruntime has no CUDAExecutionProvider "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu",
+        )
+    return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+
+
+def _graph_tensor(arg: ort.NodeArg) -> GraphTensor:
+    datatype = datatypes.BY_ONNX_TYPE.get(arg.type)
+    if datatype is None:
+        raise ConfigError("", f"tensor {arg.name!r} has type {arg.type}, which V2 cannot carry")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or ()))
+    return GraphTensor(arg.name, datatype.name, shape)
+
+
+class OnnxSession:
+    """One onnxruntime InferenceSession; `run` is thread-safe and releases the GIL."""
+
+    def __init__(self, model: bytes | str, *, settings: SessionSettings, device: str) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.intra_op_threads
+        options.inter_op_num_threads = settings.inter_op_threads
+        options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
+        options.execution_mode = _EXEC_MODES[settings.execution_mode]
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                model, sess_options=options, providers=providers_for(device)
+            )
+        except ConfigError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own hierarchy and RuntimeError
+            raise ConfigError("", f"onnxruntime could not load the model: {exc}") from exc
+        self.inputs = [_graph_tensor(a) for a in self._session.get_inputs()]
+        self.outputs = [_graph_tensor(a) for a in self._session.get_outputs()]
+        self.providers = self._session.get_providers()
+
+    def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the graph; onnxruntime failures become `InferenceFailed`."""
+        try:
+            return self._session.run(output_names, feeds)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise InferenceFailed(f"onnxruntime failed: {exc}") from exc

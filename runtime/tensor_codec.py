@@ -1,0 +1,68 @@
+"""Raw tensor bytes <-> numpy, shared by gRPC `raw_*_contents` and HTTP's binary
+tensor extension. Checks every length against shape x element size and names
+the tensor in every error."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mlserve.errors import InvalidRequest
+from mlserve.ext.bytes_codec import BytesTensorError, decode_bytes_tensor, encode_bytes_tensor
+from mlserve.runtime import datatypes
+
+
+def check_shape(name: str, shape: tuple[int, ...]) -> int:
+    """Element count of `shape`; refuses negative dimensions."""
+    for dim in shape:
+        if dim < 0:
+            raise InvalidRequest(
+                f"input '{name}': shape {list(shape)} has a negative dimension; "
+                "request shapes must be concrete"
+            )
+    return math.prod(shape)
+
+
+def lookup_datatype(name: str, datatype: str) -> datatypes.Datatype:
+    found = datatypes.BY_NAME.get(datatype)
+    if found is None:
+        raise InvalidRequest(
+            f"input '{name}': unknown datatype '{datatype}'; "
+            f"expected one of {', '.join(datatypes.NAMES)}"
+        )
+    return found
+
+
+def array_from_raw(
+    name: str, datatype: str, shape: tuple[int, ...], raw: bytes | memoryview,
+    *, text: bool = True,
+) -> np.ndarray:
+    """Decode one tensor's raw bytes; `text` decodes BYTES elements to str."""
+    dt = lookup_datatype(name, datatype)
+    count = check_shape(name, shape)
+    if dt.name == "BYTES":
+        try:
+            flat = decode_bytes_tensor(raw, count, text)
+        except BytesTensorError as exc:
+            raise InvalidRequest(f"input '{name}': BYTES raw contents are malformed: {exc}") from None
+        return flat.reshape(shape)
+    if dt.numpy is None:
+        raise InvalidRequest(
+            f"input '{name}': datatype {dt.name} cannot be served: onnxruntime's Python API "
+            "has no BF16 tensors"
+        )
+    expected = count * dt.itemsize
+    if len(raw) != expected:
+        raise InvalidRequest(
+            f"input '{name}': raw contents hold {len(raw)} bytes but shape {list(shape)} "
+            f"of {dt.name} needs {expected} ({count} elements x {dt.itemsize} bytes)"
+        )
+    return np.frombuffer(raw, dtype=dt.numpy).reshape(shape)
+
+
+def array_to_raw(array: np.ndarray, datatype: str) -> bytes:
+    """Row-major bytes of an output; BYTES elements length-prefixed."""
+    if datatype == "BYTES":
+        return encode_bytes_tensor(array)
+    return np.ascontiguousarray(array).tobytes()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up mlserve on a fresh Debian 12 machine: system packages, a virtual
+# environment in .venv with mlserve (editable, Cython extensions compiled) and
+# its test tools, and the example model repository in examples/models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${MLSERVE_VENV:-.venv}
+
+# Debian packages: a C compiler for the Cython extensions, and the load tools the
+# benchmarks use. Installed only when missing, so a warm machine skips apt.
+need=()
+for pkg in gcc python3-dev; do :; done
+command -v gcc >/dev/null || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${need[@]}"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e '.[dev]'
+"$VENV/bin/python" examples/make_example_repository.py examples/models
+echo "mlserve is set up: $("$VENV/bin/mlserve" --version)"

@@ -1,0 +1,48 @@
+"""Build script: maps the top-level component folders into the single `mlserve`
+import package and compiles the Cython accelerators in ext/.
+
+Metadata lives in pyproject.toml; this file only carries what setuptools cannot
+express there (the Cython extension modules with warnings as errors)."""
+
+from __future__ import annotations
+
+import os
+
+from setuptools import setup
+
+PACKAGE_DIR = {
+    "mlserve": "mlserve",
+    "mlserve.cli": "mlserve/cli",
+    "mlserve.runtime": "runtime",
+    "mlserve.router": "router",
+    "mlserve.ext": "ext",
+    "mlserve.proto": "proto",
+}
+
+
+def _extensions() -> list:
+    if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1":
+        return []
+    from Cython.Build import cythonize
+    from Cython.Compiler import Options
+
+    Options.warning_errors = True  # Cython's own warnings fail the build
+    from setuptools import Extension
+
+    strict = ["-Werror", "-Wno-unreachable-code"] if os.name == "posix" else []
+    modules = [
+        Extension("mlserve.ext._bytes_codec", ["ext/_bytes_codec.pyx"], extra_compile_args=strict),
+    ]
+    return cythonize(
+        modules,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "warn.unused": True},
+    )
+
+
+setup(
+    packages=list(PACKAGE_DIR),
+    package_dir=PACKAGE_DIR,
+    package_data={"mlserve.ext": ["*.pyi", "*.pxd", "py.typed"], "mlserve": ["py.typed"]},
+    ext_modules=_extensions(),
+)
