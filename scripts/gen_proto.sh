@@ -13,6 +13,15 @@
 # The sources are laid out as mlserve/proto/*.proto in a temp dir so that the
 # files register under "mlserve/proto/..." and the generated imports read
 # `from mlserve.proto import ...` (proto/ is installed as mlserve.proto).
+#
+# The .proto files declare `package inference` (the wire contract: the gRPC
+# service path is /inference.GRPCInferenceService/...). The Python modules are
+# generated with the package renamed to `mlserve.inference`, so their message
+# full names never collide with tritonclient's (or MLServer's) in one process.
+# Protobuf full names do not travel on the wire; the server registers its
+# handlers and the client calls under the `inference.` service path explicitly.
+# For the same reason no *_pb2_grpc.py is generated (it would carry the
+# renamed service path).
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
@@ -23,7 +32,6 @@ PROTO_DIR="$ROOT/proto"
 GENERATED=(
     grpc_service_pb2.py
     grpc_service_pb2.pyi
-    grpc_service_pb2_grpc.py
     model_config_pb2.py
     model_config_pb2.pyi
 )
@@ -52,6 +60,7 @@ src="$tmp/src"
 out="$tmp/out"
 mkdir -p "$src/mlserve/proto" "$out"
 cp "$PROTO_DIR/model_config.proto" "$PROTO_DIR/grpc_service.proto" "$src/mlserve/proto/"
+sed -i 's/^package inference;$/package mlserve.inference;/' "$src"/mlserve/proto/*.proto
 
 # Run from the temp source root so every path protoc records is relative and
 # the output does not depend on where the repository is checked out.
@@ -62,7 +71,7 @@ cp "$PROTO_DIR/model_config.proto" "$PROTO_DIR/grpc_service.proto" "$src/mlserve
         --python_out="$out" --pyi_out="$out" \
         mlserve/proto/model_config.proto
     "$PYTHON" -m grpc_tools.protoc -I. \
-        --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
+        --python_out="$out" --pyi_out="$out" \
         mlserve/proto/grpc_service.proto
 )
 

@@ -23,5 +23,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e '.[dev]'
-"$VENV/bin/python" examples/make_example_repository.py examples/models
+"$VENV/bin/python" -m mlserve.examples examples/models
 echo "mlserve is set up: $("$VENV/bin/mlserve" --version)"

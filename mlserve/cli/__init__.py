@@ -1,0 +1,1 @@
+"""The `mlserve` command line: argument parsing only; the work is library code."""

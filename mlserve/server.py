@@ -1,0 +1,143 @@
+"""The composition root of `mlserve serve`: builds the repository, data plane,
+metrics and transports from a ServerConfig, runs them on one event loop, and
+drains on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+
+from mlserve.config import ServerConfig, TlsConfig
+from mlserve.runtime.access import AccessPolicy
+from mlserve.runtime.dataplane import DataPlane, ModelControlMode
+from mlserve.runtime.grpc_server import HealthReporter, start_grpc_server
+from mlserve.runtime.http_api import HttpApi
+from mlserve.runtime.http_server import start_http_server
+from mlserve.runtime.metrics import ServerMetrics
+from mlserve.runtime.repository import ModelRepository
+from mlserve.runtime.repository_layout import RepositoryLayout
+
+log = logging.getLogger("mlserve")
+
+
+def _ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert, tls.key)
+    if tls.root_cert is not None:
+        context.load_verify_locations(tls.root_cert)
+    if tls.mutual:
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _announce(text: str) -> None:
+    """One machine-readable line on stdout (tests and scripts read the ports here)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+async def serve(config: ServerConfig) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    metrics = ServerMetrics()
+    repository = ModelRepository(RepositoryLayout(config.model_repository))
+    repository.add_listener(metrics.on_model_state)
+    mode = ModelControlMode(config.model_control_mode)
+    dataplane = DataPlane(repository, metrics, control_mode=mode,
+                          strict_readiness=config.strict_readiness)
+    health = HealthReporter()
+    await health.set_ready(False)
+
+    ports: list[str] = []
+    grpc_server = None
+    http_server = None
+    connections: set = set()
+    if config.grpc.enabled:
+        grpc_server, port = await start_grpc_server(config.grpc, dataplane, health)
+        ports.append(f"grpc={config.grpc.address}:{port}")
+    if config.http.enabled:
+        api = HttpApi(dataplane, AccessPolicy(list(config.http.restricted)),
+                      config.http.max_input_bytes)
+        http_server, port, connections = await start_http_server(
+            api.handle, host=config.http.address, port=config.http.port,
+            max_body_bytes=config.http.max_input_bytes,
+            ssl_context=_ssl_context(config.http.tls) if config.http.tls else None,
+        )
+        ports.append(f"http={config.http.address}:{port}")
+    if config.metrics.enabled:
+        port = metrics.serve(config.metrics.address, config.metrics.port)
+        ports.append(f"metrics={config.metrics.address}:{port}")
+    _announce("mlserve listening: " + " ".join(ports))
+
+    if mode is ModelControlMode.EXPLICIT:
+        names = config.load_models
+        if "*" in names:
+            names = tuple(repository.layout.model_names())
+    else:
+        names = tuple(repository.layout.model_names())
+    await repository.load_many(names)
+    dataplane.started = True
+    await health.set_ready(dataplane.ready())
+    _announce(f"mlserve ready: {dataplane.ready()}")
+
+    poller = None
+    if mode is ModelControlMode.POLL:
+        poller = loop.create_task(_poll(repository, dataplane, health,
+                                        config.repository_poll_secs))
+    else:
+        poller = loop.create_task(_track_readiness(dataplane, health))
+
+    await stop.wait()
+    log.info("shutting down: draining for up to %.1f s", config.exit_timeout_secs)
+    poller.cancel()
+    dataplane.draining = True
+    await health.set_ready(False)
+    if http_server is not None:
+        http_server.close()
+    grpc_stop = (loop.create_task(grpc_server.stop(config.exit_timeout_secs))
+                 if grpc_server is not None else None)
+    drained = await dataplane.drain(config.exit_timeout_secs)
+    if not drained:
+        log.warning("grace period over with %d requests in flight", dataplane.inflight)
+    for connection in list(connections):
+        connection.closing = True
+        if connection.idle:
+            connection.close()
+    if grpc_stop is not None:
+        await grpc_stop
+    metrics.close()
+    await repository.close()
+    _announce("mlserve stopped")
+    return 0
+
+
+async def _track_readiness(dataplane: DataPlane, health: HealthReporter) -> None:
+    """Keep grpc.health in step with readiness after explicit loads/unloads."""
+    last = None
+    while True:
+        ready = dataplane.ready()
+        if ready != last:
+            await health.set_ready(ready)
+            last = ready
+        await asyncio.sleep(0.5)
+
+
+async def _poll(repository: ModelRepository, dataplane: DataPlane, health: HealthReporter,
+                interval_s: float) -> None:
+    tracker = asyncio.get_running_loop().create_task(_track_readiness(dataplane, health))
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await repository.poll_once()
+            except Exception:  # a control loop survives whatever one poll hits
+                log.exception("repository poll failed")
+    finally:
+        tracker.cancel()

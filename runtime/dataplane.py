@@ -1,0 +1,263 @@
+"""The transport-neutral data plane: everything a V2 endpoint does, once.
+
+gRPC and HTTP adapters decode their wire format, call one method here, and
+encode the result; the semantics (readiness, version resolution, validation,
+statistics, metrics) live only here."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from dataclasses import dataclass
+
+from mlserve._version import __version__
+from mlserve.errors import InternalError, MlserveError, ModelNotFound, Unsupported
+from mlserve.runtime import datatypes
+from mlserve.runtime.inference_types import InferOutput, InferRequest, InferResponse
+from mlserve.runtime.metrics import ModelMetrics, ServerMetrics
+from mlserve.runtime.model_config import PLATFORM
+from mlserve.runtime.model_version import ModelVersion
+from mlserve.runtime.repository import IndexEntry, ModelRepository, ModelState
+
+_perf_ns = time.perf_counter_ns
+
+EXTENSIONS = (
+    "binary_tensor_data",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+)
+
+
+class ModelControlMode(enum.Enum):
+    NONE = "none"
+    POLL = "poll"
+    EXPLICIT = "explicit"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+
+class DataPlane:
+    """What every V2 endpoint means, independent of the transport."""
+
+    def __init__(
+        self, repository: ModelRepository, metrics: ServerMetrics, *,
+        control_mode: ModelControlMode = ModelControlMode.NONE, strict_readiness: bool = True,
+    ) -> None:
+        self.repository = repository
+        self.metrics = metrics
+        self.control_mode = control_mode
+        self.strict_readiness = strict_readiness
+        self.started = False
+        self.draining = False
+        self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- health and metadata ------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        if not self.started or self.draining:
+            return False
+        return self.repository.all_ready() if self.strict_readiness else True
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata("mlserve", __version__, EXTENSIONS)
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.repository.resolve(name, version)
+        except MlserveError:
+            return False
+        return not self.draining
+
+    def model(self, name: str, version: str = "") -> ModelVersion:
+        return self.repository.resolve(name, version)
+
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        model = self.repository.resolve(name, version)
+        config = model.config
+        batch = (-1,) if model.batching else ()
+        if version:
+            versions: tuple[str, ...] = (model.version_str,)
+        else:
+            versions = tuple(str(v) for v in sorted(self.repository.served()[name].versions))
+        return ModelMetadata(
+            name=name,
+            versions=versions,
+            platform=PLATFORM,
+            inputs=tuple(TensorMetadata(t.name, t.datatype, batch + t.dims) for t in config.inputs),
+            outputs=tuple(
+                TensorMetadata(t.name, t.datatype, batch + t.dims) for t in config.outputs
+            ),
+            sha256=model.sha256,
+        )
+
+    def model_statistics(self, name: str = "", version: str = "") -> list[ModelVersion]:
+        """The versions whose statistics to report ("" = all models / versions)."""
+        if not name:
+            return [
+                m for served in self.repository.served().values()
+                for _, m in sorted(served.versions.items())
+            ]
+        if version:
+            return [self.repository.resolve(name, version)]
+        served = self.repository.served().get(name)
+        if served is None:
+            self.repository.resolve(name)  # raises the right error
+            raise ModelNotFound(f"model '{name}' is not loaded")
+        return [m for _, m in sorted(served.versions.items())]
+
+    # -- repository -----------------------------------------------------------
+
+    def repository_index(self, *, ready_only: bool = False) -> list[IndexEntry]:
+        entries = self.repository.index(ready_only=ready_only)
+        # Models on disk that were never asked for are listed too, as Triton does.
+        known = {e.name for e in entries}
+        if not ready_only:
+            for name in self.repository.layout.model_names():
+                if name not in known:
+                    entries.append(IndexEntry(name, "", ModelState.UNAVAILABLE, "not loaded"))
+        return sorted(entries, key=lambda e: (e.name, e.version))
+
+    async def load_model(self, name: str) -> None:
+        self._check_control("load")
+        await self.repository.load(name)
+
+    async def unload_model(self, name: str) -> None:
+        self._check_control("unload")
+        await self.repository.unload(name)
+
+    def _check_control(self, action: str) -> None:
+        if self.control_mode is not ModelControlMode.EXPLICIT:
+            raise Unsupported(
+                f"explicit model {action} is not allowed in model control mode "
+                f"'{self.control_mode.value}'; start the server with "
+                "--model-control-mode explicit"
+            )
+
+    # -- inference ------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Validate, run and answer one request; every outcome is counted."""
+        arrival = request.arrival_ns or _perf_ns()
+        try:
+            model = self.repository.resolve(request.model_name, request.model_version)
+        except MlserveError as exc:
+            self.metrics.unrouted.labels(exc.kind.value).inc()
+            raise
+        metrics = model.metrics
+        if metrics is None:
+            metrics = model.metrics = self.metrics.for_model(model.name, model.version_str)
+        model.inflight += 1
+        self.inflight += 1
+        self._idle.clear()
+        metrics.inflight.inc()
+        try:
+            return await self._infer(model, metrics, request, arrival)
+        except MlserveError as exc:
+            self._fail(model, metrics, arrival, exc.kind.value)
+            raise
+        except Exception as exc:
+            self._fail(model, metrics, arrival, "internal")
+            raise InternalError(f"unexpected error serving '{model.name}': {exc!r}") from exc
+        finally:
+            metrics.inflight.dec()
+            model.inflight -= 1
+            self.inflight -= 1
+            if not self.inflight:
+                self._idle.set()
+
+    async def _infer(
+        self, model: ModelVersion, metrics: ModelMetrics, request: InferRequest, arrival: int
+    ) -> InferResponse:
+        feeds, rows = model.prepare_feeds(request.inputs)
+        names = model.select_outputs(request.outputs)
+        prepared = _perf_ns()
+        execution = await model.execute(names, feeds)
+        fetched = _perf_ns()
+        specs = model.output_specs
+        outputs = []
+        for name, array in zip(names, execution.outputs, strict=True):
+            datatype = specs[name].datatype
+            if not datatype:
+                datatype = datatypes.from_numpy(array.dtype).name
+            outputs.append(InferOutput(name, datatype, array.shape, array))
+        response = InferResponse(
+            model_name=model.name,
+            model_version=model.version_str,
+            id=request.id,
+            outputs=outputs,
+            output_parameters={o.name: o.parameters for o in request.outputs if o.parameters},
+        )
+        done = _perf_ns()
+        input_ns = prepared - arrival
+        output_ns = done - fetched
+        stats = model.stats
+        stats.record_execution(
+            rows=rows, input_ns=input_ns, infer_ns=execution.infer_ns, output_ns=output_ns
+        )
+        stats.record_success(
+            total_ns=done - arrival, queue_ns=execution.queue_ns, input_ns=input_ns,
+            infer_ns=execution.infer_ns, output_ns=output_ns,
+        )
+        metrics.success.inc()
+        metrics.rows.inc(rows)
+        metrics.request_duration.observe((done - arrival) / 1e9)
+        metrics.queue_duration.observe(execution.queue_ns / 1e9)
+        metrics.compute_duration.observe(execution.infer_ns / 1e9)
+        return response
+
+    def _fail(self, model: ModelVersion, metrics: ModelMetrics, arrival: int, reason: str) -> None:
+        model.stats.record_failure(total_ns=_perf_ns() - arrival)
+        metrics.failure(reason)
+
+    def count_rejected(self, model_name: str, model_version: str, error: MlserveError) -> None:
+        """Count a request the transport could not even decode."""
+        try:
+            model = self.repository.resolve(model_name, model_version)
+        except MlserveError:
+            self.metrics.unrouted.labels(error.kind.value).inc()
+            return
+        metrics = model.metrics
+        if metrics is None:
+            metrics = model.metrics = self.metrics.for_model(model.name, model.version_str)
+        model.stats.record_failure(total_ns=0)
+        metrics.failure(error.kind.value)
+
+    # -- shutdown -------------------------------------------------------------
+
+    async def drain(self, grace_s: float) -> bool:
+        """Stop being ready; wait up to `grace_s` for in-flight requests. True if idle."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
+        except TimeoutError:
+            return False
+        return True

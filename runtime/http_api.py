@@ -1,0 +1,251 @@
+"""The V2 REST API over the bare HTTP server: routing, access checks, body
+compression, and the one table mapping error kinds to HTTP status codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from typing import Any
+from urllib.parse import unquote
+
+from mlserve.errors import ErrorKind, InternalError, InvalidRequest, MlserveError, ModelNotFound
+from mlserve.runtime import http_codec, proto_views
+from mlserve.runtime.access import AccessPolicy
+from mlserve.runtime.dataplane import DataPlane
+from mlserve.runtime.http_server import HttpRequest, HttpResponse
+
+_perf_ns = time.perf_counter_ns
+log = logging.getLogger(__name__)
+
+STATUS_BY_KIND: dict[ErrorKind, int] = {
+    ErrorKind.INVALID_ARGUMENT: 400,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.PERMISSION_DENIED: 403,
+    ErrorKind.UNIMPLEMENTED: 501,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.RESOURCE_EXHAUSTED: 429,
+    ErrorKind.DEADLINE_EXCEEDED: 504,
+    ErrorKind.INTERNAL: 500,
+}
+_OK = HttpResponse(200, b"", "text/plain")
+_NOT_READY = HttpResponse(503, b"", "text/plain")
+
+
+def _json(doc: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(status, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def error_response(error: MlserveError) -> HttpResponse:
+    response = _json({"error": error.message}, STATUS_BY_KIND[error.kind])
+    retry_after = getattr(error, "retry_after_s", None)
+    if retry_after is not None:
+        response.headers.append(("Retry-After", str(max(1, round(retry_after)))))
+    return response
+
+
+class HttpApi:
+    """Routes one HTTP request to the data plane and builds the reply."""
+
+    def __init__(self, dataplane: DataPlane, access: AccessPolicy, max_input_bytes: int) -> None:
+        self.dataplane = dataplane
+        self.access = access
+        self.max_input_bytes = max_input_bytes
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        try:
+            if request.body_too_large:
+                raise InvalidRequest(
+                    f"request body is {request.body_too_large} bytes, over the server's limit "
+                    f"of {self.max_input_bytes} bytes (--http-max-input-size)"
+                )
+            return await self._route(request)
+        except MlserveError as exc:
+            return error_response(exc)
+        except Exception as exc:  # a bug: answer 500, keep the connection and the server
+            log.exception("unhandled error serving %s %s", request.method, request.path)
+            return error_response(InternalError(f"internal error: {exc!r}"))
+
+    def _check(self, group: str, request: HttpRequest) -> None:
+        header = self.access.header_for(group)
+        if header is not None:
+            self.access.check(group, request.headers.get(header))
+
+    async def _route(self, request: HttpRequest) -> HttpResponse:
+        parts = request.path.split("/")
+        if len(parts) < 2 or parts[1] != "v2":
+            raise ModelNotFound(f"no endpoint at {request.path}")
+        rest = parts[2:]
+        method = request.method
+        if not rest or rest == [""]:
+            self._method(method, "GET")
+            self._check("metadata", request)
+            meta = self.dataplane.server_metadata()
+            return _json({"name": meta.name, "version": meta.version,
+                          "extensions": list(meta.extensions)})
+        head = rest[0]
+        if head == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
+            self._method(method, "GET")
+            self._check("health", request)
+            ok = self.dataplane.live() if rest[1] == "live" else self.dataplane.ready()
+            return _OK if ok else _NOT_READY
+        if head == "models":
+            return await self._models(request, rest[1:])
+        if head == "repository":
+            return await self._repository(request, rest[1:])
+        raise ModelNotFound(f"no endpoint at {request.path}")
+
+    @staticmethod
+    def _method(method: str, expected: str) -> None:
+        if method != expected:
+            raise InvalidRequest(f"method {method} not allowed here; use {expected}")
+
+    async def _models(self, request: HttpRequest, rest: list[str]) -> HttpResponse:
+        if rest == ["stats"]:
+            self._method(request.method, "GET")
+            self._check("statistics", request)
+            return self._stats("", "")
+        if not rest or not rest[0]:
+            raise ModelNotFound(f"no endpoint at {request.path}")
+        name = unquote(rest[0])
+        rest = rest[1:]
+        version = ""
+        if len(rest) >= 2 and rest[0] == "versions":
+            version = unquote(rest[1])
+            if not version.isdigit():
+                raise InvalidRequest(f"model version must be a number, got {version!r}")
+            rest = rest[2:]
+        action = rest[0] if rest else ""
+        if len(rest) > 1:
+            raise ModelNotFound(f"no endpoint at {request.path}")
+        if action == "infer":
+            self._method(request.method, "POST")
+            self._check("inference", request)
+            return await self._infer(request, name, version)
+        self._method(request.method, "GET")
+        if action == "":
+            self._check("metadata", request)
+            meta = self.dataplane.model_metadata(name, version)
+            return _json({
+                "name": meta.name, "versions": list(meta.versions), "platform": meta.platform,
+                "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+                           for t in meta.inputs],
+                "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+                            for t in meta.outputs],
+                "parameters": {"sha256": meta.sha256},
+            })
+        if action == "ready":
+            self._check("health", request)
+            return _OK if self.dataplane.model_ready(name, version) else _NOT_READY
+        if action == "config":
+            self._check("model-config", request)
+            model = self.dataplane.model(name, version)
+            return _json(proto_views.to_json_dict(proto_views.model_config_proto(model)))
+        if action == "stats":
+            self._check("statistics", request)
+            return self._stats(name, version)
+        raise ModelNotFound(f"no endpoint at {request.path}")
+
+    def _stats(self, name: str, version: str) -> HttpResponse:
+        models = self.dataplane.model_statistics(name, version)
+        return _json({"model_stats": [
+            proto_views.to_json_dict(proto_views.model_statistics_proto(m)) for m in models
+        ]})
+
+    async def _repository(self, request: HttpRequest, rest: list[str]) -> HttpResponse:
+        self._method(request.method, "POST")
+        self._check("model-repository", request)
+        body = self._json_body(request) if request.body else {}
+        if rest == ["index"]:
+            ready = body.get("ready", False)
+            if not isinstance(ready, bool):
+                raise InvalidRequest("'ready' must be true or false")
+            entries = self.dataplane.repository_index(ready_only=ready)
+            return _json([{"name": e.name, "version": e.version, "state": e.state.value,
+                           "reason": e.reason} for e in entries])
+        if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
+            name = unquote(rest[1])
+            if rest[2] == "load":
+                if body.get("parameters"):
+                    raise InvalidRequest(
+                        f"load parameters {sorted(body['parameters'])} are not supported; put "
+                        "the model and its config.yaml in the repository")
+                await self.dataplane.load_model(name)
+            else:
+                await self.dataplane.unload_model(name)
+            return _OK
+        raise ModelNotFound(f"no endpoint at {request.path}")
+
+    def _json_body(self, request: HttpRequest) -> dict[str, Any]:
+        try:
+            doc = json.loads(self._decoded_body(request))
+        except ValueError as exc:
+            raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise InvalidRequest("request body must be a JSON object")
+        return doc
+
+    def _decoded_body(self, request: HttpRequest) -> bytes:
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            return request.body
+        if encoding not in ("gzip", "deflate"):
+            raise InvalidRequest(
+                f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or identity"
+            )
+        wbits = 31 if encoding == "gzip" else 15
+        decompressor = zlib.decompressobj(wbits)
+        try:
+            out = decompressor.decompress(request.body, self.max_input_bytes + 1)
+        except zlib.error as exc:
+            raise InvalidRequest(f"request body is not valid {encoding} data: {exc}") from None
+        if len(out) > self.max_input_bytes or decompressor.unconsumed_tail:
+            raise InvalidRequest(
+                f"decompressed request body is over the server's limit of "
+                f"{self.max_input_bytes} bytes (--http-max-input-size)"
+            )
+        if not decompressor.eof:
+            raise InvalidRequest(f"request body is truncated {encoding} data")
+        return out
+
+    async def _infer(self, request: HttpRequest, name: str, version: str) -> HttpResponse:
+        arrival = _perf_ns()
+        header_length: int | None = None
+        raw_length = request.headers.get("inference-header-content-length")
+        try:
+            if raw_length is not None:
+                if not raw_length.strip().isdigit():
+                    raise InvalidRequest(
+                        f"Inference-Header-Content-Length must be an integer, got {raw_length!r}")
+                header_length = int(raw_length)
+            body = self._decoded_body(request)
+            infer_request = http_codec.decode_infer_request(
+                name, version, body, header_length, arrival)
+        except MlserveError as exc:
+            self.dataplane.count_rejected(name, version, exc)
+            raise
+        result = await self.dataplane.infer(infer_request)
+        payload, json_length = http_codec.encode_infer_response(result, infer_request.parameters)
+        headers: list[tuple[str, str]] = []
+        content_type = "application/json"
+        if json_length is not None:
+            headers.append(("Inference-Header-Content-Length", str(json_length)))
+            content_type = "application/octet-stream"
+        accept = request.headers.get("accept-encoding", "")
+        if accept:
+            payload = _compress(payload, accept, headers)
+        return HttpResponse(200, payload, content_type, headers)
+
+
+def _compress(payload: bytes, accept: str, headers: list[tuple[str, str]]) -> bytes:
+    offered = {token.split(";")[0].strip().lower() for token in accept.split(",")}
+    if "gzip" in offered:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+        headers.append(("Content-Encoding", "gzip"))
+    elif "deflate" in offered:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 15)
+        headers.append(("Content-Encoding", "deflate"))
+    else:
+        return payload
+    return compressor.compress(payload) + compressor.flush()

@@ -1,0 +1,194 @@
+"""A bare HTTP/1.1 server: an asyncio Protocol driving the httptools parser.
+
+No web framework sits on the request path (a bare protocol costs about 8 us a
+request here, uvicorn's ASGI about 38 us). Keep-alive and pipelining are
+supported; requests on one connection are answered in order. The protocol
+knows nothing of V2: it hands each complete request to a handler coroutine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import httptools
+
+_MAX_PIPELINE = 32
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    keep_alive: bool
+    body_too_large: int = 0  # the declared or received size, when over the limit
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, handler: Handler, max_body_bytes: int,
+                 connections: set[HttpProtocol]) -> None:
+        self._handler = handler
+        self._max_body = max_body_bytes
+        self._connections = connections
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._pipeline: deque[HttpRequest] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._paused = False
+        self.closing = False
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._size = 0
+        self._too_large = 0
+
+    # -- asyncio.Protocol -----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            self._fail(400, f"malformed HTTP request: {exc}")
+
+    # -- httptools callbacks --------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._size = 0
+        self._too_large = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            self._too_large = int(length)
+
+    def on_body(self, body: bytes) -> None:
+        if self._too_large:
+            return
+        self._size += len(body)
+        if self._size > self._max_body:
+            self._too_large = self._size
+            self._body = []
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        url = httptools.parse_url(self._url)
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = HttpRequest(
+            method=self._parser.get_method().decode("ascii", "replace"),
+            path=url.path.decode("utf-8", "replace"),
+            query=(url.query or b"").decode("utf-8", "replace"),
+            headers=self._headers,
+            body=body,
+            keep_alive=self._parser.should_keep_alive() and not self._too_large,
+            body_too_large=self._too_large,
+        )
+        self._pipeline.append(request)
+        if len(self._pipeline) > _MAX_PIPELINE and self._transport is not None:
+            self._transport.pause_reading()
+            self._paused = True
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    # -- answering ------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        try:
+            while self._pipeline:
+                request = self._pipeline.popleft()
+                response = await self._handler(request)
+                if self._transport is None:
+                    return
+                keep_alive = request.keep_alive and not self.closing
+                self._write(response, keep_alive)
+                if not keep_alive:
+                    self._transport.close()
+                    return
+                if self._paused and len(self._pipeline) <= _MAX_PIPELINE // 2:
+                    self._transport.resume_reading()
+                    self._paused = False
+        finally:
+            self._task = None
+
+    def _write(self, response: HttpResponse, keep_alive: bool) -> None:
+        assert self._transport is not None
+        lines = [
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+                response.status, _REASONS.get(response.status, b"Unknown"),
+                response.content_type.encode(), len(response.body)),
+        ]
+        for name, value in response.headers:
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        lines.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+        lines.append(response.body)
+        self._transport.write(b"".join(lines))
+
+    def _fail(self, status: int, message: str) -> None:
+        if self._transport is None:
+            return
+        body = json.dumps({"error": message}).encode()
+        self._write(HttpResponse(status, body), keep_alive=False)
+        self._transport.close()
+
+    @property
+    def idle(self) -> bool:
+        return self._task is None and not self._pipeline
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def start_http_server(
+    handler: Handler, *, host: str, port: int, max_body_bytes: int,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[asyncio.Server, int, set[HttpProtocol]]:
+    """Bind and serve; returns the server, its port and the live connections."""
+    connections: set[HttpProtocol] = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: HttpProtocol(handler, max_body_bytes, connections),
+        host=host, port=port, ssl=ssl_context, reuse_address=True, backlog=1024,
+    )
+    bound = server.sockets[0].getsockname()[1]
+    return server, int(bound), connections

@@ -1,0 +1,203 @@
+"""One loaded, servable version of a model: its completed config, its
+onnxruntime session, the threads that run it, and its statistics.
+
+The request path calls `prepare_feeds` (validation against the model's
+signature) and `execute` (onnxruntime off the event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mlserve.errors import ConfigError, InvalidRequest
+from mlserve.runtime import datatypes
+from mlserve.runtime.inference_types import InferInput, RequestedOutput
+from mlserve.runtime.model_config import ModelConfig, TensorSpec
+from mlserve.runtime.onnx_session import OnnxSession
+from mlserve.runtime.statistics import ModelStatistics
+
+if TYPE_CHECKING:
+    from mlserve.runtime.metrics import ModelMetrics
+
+_perf_ns = time.perf_counter_ns
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """What one onnxruntime run returned and how long it waited and ran."""
+
+    outputs: list[np.ndarray]
+    queue_ns: int
+    infer_ns: int
+
+
+def _format_shape(dims: tuple[int, ...], batching: bool, max_batch_size: int) -> str:
+    body = ", ".join("-1" if d < 0 else str(d) for d in dims)
+    if batching:
+        return f"[batch 1..{max_batch_size}" + (f", {body}]" if body else "]")
+    return f"[{body}]"
+
+
+class ModelVersion:
+    """A ready model version. Created (and warmed up) by the repository."""
+
+    def __init__(
+        self, *, config: ModelConfig, version: int, session: OnnxSession, sha256: str, path: Path
+    ) -> None:
+        self.name = config.name
+        self.version = version
+        self.version_str = str(version)
+        self.config = config
+        self.session = session
+        self.sha256 = sha256
+        self.path = path
+        self.stats = ModelStatistics()
+        self.inflight = 0
+        self.metrics: ModelMetrics | None = None  # bound by the data plane on first request
+        self.max_batch_size = config.max_batch_size or 0
+        self.batching = self.max_batch_size > 0
+        self.input_specs: dict[str, TensorSpec] = {t.name: t for t in config.inputs}
+        self.output_specs: dict[str, TensorSpec] = {t.name: t for t in config.outputs}
+        self.output_names: list[str] = [t.name for t in config.outputs]
+        self._executor = ThreadPoolExecutor(
+            max_workers=config.instance_count, thread_name_prefix=f"ort-{self.name}-{version}"
+        )
+
+    def __repr__(self) -> str:
+        return f"ModelVersion({self.name!r}, {self.version})"
+
+    # -- request path ---------------------------------------------------------
+
+    def prepare_feeds(self, inputs: list[InferInput]) -> tuple[dict[str, np.ndarray], int]:
+        """Check inputs against the signature; returns onnxruntime feeds and the row count."""
+        feeds: dict[str, np.ndarray] = {}
+        rows = 1
+        batch_from = ""
+        for tensor in inputs:
+            spec = self.input_specs.get(tensor.name)
+            if spec is None:
+                raise InvalidRequest(
+                    f"unexpected input '{tensor.name}' for model '{self.name}' version "
+                    f"{self.version}; its inputs are {sorted(self.input_specs)}"
+                )
+            if tensor.name in feeds:
+                raise InvalidRequest(f"input '{tensor.name}' is given more than once")
+            if tensor.datatype != spec.datatype:
+                raise InvalidRequest(
+                    f"input '{tensor.name}': datatype {tensor.datatype} does not match the "
+                    f"model's {spec.datatype}"
+                )
+            shape = tensor.shape
+            dims = spec.dims
+            ok = len(shape) == len(dims) + self.batching
+            if ok:
+                tail = shape[1:] if self.batching else shape
+                ok = all(d < 0 or s == d for s, d in zip(tail, dims, strict=True))
+            if ok and self.batching:
+                batch = shape[0]
+                ok = 1 <= batch <= self.max_batch_size
+                if ok and batch_from and batch != rows:
+                    raise InvalidRequest(
+                        f"input '{tensor.name}': batch dimension {batch} differs from input "
+                        f"'{batch_from}' ({rows}); all inputs must carry the same rows"
+                    )
+                rows, batch_from = batch, tensor.name
+            if not ok:
+                raise InvalidRequest(
+                    f"input '{tensor.name}': shape {list(shape)} does not match the model's "
+                    f"{_format_shape(dims, self.batching, self.max_batch_size)}"
+                )
+            feeds[tensor.name] = tensor.data
+        if len(feeds) != len(self.input_specs):
+            missing = sorted(set(self.input_specs) - set(feeds))
+            raise InvalidRequest(
+                f"model '{self.name}' needs input(s) {missing}, which the request does not carry"
+            )
+        return feeds, rows
+
+    def select_outputs(self, requested: list[RequestedOutput]) -> list[str]:
+        """The output names to fetch: all, or the requested subset in request order."""
+        if not requested:
+            return self.output_names
+        names = []
+        for output in requested:
+            if output.name not in self.output_specs:
+                raise InvalidRequest(
+                    f"requested output '{output.name}' is not an output of model '{self.name}'; "
+                    f"its outputs are {self.output_names}"
+                )
+            if "classification" in output.parameters:
+                raise InvalidRequest(
+                    f"requested output '{output.name}': the classification extension is not "
+                    "supported by this server"
+                )
+            names.append(output.name)
+        return names
+
+    async def execute(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> Execution:
+        """Run onnxruntime on this version's threads (it releases the GIL)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self._run, output_names, feeds, _perf_ns()
+        )
+
+    def _run(self, output_names: list[str], feeds: dict[str, np.ndarray], submit_ns: int
+             ) -> Execution:
+        start = _perf_ns()
+        outputs = self.session.run(output_names, feeds)
+        return Execution(outputs, start - submit_ns, _perf_ns() - start)
+
+    # -- control plane --------------------------------------------------------
+
+    def warm_up(self, model_dir: Path) -> None:
+        """Run the configured warmup inferences; raises if the model cannot run."""
+        warmup = self.config.warmup
+        if warmup.kind == "none":
+            return
+        feeds = self._warmup_feeds(model_dir)
+        for _ in range(warmup.count):
+            self.session.run(self.output_names, feeds)
+
+    def _warmup_feeds(self, model_dir: Path) -> dict[str, np.ndarray]:
+        warmup = self.config.warmup
+        if warmup.kind == "file":
+            assert warmup.file is not None
+            sample = (model_dir / warmup.file).resolve()
+            if not sample.is_relative_to(model_dir.resolve()):
+                raise ConfigError("warmup.file", "must stay inside the model folder")
+            with np.load(sample, allow_pickle=False) as data:
+                missing = sorted(set(self.input_specs) - set(data.files))
+                if missing:
+                    raise ConfigError("warmup.file", f"{sample.name} lacks inputs {missing}")
+                return {name: data[name] for name in self.input_specs}
+        rng = np.random.default_rng(0)
+        feeds = {}
+        for spec in self.config.inputs:
+            shape = tuple(1 if d < 0 else d for d in spec.dims)
+            if self.batching:
+                shape = (min(warmup.batch_size, self.max_batch_size), *shape)
+            dt = datatypes.BY_NAME[spec.datatype]
+            if dt.name == "BYTES":
+                feeds[spec.name] = np.full(shape, "", dtype=object)
+            elif warmup.kind == "random" and dt.name not in ("BOOL",):
+                assert dt.numpy is not None
+                feeds[spec.name] = (rng.random(shape) * 4).astype(dt.numpy)
+            else:
+                assert dt.numpy is not None
+                feeds[spec.name] = np.zeros(shape, dtype=dt.numpy)
+        return feeds
+
+    async def retire(self, *, poll_s: float = 0.01) -> None:
+        """Wait until no request runs on this version, then release its threads."""
+        while self.inflight:
+            await asyncio.sleep(poll_s)
+        self.close()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
