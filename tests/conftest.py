@@ -1,0 +1,126 @@
+"""Shared fixtures: model repositories built with onnx.helper, and a real
+`mlserve serve` process on free ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mlserve import examples
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ServerProcess:
+    """A running `mlserve serve` and the addresses it announced."""
+
+    process: subprocess.Popen[str]
+    grpc: str = ""
+    http: str = ""
+    metrics: str = ""
+    ready: bool = False
+    lines: list[str] = field(default_factory=list)
+    pump: threading.Thread | None = None
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, pattern: str, timeout_s: float = 30.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while time.monotonic() < deadline:
+            for line in self.lines[seen:]:
+                match = re.search(pattern, line)
+                if match:
+                    return match
+            seen = len(self.lines)
+            if self.process.poll() is not None and seen == len(self.lines):
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"server never printed /{pattern}/; output:\n{self.output()}")
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            if self.pump is not None:
+                self.pump.join(timeout=5)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+
+
+def start_server(repository: Path, *extra: str, wait_ready: bool = True,
+                 env: dict[str, str] | None = None) -> ServerProcess:
+    """Start `mlserve serve` on free loopback ports; returns once it is ready."""
+    command = [
+        sys.executable, "-m", "mlserve.cli.main", "serve",
+        "--model-repository", str(repository),
+        "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0",
+        "--grpc-address", "127.0.0.1", "--http-address", "127.0.0.1",
+        "--metrics-address", "127.0.0.1", *extra,
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **(env or {})},
+    )
+    server = ServerProcess(process)
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            server.lines.append(line)
+
+    server.pump = threading.Thread(target=pump, daemon=True)
+    server.pump.start()
+    try:
+        match = server.wait_for_line(r"mlserve listening: (.*)")
+        for item in match.group(1).split():
+            key, _, value = item.partition("=")
+            setattr(server, key, value)
+        if wait_ready:
+            server.wait_for_line(r"mlserve ready: (True|False)")
+            server.ready = True
+    except BaseException:
+        server.terminate(timeout_s=5)
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository with one model per datatype under test plus mlp and two_output."""
+    root = tmp_path_factory.mktemp("models")
+    examples.write_model(root, "mlp", examples.mlp_model(), config="max_batch_size: 8\n")
+    examples.write_model(root, "two_output", examples.two_output_model())
+    examples.write_model(root, "identity_fixed", examples.identity_model("FP32", (2, 3),
+                                                                         batch=False))
+    for datatype in ("FP32", "FP16", "FP64", "BOOL", "INT8", "INT16", "INT32", "INT64",
+                     "UINT8", "UINT16", "UINT32", "UINT64", "BYTES"):
+        examples.write_model(root, f"identity_{datatype.lower()}",
+                             examples.identity_model(datatype, (4,)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(model_repository: Path) -> Iterator[ServerProcess]:
+    """One shared server over `model_repository` (tests must not change its state)."""
+    process = start_server(model_repository, "--http-max-input-size", "1048576",
+                           "--grpc-max-input-size", "1048576")
+    yield process
+    process.terminate()

@@ -1,0 +1,281 @@
+"""Bad input gets a clear error naming the problem, over gRPC and HTTP, and the
+server keeps serving. Requests are crafted below the client libraries where
+tritonclient would refuse to send them."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import struct
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from mlserve.proto import grpc_service_pb2 as pb
+from tests.conftest import ServerProcess
+
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+@pytest.fixture(scope="module")
+def channel(server: ServerProcess) -> grpc.Channel:
+    with grpc.insecure_channel(server.grpc, options=[
+            ("grpc.max_send_message_length", 64 << 20)]) as ch:
+        yield ch
+
+
+def grpc_infer(channel: grpc.Channel, request: pb.ModelInferRequest | bytes
+               ) -> pb.ModelInferResponse:
+    call = channel.unary_unary(
+        INFER,
+        request_serializer=lambda m: m if isinstance(m, bytes) else m.SerializeToString(),
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
+    return call(request, timeout=10)
+
+
+def fp32_request(model: str = "mlp", shape: tuple[int, ...] = (1, 64), *, name: str = "x",
+                 datatype: str = "FP32", raw: bytes | None = None, version: str = ""
+                 ) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=model, model_version=version)
+    request.inputs.add(name=name, datatype=datatype, shape=shape)
+    count = int(np.prod(shape))
+    request.raw_input_contents.append(
+        raw if raw is not None else np.zeros(count, np.float32).tobytes())
+    return request
+
+
+def expect_grpc_error(channel: grpc.Channel, request: pb.ModelInferRequest | bytes,
+                      code: grpc.StatusCode, *fragments: str) -> str:
+    with pytest.raises(grpc.RpcError) as info:
+        grpc_infer(channel, request)
+    error = info.value
+    assert error.code() == code, error.details()
+    for fragment in fragments:
+        assert fragment in error.details(), error.details()
+    # The server keeps serving.
+    assert grpc_infer(channel, fp32_request()).outputs[0].name == "y"
+    return str(error.details())
+
+
+GRPC_CASES = {
+    "unknown model": (fp32_request("nope"), grpc.StatusCode.NOT_FOUND, ["'nope'"]),
+    "unknown version": (fp32_request(version="9"), grpc.StatusCode.NOT_FOUND,
+                        ["version '9'", "[1]"]),
+    "unknown input": (fp32_request(name="z"), grpc.StatusCode.INVALID_ARGUMENT,
+                      ["'z'", "['x']"]),
+    "wrong datatype": (fp32_request(datatype="INT32"), grpc.StatusCode.INVALID_ARGUMENT,
+                       ["INT32", "FP32"]),
+    "unknown datatype": (fp32_request(datatype="FP8"), grpc.StatusCode.INVALID_ARGUMENT,
+                         ["FP8"]),
+    "wrong shape": (fp32_request(shape=(1, 63)), grpc.StatusCode.INVALID_ARGUMENT,
+                    ["[1, 63]", "64"]),
+    "batch over max": (fp32_request(shape=(9, 64)), grpc.StatusCode.INVALID_ARGUMENT,
+                       ["[9, 64]", "1..8"]),
+    "negative dim": (fp32_request(shape=(-1, 64), raw=b""), grpc.StatusCode.INVALID_ARGUMENT,
+                     ["negative"]),
+    "raw length": (fp32_request(raw=b"\0" * 255), grpc.StatusCode.INVALID_ARGUMENT,
+                   ["255 bytes", "256"]),
+    "broken BYTES prefix": (
+        fp32_request("identity_bytes", (1, 4), name="x", datatype="BYTES",
+                     raw=struct.pack("<I", 2) + b"ab" + struct.pack("<I", 100) + b"cd"),
+        grpc.StatusCode.INVALID_ARGUMENT, ["BYTES", "element 1", "100 bytes"]),
+    "too few BYTES elements": (
+        fp32_request("identity_bytes", (1, 4), datatype="BYTES",
+                     raw=struct.pack("<I", 1) + b"a"),
+        grpc.StatusCode.INVALID_ARGUMENT, ["element 1"]),
+    "malformed protobuf": (b"\xff\xff\xff", grpc.StatusCode.INVALID_ARGUMENT,
+                           ["ModelInferRequest", "protobuf"]),
+}
+
+
+@pytest.mark.parametrize("case", list(GRPC_CASES))
+def test_grpc_bad_input(channel: grpc.Channel, case: str) -> None:
+    request, code, fragments = GRPC_CASES[case]
+    expect_grpc_error(channel, request, code, *fragments)
+
+
+def test_grpc_raw_count_mismatch(channel: grpc.Channel) -> None:
+    request = fp32_request()
+    request.raw_input_contents.append(b"")
+    expect_grpc_error(channel, request, grpc.StatusCode.INVALID_ARGUMENT,
+                      "raw_input_contents has 2 entries", "1 inputs")
+
+
+def test_grpc_missing_input(channel: grpc.Channel) -> None:
+    request = pb.ModelInferRequest(model_name="mlp")
+    expect_grpc_error(channel, request, grpc.StatusCode.INVALID_ARGUMENT, "needs input", "x")
+
+
+def test_grpc_typed_contents_count_checked(channel: grpc.Channel) -> None:
+    request = pb.ModelInferRequest(model_name="identity_int64")
+    tensor = request.inputs.add(name="x", datatype="INT64", shape=[1, 4])
+    tensor.contents.int64_contents.extend([1, 2, 3])
+    expect_grpc_error(channel, request, grpc.StatusCode.INVALID_ARGUMENT,
+                      "int64_contents holds 3 elements", "needs 4")
+    tensor.contents.int64_contents.append(4)
+    response = grpc_infer(channel, request)
+    assert np.frombuffer(response.raw_output_contents[0], "<i8").tolist() == [1, 2, 3, 4]
+
+
+def test_grpc_message_over_limit(channel: grpc.Channel) -> None:
+    # The server runs with --grpc-max-input-size 1048576.
+    rows = 8
+    big = fp32_request(shape=(rows, 64), raw=b"\0" * (rows * 64 * 4))
+    big.raw_input_contents.append(b"\0" * (1 << 20))
+    expect_grpc_error(channel, big, grpc.StatusCode.INVALID_ARGUMENT, "over the server's limit",
+                      "1048576")
+
+
+def test_tritonclient_sees_error_message(server: ServerProcess) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc)
+    tensor = grpcclient.InferInput("x", [1, 3], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 3), np.float32))
+    with pytest.raises(grpcclient.InferenceServerException) as info:
+        client.infer("mlp", [tensor])
+    assert "shape [1, 3]" in info.value.message()
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
+# -- HTTP -------------------------------------------------------------------------
+
+
+def http_post(server: ServerProcess, path: str, body: bytes,
+              headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    host, port = server.http.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("POST", path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else {}
+    finally:
+        connection.close()
+
+
+def json_body(model_input: dict) -> bytes:
+    return json.dumps({"inputs": [model_input]}).encode()
+
+
+GOOD = {"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}
+
+
+def expect_http_error(server: ServerProcess, path: str, body: bytes, status: int,
+                      *fragments: str, headers: dict[str, str] | None = None) -> str:
+    code, doc = http_post(server, path, body, headers)
+    assert code == status, doc
+    assert set(doc) == {"error"}, doc
+    for fragment in fragments:
+        assert fragment in doc["error"], doc["error"]
+    ok, result = http_post(server, "/v2/models/mlp/infer", json_body(GOOD))
+    assert ok == 200 and result["outputs"][0]["shape"] == [1, 10]
+    return str(doc["error"])
+
+
+HTTP_CASES = {
+    "unknown model": ("/v2/models/nope/infer", json_body(GOOD), 404, ["'nope'"]),
+    "unknown version": ("/v2/models/mlp/versions/3/infer", json_body(GOOD), 404, ["'3'"]),
+    "unknown input": ("/v2/models/mlp/infer", json_body({**GOOD, "name": "q"}), 400, ["'q'"]),
+    "wrong datatype": ("/v2/models/mlp/infer", json_body({**GOOD, "datatype": "FP64"}), 400,
+                       ["FP64", "FP32"]),
+    "wrong shape": ("/v2/models/mlp/infer", json_body({**GOOD, "shape": [2, 32]}), 400,
+                    ["[2, 32]"]),
+    "data count": ("/v2/models/mlp/infer", json_body({**GOOD, "data": [1.0] * 3}), 400,
+                   ["3 elements", "64"]),
+    "data not numbers": ("/v2/models/mlp/infer", json_body({**GOOD, "data": ["a"] * 64}), 400,
+                         ["FP32"]),
+    "malformed JSON": ("/v2/models/mlp/infer", b'{"inputs": [', 400, ["not valid JSON"]),
+    "not an object": ("/v2/models/mlp/infer", b"[1, 2]", 400, ["JSON object"]),
+    "no inputs": ("/v2/models/mlp/infer", b"{}", 400, ["'inputs'"]),
+    "shape not ints": ("/v2/models/mlp/infer", json_body({**GOOD, "shape": ["1", 64]}), 400,
+                       ["shape must be a list of integers"]),
+    "unknown route": ("/v2/nothing", b"", 404, ["/v2/nothing"]),
+}
+
+
+@pytest.mark.parametrize("case", list(HTTP_CASES))
+def test_http_bad_input(server: ServerProcess, case: str) -> None:
+    path, body, status, fragments = HTTP_CASES[case]
+    expect_http_error(server, path, body, status, *fragments)
+
+
+def binary_request(inputs: list[tuple[dict, bytes]]) -> tuple[bytes, dict[str, str]]:
+    header = json.dumps({"inputs": [meta for meta, _ in inputs]}).encode()
+    body = header + b"".join(raw for _, raw in inputs)
+    return body, {"Inference-Header-Content-Length": str(len(header)),
+                  "Content-Type": "application/octet-stream"}
+
+
+def test_http_binary_size_mismatch(server: ServerProcess) -> None:
+    meta = {"name": "x", "datatype": "FP32", "shape": [1, 64],
+            "parameters": {"binary_data_size": 252}}
+    body, headers = binary_request([(meta, b"\0" * 252)])
+    expect_http_error(server, "/v2/models/mlp/infer", body, 400, "252 bytes", "256",
+                      headers=headers)
+
+
+def test_http_binary_runs_past_body(server: ServerProcess) -> None:
+    meta = {"name": "x", "datatype": "FP32", "shape": [1, 64],
+            "parameters": {"binary_data_size": 256}}
+    body, headers = binary_request([(meta, b"\0" * 100)])
+    expect_http_error(server, "/v2/models/mlp/infer", body, 400, "runs past", headers=headers)
+
+
+def test_http_header_length_past_body(server: ServerProcess) -> None:
+    expect_http_error(server, "/v2/models/mlp/infer", b"{}", 400,
+                      "Inference-Header-Content-Length",
+                      headers={"Inference-Header-Content-Length": "999"})
+
+
+def test_http_bytes_broken_prefix(server: ServerProcess) -> None:
+    raw = struct.pack("<I", 1) + b"a" + struct.pack("<I", 50)
+    meta = {"name": "x", "datatype": "BYTES", "shape": [1, 4],
+            "parameters": {"binary_data_size": len(raw)}}
+    body, headers = binary_request([(meta, raw)])
+    expect_http_error(server, "/v2/models/identity_bytes/infer", body, 400, "BYTES",
+                      "element 1", headers=headers)
+
+
+def test_http_body_over_limit(server: ServerProcess) -> None:
+    body = json_body({**GOOD, "data": [0.0] * 300_000})  # about 1.5 MB > 1 MiB limit
+    expect_http_error(server, "/v2/models/mlp/infer", body, 400, "over the server's limit",
+                      "1048576")
+
+
+def test_http_gzip_bomb_is_bounded(server: ServerProcess) -> None:
+    bomb = gzip.compress(b" " * (4 << 20))  # 4 MiB of spaces inflates past the limit
+    expect_http_error(server, "/v2/models/mlp/infer", bomb, 400, "decompressed",
+                      headers={"Content-Encoding": "gzip"})
+
+
+def test_http_bad_content_encoding(server: ServerProcess) -> None:
+    expect_http_error(server, "/v2/models/mlp/infer", b"xx", 400, "br",
+                      headers={"Content-Encoding": "br"})
+
+
+def test_http_malformed_request_line(server: ServerProcess) -> None:
+    import socket
+
+    host, port = server.http.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GARBAGE\x00\x01 / HTTP/1.1\r\n\r\n")
+        reply = sock.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400")
+    assert b"malformed HTTP request" in reply
+    ok, _ = http_post(server, "/v2/models/mlp/infer", json_body(GOOD))
+    assert ok == 200
+
+
+def test_http_method_not_allowed(server: ServerProcess) -> None:
+    code, doc = http_post(server, "/v2/health/live", b"")
+    assert code == 400 and "GET" in doc["error"]
+
+
+@pytest.mark.parametrize("name", ["..", "a/../b", "/etc", "%2e%2e", ".hidden"])
+def test_model_names_cannot_leave_the_repository(server: ServerProcess, name: str) -> None:
+    code, doc = http_post(server, f"/v2/models/{name}/infer", json_body(GOOD))
+    assert code in (400, 404), doc
+    assert "error" in doc
