@@ -63,6 +63,34 @@ def two_output_model() -> bytes:
     )
 
 
+def scaled_model(factor: float, dims: tuple[int, ...] = (4,)) -> bytes:
+    """y = x * factor (FP32): versions of a model that answer distinguishably."""
+    from onnx import helper, numpy_helper
+
+    scale = numpy_helper.from_array(np.array(factor, dtype=np.float32), "factor")
+    shape: list[Any] = ["batch", *dims]
+    return _model([helper.make_node("Mul", ["x", "factor"], ["y"])],
+                  [_tensor("x", "FP32", shape)], [_tensor("y", "FP32", shape)], [scale])
+
+
+def matmul_chain_model(width: int = 512, layers: int = 16, seed: int = 0) -> bytes:
+    """FP32 [-1, width] through `layers` square MatMuls: a model that takes a
+    predictable while (e.g. to keep a request in flight)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    current = "x"
+    for index in range(layers):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"m{index}"))
+        out = "y" if index == layers - 1 else f"h{index}"
+        nodes.append(helper.make_node("MatMul", [current, f"m{index}"], [out]))
+        current = out
+    return _model(nodes, [_tensor("x", "FP32", ["batch", width])],
+                  [_tensor("y", "FP32", ["batch", width])], inits)
+
+
 def mlp_model(sizes: tuple[int, ...] = (64, 256, 256, 10), seed: int = 0) -> bytes:
     """FP32 [-1, 64] -> 256 -> 256 -> 10 with ReLU between layers."""
     from onnx import helper, numpy_helper

@@ -199,17 +199,29 @@ class ModelRepository:
             loaded = await self._load_version(name, model_dir, config, version, old)
             if loaded is not None:
                 versions[version] = loaded
-        if versions:
-            snapshot = dict(self._served)
-            snapshot[name] = ServedModel(name, versions)
-            self._served = snapshot
-            self._set(IndexEntry(name, "", ModelState.READY))
-        else:
-            self._set(IndexEntry(name, "", ModelState.UNAVAILABLE, "no version loaded"))
+        if not versions:
+            reasons = "; ".join(
+                f"version {v}: {self._index[(name, str(v))].reason}" for v in wanted
+                if (name, str(v)) in self._index and self._index[(name, str(v))].reason
+            )
+            if current is not None and current.versions:
+                # A failed reload keeps what already serves (as Triton does).
+                kept = sorted(current.versions)
+                self._set(IndexEntry(name, "", ModelState.READY,
+                                     f"reload failed ({reasons}); still serving {kept}"))
+            else:
+                self._set(IndexEntry(name, "", ModelState.UNAVAILABLE,
+                                     f"no version loaded; {reasons}"))
+            return
+        snapshot = dict(self._served)
+        snapshot[name] = ServedModel(name, versions)
+        self._served = snapshot
+        self._set(IndexEntry(name, "", ModelState.READY))
         if current is not None:
             for version, model in current.versions.items():
                 if version not in versions:
                     self._set(IndexEntry(name, str(version), ModelState.UNLOADING))
+                    self._fingerprints.pop((name, version), None)
                     self._retire(model, IndexEntry(name, str(version), ModelState.UNAVAILABLE,
                                                    "unloaded"))
                 elif versions[version] is not model:
