@@ -214,7 +214,7 @@ def test_poll_mode_failed_reload_keeps_serving_the_old_version(repo: Path) -> No
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
-    examples.write_model(tmp_path, "slow", examples.matmul_chain_model(512, 24),
+    examples.write_model(tmp_path, "slow", examples.matmul_chain_model(512, 96),
                          config="max_batch_size: 512\nwarmup:\n  kind: none\n")
     server = start_server(tmp_path, "--exit-timeout-secs", "20")
     client = grpcclient.InferenceServerClient(server.grpc)
@@ -224,7 +224,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     started = time.monotonic()
     client.infer("slow", [tensor])
     single_s = time.monotonic() - started
-    assert single_s > 0.15, f"the slow model took only {single_s:.3f} s; the test needs longer"
+    assert single_s > 0.3, f"the slow model took only {single_s:.3f} s; the test needs longer"
     results: list[object] = []
 
     def in_flight() -> None:
@@ -235,7 +235,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=in_flight)
     thread.start()
-    time.sleep(min(0.2, single_s / 3))
+    time.sleep(single_s / 3)
     code = server.terminate(timeout_s=30)
     thread.join()
     assert code == 0
