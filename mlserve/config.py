@@ -83,7 +83,11 @@ def _restrictions(section: Section, key: str) -> tuple[Restriction, ...]:
         raise ConfigError(section.child_path(key), "must be a string or a list of strings")
     out: list[Restriction] = []
     for spec in specs:
-        out.extend(parse_restriction(str(spec), section.child_path(key)))
+        for rule in parse_restriction(str(spec), section.child_path(key)):
+            if any(r.group == rule.group for r in out):
+                raise ConfigError(section.child_path(key),
+                                  f"protocol group {rule.group!r} is restricted twice")
+            out.append(rule)
     return tuple(out)
 
 

@@ -217,30 +217,32 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     examples.write_model(tmp_path, "slow", examples.matmul_chain_model(512, 96),
                          config="max_batch_size: 512\nwarmup:\n  kind: none\n")
     server = start_server(tmp_path, "--exit-timeout-secs", "20")
-    client = grpcclient.InferenceServerClient(server.grpc)
-    x = np.ones((512, 512), np.float32)
-    tensor = grpcclient.InferInput("x", [512, 512], "FP32")
-    tensor.set_data_from_numpy(x)
-    results: list[object] = []
+    try:
+        client = grpcclient.InferenceServerClient(server.grpc)
+        x = np.ones((512, 512), np.float32)
+        tensor = grpcclient.InferInput("x", [512, 512], "FP32")
+        tensor.set_data_from_numpy(x)
+        results: list[object] = []
 
-    def in_flight() -> None:
-        try:
-            results.append(client.infer("slow", [tensor]).as_numpy("y").shape)
-        except Exception as exc:
-            results.append(exc)
+        def in_flight() -> None:
+            try:
+                results.append(client.infer("slow", [tensor]).as_numpy("y").shape)
+            except Exception as exc:
+                results.append(exc)
 
-    thread = threading.Thread(target=in_flight)
-    thread.start()
-    # Send SIGTERM only once the server reports the request in flight.
-    gauge = 'mlserve_inflight_requests{model="slow",version="1"} 1.0'
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        text = urllib.request.urlopen(f"http://{server.metrics}/metrics").read().decode()
-        if gauge in text:
-            break
-        time.sleep(0.005)
-    assert gauge in text
-    code = server.terminate(timeout_s=30)
+        thread = threading.Thread(target=in_flight)
+        thread.start()
+        # Send SIGTERM only once the server reports the request in flight.
+        gauge = 'mlserve_inflight_requests{model="slow",version="1"} 1.0'
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            text = urllib.request.urlopen(f"http://{server.metrics}/metrics").read().decode()
+            if gauge in text:
+                break
+            time.sleep(0.005)
+        assert gauge in text
+    finally:
+        code = server.terminate(timeout_s=30)
     thread.join()
     assert code == 0
     assert results == [(512, 512)], results

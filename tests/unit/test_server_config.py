@@ -1,0 +1,66 @@
+"""Server settings: a YAML file and flags, validated once with key paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlserve.cli.main import build_parser
+from mlserve.config import load_config_file, server_config_from_mapping
+from mlserve.errors import ConfigError
+from mlserve.runtime.access import AccessPolicy, parse_restriction
+
+
+def test_defaults_follow_triton(tmp_path: Path) -> None:
+    config = server_config_from_mapping({"model_repository": str(tmp_path)})
+    assert (config.http.port, config.grpc.port, config.metrics.port) == (8000, 8001, 8002)
+    assert config.model_control_mode == "none"
+    assert config.repository_poll_secs == 15.0
+    assert config.exit_timeout_secs == 30.0
+    assert config.http.max_input_bytes == 64 * 1024 * 1024
+
+
+def test_file_then_flags(tmp_path: Path) -> None:
+    settings = tmp_path / "mlserve.yaml"
+    settings.write_text(f"model_repository: {tmp_path}\ngrpc_port: 9001\nhttp_port: 9000\n"
+                        "model_control_mode: explicit\nload_model: [a, b]\n")
+    args = build_parser().parse_args(["serve", "--http-port", "0"])
+    merged = {**load_config_file(settings),
+              **{k: v for k, v in vars(args).items() if k != "command"}}
+    config = server_config_from_mapping(merged)
+    assert config.grpc.port == 9001  # from the file
+    assert config.http.port == 0  # the flag wins
+    assert config.load_models == ("a", "b")
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({}, "model_repository: is required"),
+    ({"model_repository": "/no/such/dir"}, "is not a directory"),
+    ({"grpc_port": 70000}, "grpc_port: must be <= 65535"),
+    ({"model_control_mode": "auto"}, "model_control_mode: must be one of none, poll, explicit"),
+    ({"load_model": ["a"]}, "load_model: is only meaningful with model_control_mode: explicit"),
+    ({"grpc_use_ssl": True}, "grpc_use_ssl: needs grpc_server_cert and grpc_server_key"),
+    ({"http_use_ssl": True, "http_server_cert": "/x", "http_server_key": "/y"},
+     "http_server_cert: file '/x' does not exist"),
+    ({"http_restricted_api": "model-repository"}, "must look like"),
+    ({"grpc_restricted_protocol": ["everything:k=v"]}, "unknown protocol group 'everything'"),
+    ({"grcp_port": 1}, "grcp_port: unknown key"),
+])
+def test_invalid_settings(tmp_path: Path, settings: dict, message: str) -> None:
+    base = {"model_repository": str(tmp_path)} if "model_repository" not in settings else {}
+    if settings == {}:
+        base = {}
+    with pytest.raises(ConfigError) as info:
+        server_config_from_mapping({**base, **settings})
+    assert message in info.value.message
+
+
+def test_restrictions_check_the_header() -> None:
+    policy = AccessPolicy(parse_restriction("model-repository,statistics:Admin-Key=s3cret", "x"))
+    assert policy.header_for("statistics") == "admin-key"
+    assert policy.header_for("inference") is None
+    policy.check("model-repository", "s3cret")
+    policy.check("inference", None)
+    with pytest.raises(Exception, match="send header 'admin-key'"):
+        policy.check("statistics", "wrong")
