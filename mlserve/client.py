@@ -18,7 +18,6 @@ from mlserve.proto import grpc_service_pb2 as pb
 from mlserve.runtime import datatypes
 from mlserve.runtime.tensor_codec import array_from_raw, array_to_raw
 
-
 SERVICE = "inference.GRPCInferenceService"
 
 
@@ -35,8 +34,9 @@ class TensorInfo:
 
 class V2Client(Protocol):
     def inputs(self, model: str, version: str = "") -> list[TensorInfo]: ...
-    def infer(self, model: str, inputs: dict[str, np.ndarray], version: str = ""
-              ) -> dict[str, np.ndarray]: ...
+    def infer(
+        self, model: str, inputs: dict[str, np.ndarray], version: str = ""
+    ) -> dict[str, np.ndarray]: ...
     def repository_index(self) -> list[dict[str, str]]: ...
 
 
@@ -65,8 +65,9 @@ class GrpcClient:
         meta = self._call("ModelMetadata", pb.ModelMetadataRequest(name=model, version=version))
         return [TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in meta.inputs]
 
-    def infer(self, model: str, inputs: dict[str, np.ndarray], version: str = ""
-              ) -> dict[str, np.ndarray]:
+    def infer(
+        self, model: str, inputs: dict[str, np.ndarray], version: str = ""
+    ) -> dict[str, np.ndarray]:
         request = pb.ModelInferRequest(model_name=model, model_version=version)
         for name, array in inputs.items():
             datatype = _datatype_of(array)
@@ -80,8 +81,10 @@ class GrpcClient:
 
     def repository_index(self) -> list[dict[str, str]]:
         index = self._call("RepositoryIndex", pb.RepositoryIndexRequest())
-        return [{"name": m.name, "version": m.version, "state": m.state, "reason": m.reason}
-                for m in index.models]
+        return [
+            {"name": m.name, "version": m.version, "state": m.state, "reason": m.reason}
+            for m in index.models
+        ]
 
 
 class HttpClient:
@@ -91,8 +94,9 @@ class HttpClient:
         self._port = parts.port or 8000
         self._timeout = timeout_s
 
-    def _request(self, method: str, path: str, body: bytes = b"",
-                 headers: dict[str, str] | None = None) -> tuple[bytes, dict[str, str]]:
+    def _request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[bytes, dict[str, str]]:
         connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
         try:
             connection.request(method, path, body=body or None, headers=headers or {})
@@ -117,22 +121,35 @@ class HttpClient:
         meta = json.loads(data)
         return [TensorInfo(t["name"], t["datatype"], tuple(t["shape"])) for t in meta["inputs"]]
 
-    def infer(self, model: str, inputs: dict[str, np.ndarray], version: str = ""
-              ) -> dict[str, np.ndarray]:
+    def infer(
+        self, model: str, inputs: dict[str, np.ndarray], version: str = ""
+    ) -> dict[str, np.ndarray]:
         blobs = []
         doc_inputs = []
         for name, array in inputs.items():
             datatype = _datatype_of(array)
             raw = array_to_raw(array, datatype)
             blobs.append(raw)
-            doc_inputs.append({"name": name, "datatype": datatype, "shape": list(array.shape),
-                               "parameters": {"binary_data_size": len(raw)}})
-        header = json.dumps({"inputs": doc_inputs,
-                             "parameters": {"binary_data_output": True}}).encode()
+            doc_inputs.append(
+                {
+                    "name": name,
+                    "datatype": datatype,
+                    "shape": list(array.shape),
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            )
+        header = json.dumps(
+            {"inputs": doc_inputs, "parameters": {"binary_data_output": True}}
+        ).encode()
         data, headers = self._request(
-            "POST", self._model_path(model, version) + "/infer", b"".join([header, *blobs]),
-            {"Inference-Header-Content-Length": str(len(header)),
-             "Content-Type": "application/octet-stream"})
+            "POST",
+            self._model_path(model, version) + "/infer",
+            b"".join([header, *blobs]),
+            {
+                "Inference-Header-Content-Length": str(len(header)),
+                "Content-Type": "application/octet-stream",
+            },
+        )
         json_length = int(headers.get("inference-header-content-length", len(data)))
         doc = json.loads(data[:json_length])
         offset = json_length
@@ -144,7 +161,8 @@ class HttpClient:
                 out[output["name"]] = np.array(output["data"]).reshape(shape)
                 continue
             out[output["name"]] = array_from_raw(
-                output["name"], output["datatype"], shape, data[offset:offset + size], text=False)
+                output["name"], output["datatype"], shape, data[offset : offset + size], text=False
+            )
             offset += size
         return out
 

@@ -55,21 +55,24 @@ class ServerConfig:
 
 def _tls(section: Section, prefix: str) -> TlsConfig | None:
     if not section.boolean(f"{prefix}_use_ssl", False):
-        for key in ("server_cert", "server_key", "root_cert", "use_ssl_mutual"):
-            section.raw(f"{prefix}_{key}", None)
+        for unused in ("server_cert", "server_key", "root_cert", "use_ssl_mutual"):
+            section.raw(f"{prefix}_{unused}", None)
         return None
-    cert = section.string(f"{prefix}_server_cert", None)
-    key = section.string(f"{prefix}_server_key", None)
+    cert = section.optional_string(f"{prefix}_server_cert")
+    key = section.optional_string(f"{prefix}_server_key")
     if not cert or not key:
         raise ConfigError(
             f"{prefix}_use_ssl", f"needs {prefix}_server_cert and {prefix}_server_key"
         )
-    root = section.string(f"{prefix}_root_cert", None)
+    root = section.optional_string(f"{prefix}_root_cert")
     mutual = section.boolean(f"{prefix}_use_ssl_mutual", False)
     if mutual and not root:
         raise ConfigError(f"{prefix}_use_ssl_mutual", f"needs {prefix}_root_cert to verify clients")
-    for label, value in ((f"{prefix}_server_cert", cert), (f"{prefix}_server_key", key),
-                         (f"{prefix}_root_cert", root)):
+    for label, value in (
+        (f"{prefix}_server_cert", cert),
+        (f"{prefix}_server_key", key),
+        (f"{prefix}_root_cert", root),
+    ):
         if value and not Path(value).is_file():
             raise ConfigError(label, f"file {value!r} does not exist")
     return TlsConfig(Path(cert), Path(key), Path(root) if root else None, mutual)
@@ -85,14 +88,22 @@ def _restrictions(section: Section, key: str) -> tuple[Restriction, ...]:
     for spec in specs:
         for rule in parse_restriction(str(spec), section.child_path(key)):
             if any(r.group == rule.group for r in out):
-                raise ConfigError(section.child_path(key),
-                                  f"protocol group {rule.group!r} is restricted twice")
+                raise ConfigError(
+                    section.child_path(key), f"protocol group {rule.group!r} is restricted twice"
+                )
             out.append(rule)
     return tuple(out)
 
 
-def _endpoint(section: Section, name: str, default_port: int, *, restricted_key: str | None,
-              tls: bool, max_input_key: str | None) -> EndpointConfig:
+def _endpoint(
+    section: Section,
+    name: str,
+    default_port: int,
+    *,
+    restricted_key: str | None,
+    tls: bool,
+    max_input_key: str | None,
+) -> EndpointConfig:
     return EndpointConfig(
         enabled=section.boolean(f"allow_{name}", True),
         address=section.string(f"{name}_address", "0.0.0.0"),
@@ -100,7 +111,8 @@ def _endpoint(section: Section, name: str, default_port: int, *, restricted_key:
         tls=_tls(section, name) if tls else None,
         restricted=_restrictions(section, restricted_key) if restricted_key else (),
         max_input_bytes=section.integer(max_input_key, DEFAULT_MAX_INPUT_BYTES, minimum=1024)
-        if max_input_key else DEFAULT_MAX_INPUT_BYTES,
+        if max_input_key
+        else DEFAULT_MAX_INPUT_BYTES,
     )
 
 
@@ -120,12 +132,25 @@ def server_config_from_mapping(data: dict[str, Any]) -> ServerConfig:
         raise ConfigError("load_model", "is only meaningful with model_control_mode: explicit")
     config = ServerConfig(
         model_repository=Path(repository),
-        http=_endpoint(section, "http", 8000, restricted_key="http_restricted_api", tls=True,
-                       max_input_key="http_max_input_size"),
-        grpc=_endpoint(section, "grpc", 8001, restricted_key="grpc_restricted_protocol", tls=True,
-                       max_input_key="grpc_max_input_size"),
-        metrics=_endpoint(section, "metrics", 8002, restricted_key=None, tls=False,
-                          max_input_key=None),
+        http=_endpoint(
+            section,
+            "http",
+            8000,
+            restricted_key="http_restricted_api",
+            tls=True,
+            max_input_key="http_max_input_size",
+        ),
+        grpc=_endpoint(
+            section,
+            "grpc",
+            8001,
+            restricted_key="grpc_restricted_protocol",
+            tls=True,
+            max_input_key="grpc_max_input_size",
+        ),
+        metrics=_endpoint(
+            section, "metrics", 8002, restricted_key=None, tls=False, max_input_key=None
+        ),
         model_control_mode=mode,
         load_models=tuple(load),
         repository_poll_secs=section.number("repository_poll_secs", 15.0, minimum=0.05),

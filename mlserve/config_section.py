@@ -66,7 +66,11 @@ class Section:
         return Section(self.raw(key, {}), self.child_path(key))
 
     def integer(
-        self, key: str, default: int | Any = _MISSING, *, minimum: int | None = None,
+        self,
+        key: str,
+        default: int | Any = _MISSING,
+        *,
+        minimum: int | None = None,
         maximum: int | None = None,
     ) -> int:
         value = self.raw(key, default)
@@ -86,13 +90,14 @@ class Section:
             raise ConfigError(self.child_path(key), f"must be true or false, got {value!r}")
         return value
 
-    def string(self, key: str, default: str | None | Any = _MISSING) -> str:
+    def string(self, key: str, default: str | Any = _MISSING) -> str:
         value = self.raw(key, default)
-        if value is None:
-            return value  # type: ignore[no-any-return]
         if not isinstance(value, str):
             raise ConfigError(self.child_path(key), f"must be a string, got {value!r}")
         return value
+
+    def optional_string(self, key: str) -> str | None:
+        return None if self.raw(key, None) is None else self.string(key)
 
     def choice(self, key: str, choices: tuple[str, ...], default: str | Any = _MISSING) -> str:
         value = self.string(key, default)

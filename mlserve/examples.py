@@ -6,6 +6,7 @@ and the benchmarks, so that nothing is downloaded. Needs the `onnx` package
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,18 +16,32 @@ import numpy as np
 OPSET = 17
 # ONNX element type numbers for each V2 datatype (onnx.TensorProto values).
 ONNX_TYPES = {
-    "FP32": 1, "UINT8": 2, "INT8": 3, "UINT16": 4, "INT16": 5, "INT32": 6, "INT64": 7,
-    "BYTES": 8, "BOOL": 9, "FP16": 10, "FP64": 11, "UINT32": 12, "UINT64": 13, "BF16": 16,
+    "FP32": 1,
+    "UINT8": 2,
+    "INT8": 3,
+    "UINT16": 4,
+    "INT16": 5,
+    "INT32": 6,
+    "INT64": 7,
+    "BYTES": 8,
+    "BOOL": 9,
+    "FP16": 10,
+    "FP64": 11,
+    "UINT32": 12,
+    "UINT64": 13,
+    "BF16": 16,
 }
 
 
-def _model(nodes: list[Any], inputs: list[Any], outputs: list[Any],
-           initializers: list[Any] | None = None) -> bytes:
+def _model(
+    nodes: list[Any], inputs: list[Any], outputs: list[Any], initializers: list[Any] | None = None
+) -> bytes:
     from onnx import checker, helper
 
     graph = helper.make_graph(nodes, "mlserve_example", inputs, outputs, initializers or [])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="mlserve.examples")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mlserve.examples"
+    )
     model.ir_version = 8
     checker.check_model(model)
     return bytes(model.SerializeToString())
@@ -38,14 +53,18 @@ def _tensor(name: str, datatype: str, shape: list[Any]) -> Any:
     return helper.make_tensor_value_info(name, ONNX_TYPES[datatype], shape)
 
 
-def identity_model(datatype: str = "FP32", dims: tuple[int, ...] = (16,), *,
-                   batch: bool = True) -> bytes:
+def identity_model(
+    datatype: str = "FP32", dims: tuple[int, ...] = (16,), *, batch: bool = True
+) -> bytes:
     """y = x; `batch` makes the first dimension symbolic."""
     from onnx import helper
 
     shape: list[Any] = (["batch"] if batch else []) + list(dims)
-    return _model([helper.make_node("Identity", ["x"], ["y"])],
-                  [_tensor("x", datatype, shape)], [_tensor("y", datatype, shape)])
+    return _model(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        [_tensor("x", datatype, shape)],
+        [_tensor("y", datatype, shape)],
+    )
 
 
 def two_output_model() -> bytes:
@@ -55,8 +74,10 @@ def two_output_model() -> bytes:
     one = numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one")
     two = numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")
     return _model(
-        [helper.make_node("Add", ["x", "one"], ["plus_one"]),
-         helper.make_node("Mul", ["x", "two"], ["twice"])],
+        [
+            helper.make_node("Add", ["x", "one"], ["plus_one"]),
+            helper.make_node("Mul", ["x", "two"], ["twice"]),
+        ],
         [_tensor("x", "FP32", ["batch", 4])],
         [_tensor("plus_one", "FP32", ["batch", 4]), _tensor("twice", "FP32", ["batch", 4])],
         [one, two],
@@ -69,8 +90,12 @@ def scaled_model(factor: float, dims: tuple[int, ...] = (4,)) -> bytes:
 
     scale = numpy_helper.from_array(np.array(factor, dtype=np.float32), "factor")
     shape: list[Any] = ["batch", *dims]
-    return _model([helper.make_node("Mul", ["x", "factor"], ["y"])],
-                  [_tensor("x", "FP32", shape)], [_tensor("y", "FP32", shape)], [scale])
+    return _model(
+        [helper.make_node("Mul", ["x", "factor"], ["y"])],
+        [_tensor("x", "FP32", shape)],
+        [_tensor("y", "FP32", shape)],
+        [scale],
+    )
 
 
 def matmul_chain_model(width: int = 512, layers: int = 16, seed: int = 0) -> bytes:
@@ -87,8 +112,12 @@ def matmul_chain_model(width: int = 512, layers: int = 16, seed: int = 0) -> byt
         out = "y" if index == layers - 1 else f"h{index}"
         nodes.append(helper.make_node("MatMul", [current, f"m{index}"], [out]))
         current = out
-    return _model(nodes, [_tensor("x", "FP32", ["batch", width])],
-                  [_tensor("y", "FP32", ["batch", width])], inits)
+    return _model(
+        nodes,
+        [_tensor("x", "FP32", ["batch", width])],
+        [_tensor("y", "FP32", ["batch", width])],
+        inits,
+    )
 
 
 def mlp_model(sizes: tuple[int, ...] = (64, 256, 256, 10), seed: int = 0) -> bytes:
@@ -98,7 +127,7 @@ def mlp_model(sizes: tuple[int, ...] = (64, 256, 256, 10), seed: int = 0) -> byt
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
     current = "x"
-    for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         w = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
         b = (rng.standard_normal(fan_out) * 0.01).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"w{index}"), numpy_helper.from_array(b, f"b{index}")]
@@ -108,8 +137,12 @@ def mlp_model(sizes: tuple[int, ...] = (64, 256, 256, 10), seed: int = 0) -> byt
         if out != "y":
             nodes.append(helper.make_node("Relu", [gemm_out], [out]))
         current = out
-    return _model(nodes, [_tensor("x", "FP32", ["batch", sizes[0]])],
-                  [_tensor("y", "FP32", ["batch", sizes[-1]])], inits)
+    return _model(
+        nodes,
+        [_tensor("x", "FP32", ["batch", sizes[0]])],
+        [_tensor("y", "FP32", ["batch", sizes[-1]])],
+        inits,
+    )
 
 
 def convnet_model(seed: int = 0) -> bytes:
@@ -122,28 +155,42 @@ def convnet_model(seed: int = 0) -> bytes:
     current = "x"
     for index, (cin, cout, stride) in enumerate(((3, 32, 1), (32, 64, 2), (64, 64, 2))):
         w = (rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"cw{index}"),
-                  numpy_helper.from_array(np.zeros(cout, np.float32), f"cb{index}")]
+        inits += [
+            numpy_helper.from_array(w, f"cw{index}"),
+            numpy_helper.from_array(np.zeros(cout, np.float32), f"cb{index}"),
+        ]
         nodes += [
-            helper.make_node("Conv", [current, f"cw{index}", f"cb{index}"], [f"c{index}"],
-                             pads=[1, 1, 1, 1], strides=[stride, stride]),
+            helper.make_node(
+                "Conv",
+                [current, f"cw{index}", f"cb{index}"],
+                [f"c{index}"],
+                pads=[1, 1, 1, 1],
+                strides=[stride, stride],
+            ),
             helper.make_node("Relu", [f"c{index}"], [f"r{index}"]),
         ]
         current = f"r{index}"
     w = (rng.standard_normal((64, 10)) / 8).astype(np.float32)
-    inits += [numpy_helper.from_array(w, "fw"),
-              numpy_helper.from_array(np.zeros(10, np.float32), "fb")]
+    inits += [
+        numpy_helper.from_array(w, "fw"),
+        numpy_helper.from_array(np.zeros(10, np.float32), "fb"),
+    ]
     nodes += [
         helper.make_node("GlobalAveragePool", [current], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
         helper.make_node("Gemm", ["flat", "fw", "fb"], ["y"]),
     ]
-    return _model(nodes, [_tensor("x", "FP32", ["batch", 3, 32, 32])],
-                  [_tensor("y", "FP32", ["batch", 10])], inits)
+    return _model(
+        nodes,
+        [_tensor("x", "FP32", ["batch", 3, 32, 32])],
+        [_tensor("y", "FP32", ["batch", 10])],
+        inits,
+    )
 
 
-def write_model(repository: Path, name: str, model: bytes, *, version: int = 1,
-                config: str | None = None) -> Path:
+def write_model(
+    repository: Path, name: str, model: bytes, *, version: int = 1, config: str | None = None
+) -> Path:
     """Write `<repository>/<name>/<version>/model.onnx` (and config.yaml if given)."""
     folder = repository / name / str(version)
     folder.mkdir(parents=True, exist_ok=True)
@@ -157,16 +204,21 @@ def write_model(repository: Path, name: str, model: bytes, *, version: int = 1,
 def write_example_repository(repository: Path) -> None:
     """The quick-start repository: identity, mlp (with a config), convnet, text."""
     write_model(repository, "identity", identity_model())
-    write_model(repository, "mlp", mlp_model(), config=(
-        "# Everything here is optional: without it mlserve reads the graph.\n"
-        "max_batch_size: 64\n"
-        "instance_count: 1\n"
-        "session:\n"
-        "  intra_op_threads: 1\n"
-        "warmup:\n"
-        "  kind: random\n"
-        "  batch_size: 8\n"
-    ))
+    write_model(
+        repository,
+        "mlp",
+        mlp_model(),
+        config=(
+            "# Everything here is optional: without it mlserve reads the graph.\n"
+            "max_batch_size: 64\n"
+            "instance_count: 1\n"
+            "session:\n"
+            "  intra_op_threads: 1\n"
+            "warmup:\n"
+            "  kind: random\n"
+            "  batch_size: 8\n"
+        ),
+    )
     write_model(repository, "convnet", convnet_model())
     write_model(repository, "text", identity_model("BYTES", (1,)))
 

@@ -15,7 +15,7 @@ from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane, ModelControlMode
 from mlserve.runtime.grpc_server import HealthReporter, start_grpc_server
 from mlserve.runtime.http_api import HttpApi
-from mlserve.runtime.http_server import start_http_server
+from mlserve.runtime.http_server import HttpProtocol, start_http_server
 from mlserve.runtime.metrics import ServerMetrics
 from mlserve.runtime.repository import ModelRepository
 from mlserve.runtime.repository_layout import RepositoryLayout
@@ -50,23 +50,27 @@ async def serve(config: ServerConfig) -> int:
     repository = ModelRepository(RepositoryLayout(config.model_repository))
     repository.add_listener(metrics.on_model_state)
     mode = ModelControlMode(config.model_control_mode)
-    dataplane = DataPlane(repository, metrics, control_mode=mode,
-                          strict_readiness=config.strict_readiness)
+    dataplane = DataPlane(
+        repository, metrics, control_mode=mode, strict_readiness=config.strict_readiness
+    )
     health = HealthReporter()
     await health.set_ready(False)
 
     ports: list[str] = []
     grpc_server = None
     http_server = None
-    connections: set = set()
+    connections: set[HttpProtocol] = set()
     if config.grpc.enabled:
         grpc_server, port = await start_grpc_server(config.grpc, dataplane, health)
         ports.append(f"grpc={config.grpc.address}:{port}")
     if config.http.enabled:
-        api = HttpApi(dataplane, AccessPolicy(list(config.http.restricted)),
-                      config.http.max_input_bytes)
+        api = HttpApi(
+            dataplane, AccessPolicy(list(config.http.restricted)), config.http.max_input_bytes
+        )
         http_server, port, connections = await start_http_server(
-            api.handle, host=config.http.address, port=config.http.port,
+            api.handle,
+            host=config.http.address,
+            port=config.http.port,
             max_body_bytes=config.http.max_input_bytes,
             ssl_context=_ssl_context(config.http.tls) if config.http.tls else None,
         )
@@ -89,8 +93,7 @@ async def serve(config: ServerConfig) -> int:
 
     poller = None
     if mode is ModelControlMode.POLL:
-        poller = loop.create_task(_poll(repository, dataplane, health,
-                                        config.repository_poll_secs))
+        poller = loop.create_task(_poll(repository, dataplane, health, config.repository_poll_secs))
     else:
         poller = loop.create_task(_track_readiness(dataplane, health))
 
@@ -101,8 +104,11 @@ async def serve(config: ServerConfig) -> int:
     await health.set_ready(False)
     if http_server is not None:
         http_server.close()
-    grpc_stop = (loop.create_task(grpc_server.stop(config.exit_timeout_secs))
-                 if grpc_server is not None else None)
+    grpc_stop = (
+        loop.create_task(grpc_server.stop(config.exit_timeout_secs))
+        if grpc_server is not None
+        else None
+    )
     drained = await dataplane.drain(config.exit_timeout_secs)
     if not drained:
         log.warning("grace period over with %d requests in flight", dataplane.inflight)
@@ -129,8 +135,9 @@ async def _track_readiness(dataplane: DataPlane, health: HealthReporter) -> None
         await asyncio.sleep(0.5)
 
 
-async def _poll(repository: ModelRepository, dataplane: DataPlane, health: HealthReporter,
-                interval_s: float) -> None:
+async def _poll(
+    repository: ModelRepository, dataplane: DataPlane, health: HealthReporter, interval_s: float
+) -> None:
     tracker = asyncio.get_running_loop().create_task(_track_readiness(dataplane, health))
     try:
         while True:

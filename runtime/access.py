@@ -41,7 +41,9 @@ def parse_restriction(spec: str, option: str) -> list[Restriction]:
     out = []
     for group in groups_part.split(","):
         if group not in GROUPS:
-            raise ConfigError(option, f"unknown protocol group {group!r}; known: {', '.join(GROUPS)}")
+            raise ConfigError(
+                option, f"unknown protocol group {group!r}; known: {', '.join(GROUPS)}"
+            )
         out.append(Restriction(group, key.lower(), value))
     return out
 
@@ -61,8 +63,7 @@ class AccessPolicy:
             return
         if header_value is None or not hmac.compare_digest(header_value, rule.value):
             raise PermissionDenied(
-                f"the {group} API is restricted: send header '{rule.key}' with the configured "
-                "value"
+                f"the {group} API is restricted: send header '{rule.key}' with the configured value"
             )
 
     def header_for(self, group: str) -> str | None:

@@ -64,8 +64,12 @@ class DataPlane:
     """What every V2 endpoint means, independent of the transport."""
 
     def __init__(
-        self, repository: ModelRepository, metrics: ServerMetrics, *,
-        control_mode: ModelControlMode = ModelControlMode.NONE, strict_readiness: bool = True,
+        self,
+        repository: ModelRepository,
+        metrics: ServerMetrics,
+        *,
+        control_mode: ModelControlMode = ModelControlMode.NONE,
+        strict_readiness: bool = True,
     ) -> None:
         self.repository = repository
         self.metrics = metrics
@@ -123,7 +127,8 @@ class DataPlane:
         """The versions whose statistics to report ("" = all models / versions)."""
         if not name:
             return [
-                m for served in self.repository.served().values()
+                m
+                for served in self.repository.served().values()
                 for _, m in sorted(served.versions.items())
             ]
         if version:
@@ -224,8 +229,11 @@ class DataPlane:
             rows=rows, input_ns=input_ns, infer_ns=execution.infer_ns, output_ns=output_ns
         )
         stats.record_success(
-            total_ns=done - arrival, queue_ns=execution.queue_ns, input_ns=input_ns,
-            infer_ns=execution.infer_ns, output_ns=output_ns,
+            total_ns=done - arrival,
+            queue_ns=execution.queue_ns,
+            input_ns=input_ns,
+            infer_ns=execution.infer_ns,
+            output_ns=output_ns,
         )
         metrics.success.inc()
         metrics.rows.inc(rows)

@@ -58,8 +58,9 @@ def encode_parameters(target: object, params: Parameters) -> None:
             slot.string_param = str(value)
 
 
-def _from_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int, ...]
-                   ) -> np.ndarray:
+def _from_contents(
+    tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int, ...]
+) -> np.ndarray:
     datatype = lookup_datatype(tensor.name, tensor.datatype)
     field = _CONTENTS_FIELD.get(datatype.name)
     if field is None:

@@ -62,12 +62,21 @@ class InferenceService:
             "ModelMetadata": ("metadata", pb.ModelMetadataRequest, self.model_metadata),
             "ModelConfig": ("model-config", pb.ModelConfigRequest, self.model_config),
             "ModelStatistics": ("statistics", pb.ModelStatisticsRequest, self.model_statistics),
-            "RepositoryIndex": ("model-repository", pb.RepositoryIndexRequest,
-                                self.repository_index),
-            "RepositoryModelLoad": ("model-repository", pb.RepositoryModelLoadRequest,
-                                    self.repository_load),
-            "RepositoryModelUnload": ("model-repository", pb.RepositoryModelUnloadRequest,
-                                      self.repository_unload),
+            "RepositoryIndex": (
+                "model-repository",
+                pb.RepositoryIndexRequest,
+                self.repository_index,
+            ),
+            "RepositoryModelLoad": (
+                "model-repository",
+                pb.RepositoryModelLoadRequest,
+                self.repository_load,
+            ),
+            "RepositoryModelUnload": (
+                "model-repository",
+                pb.RepositoryModelUnloadRequest,
+                self.repository_unload,
+            ),
             "ModelInfer": ("inference", pb.ModelInferRequest, self.model_infer),
         }
         return {
@@ -79,8 +88,9 @@ class InferenceService:
             for name, (group, request_type, handler) in table.items()
         }
 
-    def _wrap(self, group: str, request_type: type[Message], handler: Handler
-              ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message | None]]:
+    def _wrap(
+        self, group: str, request_type: type[Message], handler: Handler
+    ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message | None]]:
         access = self.access
         restricted_header = access.header_for(group)
         limit = self.max_input_bytes
@@ -121,22 +131,25 @@ class InferenceService:
         return pb.ServerReadyResponse(ready=self.dataplane.ready())
 
     async def model_ready(self, request: pb.ModelReadyRequest, _: Any) -> Message:
-        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(request.name,
-                                                                      request.version))
+        return pb.ModelReadyResponse(
+            ready=self.dataplane.model_ready(request.name, request.version)
+        )
 
     async def server_metadata(self, _: pb.ServerMetadataRequest, __: Any) -> Message:
         meta = self.dataplane.server_metadata()
-        return pb.ServerMetadataResponse(name=meta.name, version=meta.version,
-                                         extensions=meta.extensions)
+        return pb.ServerMetadataResponse(
+            name=meta.name, version=meta.version, extensions=meta.extensions
+        )
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, _: Any) -> Message:
         meta = self.dataplane.model_metadata(request.name, request.version)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
-            name=meta.name, versions=meta.versions, platform=meta.platform,
+            name=meta.name,
+            versions=meta.versions,
+            platform=meta.platform,
             inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.inputs],
-            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape)
-                     for t in meta.outputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.outputs],
         )
 
     async def model_config(self, request: pb.ModelConfigRequest, _: Any) -> Message:
@@ -153,11 +166,14 @@ class InferenceService:
 
     async def repository_index(self, request: pb.RepositoryIndexRequest, _: Any) -> Message:
         entries = self.dataplane.repository_index(ready_only=request.ready)
-        return pb.RepositoryIndexResponse(models=[
-            pb.RepositoryIndexResponse.ModelIndex(
-                name=e.name, version=e.version, state=e.state.value, reason=e.reason)
-            for e in entries
-        ])
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=e.name, version=e.version, state=e.state.value, reason=e.reason
+                )
+                for e in entries
+            ]
+        )
 
     async def repository_load(self, request: pb.RepositoryModelLoadRequest, _: Any) -> Message:
         if request.parameters:
@@ -168,8 +184,7 @@ class InferenceService:
         await self.dataplane.load_model(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
-    async def repository_unload(self, request: pb.RepositoryModelUnloadRequest, _: Any
-                                ) -> Message:
+    async def repository_unload(self, request: pb.RepositoryModelUnloadRequest, _: Any) -> Message:
         await self.dataplane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
@@ -205,8 +220,11 @@ class HealthReporter:
         self.servicer = health_aio.HealthServicer()
 
     async def set_ready(self, ready: bool) -> None:
-        status = (health_pb2.HealthCheckResponse.SERVING if ready
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for service in ("", SERVICE):
             await self.servicer.set(service, status)
 
@@ -230,13 +248,16 @@ async def start_grpc_server(
     # grpcio refuses anything over its own limit with RESOURCE_EXHAUSTED before we see it;
     # keep that limit above ours so that moderate excess gets our clearer INVALID_ARGUMENT.
     transport_limit = min(2 * endpoint.max_input_bytes + (1 << 20), 2**31 - 1)
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", transport_limit),
-        ("grpc.max_send_message_length", -1),
-        ("grpc.so_reuseport", 0),
-    ])
-    service = InferenceService(dataplane, AccessPolicy(list(endpoint.restricted)),
-                               endpoint.max_input_bytes)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", transport_limit),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    service = InferenceService(
+        dataplane, AccessPolicy(list(endpoint.restricted)), endpoint.max_input_bytes
+    )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE, service.handlers()),)
     )

@@ -82,8 +82,9 @@ class HttpApi:
             self._method(method, "GET")
             self._check("metadata", request)
             meta = self.dataplane.server_metadata()
-            return _json({"name": meta.name, "version": meta.version,
-                          "extensions": list(meta.extensions)})
+            return _json(
+                {"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)}
+            )
         head = rest[0]
         if head == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
             self._method(method, "GET")
@@ -127,14 +128,22 @@ class HttpApi:
         if action == "":
             self._check("metadata", request)
             meta = self.dataplane.model_metadata(name, version)
-            return _json({
-                "name": meta.name, "versions": list(meta.versions), "platform": meta.platform,
-                "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
-                           for t in meta.inputs],
-                "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
-                            for t in meta.outputs],
-                "parameters": {"sha256": meta.sha256},
-            })
+            return _json(
+                {
+                    "name": meta.name,
+                    "versions": list(meta.versions),
+                    "platform": meta.platform,
+                    "inputs": [
+                        {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+                        for t in meta.inputs
+                    ],
+                    "outputs": [
+                        {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+                        for t in meta.outputs
+                    ],
+                    "parameters": {"sha256": meta.sha256},
+                }
+            )
         if action == "ready":
             self._check("health", request)
             return _OK if self.dataplane.model_ready(name, version) else _NOT_READY
@@ -149,9 +158,13 @@ class HttpApi:
 
     def _stats(self, name: str, version: str) -> HttpResponse:
         models = self.dataplane.model_statistics(name, version)
-        return _json({"model_stats": [
-            proto_views.to_json_dict(proto_views.model_statistics_proto(m)) for m in models
-        ]})
+        return _json(
+            {
+                "model_stats": [
+                    proto_views.to_json_dict(proto_views.model_statistics_proto(m)) for m in models
+                ]
+            }
+        )
 
     async def _repository(self, request: HttpRequest, rest: list[str]) -> HttpResponse:
         self._method(request.method, "POST")
@@ -162,15 +175,25 @@ class HttpApi:
             if not isinstance(ready, bool):
                 raise InvalidRequest("'ready' must be true or false")
             entries = self.dataplane.repository_index(ready_only=ready)
-            return _json([{"name": e.name, "version": e.version, "state": e.state.value,
-                           "reason": e.reason} for e in entries])
+            return _json(
+                [
+                    {
+                        "name": e.name,
+                        "version": e.version,
+                        "state": e.state.value,
+                        "reason": e.reason,
+                    }
+                    for e in entries
+                ]
+            )
         if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
             name = unquote(rest[1])
             if rest[2] == "load":
                 if body.get("parameters"):
                     raise InvalidRequest(
                         f"load parameters {sorted(body['parameters'])} are not supported; put "
-                        "the model and its config.yaml in the repository")
+                        "the model and its config.yaml in the repository"
+                    )
                 await self.dataplane.load_model(name)
             else:
                 await self.dataplane.unload_model(name)
@@ -217,11 +240,13 @@ class HttpApi:
             if raw_length is not None:
                 if not raw_length.strip().isdigit():
                     raise InvalidRequest(
-                        f"Inference-Header-Content-Length must be an integer, got {raw_length!r}")
+                        f"Inference-Header-Content-Length must be an integer, got {raw_length!r}"
+                    )
                 header_length = int(raw_length)
             body = self._decoded_body(request)
             infer_request = http_codec.decode_infer_request(
-                name, version, body, header_length, arrival)
+                name, version, body, header_length, arrival
+            )
         except MlserveError as exc:
             self.dataplane.count_rejected(name, version, exc)
             raise

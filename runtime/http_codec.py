@@ -33,15 +33,19 @@ def _parameters(value: object, where: str) -> Parameters:
     _expect(isinstance(value, dict), f"{where}.parameters must be a JSON object")
     assert isinstance(value, dict)
     for key, item in value.items():
-        _expect(isinstance(item, (bool, int, float, str)),
-                f"{where}.parameters.{key} must be a string, number or boolean")
+        _expect(
+            isinstance(item, (bool, int, float, str)),
+            f"{where}.parameters.{key} must be a string, number or boolean",
+        )
     return value
 
 
 def _shape(value: object, name: str) -> tuple[int, ...]:
-    _expect(isinstance(value, list) and all(
-        isinstance(d, int) and not isinstance(d, bool) for d in value),  # type: ignore[union-attr]
-        f"input '{name}': shape must be a list of integers, got {json.dumps(value)[:80]}")
+    _expect(
+        isinstance(value, list)
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in value),
+        f"input '{name}': shape must be a list of integers, got {json.dumps(value)[:80]}",
+    )
     assert isinstance(value, list)
     return tuple(value)
 
@@ -54,8 +58,10 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: obje
     if dt.name == "BYTES":
         flat = np.array(data, dtype=object).reshape(-1)
         for index, item in enumerate(flat):
-            _expect(isinstance(item, str),
-                    f"input '{name}': BYTES element {index} must be a JSON string")
+            _expect(
+                isinstance(item, str),
+                f"input '{name}': BYTES element {index} must be a JSON string",
+            )
     else:
         if dt.numpy is None:
             raise InvalidRequest(f"input '{name}': {dt.name} cannot be sent as JSON to onnxruntime")
@@ -66,11 +72,14 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: obje
                 f"input '{name}': data is not a regular array of {dt.name} values ({exc})"
             ) from None
         if dt.name == "BOOL":
-            _expect(all(isinstance(v, bool) for v in _flatten(data)),
-                    f"input '{name}': BOOL data must hold true/false values")
-    _expect(flat.size == count,
-            f"input '{name}': data holds {flat.size} elements but shape {list(shape)} "
-            f"needs {count}")
+            _expect(
+                all(isinstance(v, bool) for v in _flatten(data)),
+                f"input '{name}': BOOL data must hold true/false values",
+            )
+    _expect(
+        flat.size == count,
+        f"input '{name}': data holds {flat.size} elements but shape {list(shape)} needs {count}",
+    )
     return flat.reshape(shape)
 
 
@@ -91,9 +100,11 @@ def decode_infer_request(
                 "Inference-Header-Content-Length: 0 (a raw binary body without a JSON header) "
                 "is not supported; send the JSON header with binary_data_size"
             )
-        _expect(0 < header_length <= len(body),
-                f"Inference-Header-Content-Length is {header_length} but the body has "
-                f"{len(body)} bytes")
+        _expect(
+            0 < header_length <= len(body),
+            f"Inference-Header-Content-Length is {header_length} but the body has "
+            f"{len(body)} bytes",
+        )
         header, binary = body[:header_length], memoryview(body)[header_length:]
     try:
         doc = json.loads(header)
@@ -101,8 +112,10 @@ def decode_infer_request(
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     _expect(isinstance(doc, dict), "request body must be a JSON object")
     inputs_doc = doc.get("inputs")
-    _expect(isinstance(inputs_doc, list) and len(inputs_doc) > 0,
-            "request must have a non-empty 'inputs' array")
+    _expect(
+        isinstance(inputs_doc, list) and len(inputs_doc) > 0,
+        "request must have a non-empty 'inputs' array",
+    )
     offset = 0
     inputs = []
     for index, item in enumerate(inputs_doc):
@@ -117,31 +130,43 @@ def decode_infer_request(
             raise Unsupported(f"input '{name}': shared-memory inputs are not supported")
         size = params.get("binary_data_size")
         if size is not None:
-            _expect(isinstance(size, int) and not isinstance(size, bool) and size >= 0,
-                    f"input '{name}': binary_data_size must be a non-negative integer")
+            _expect(
+                isinstance(size, int) and not isinstance(size, bool) and size >= 0,
+                f"input '{name}': binary_data_size must be a non-negative integer",
+            )
             assert isinstance(size, int)
             _expect("data" not in item, f"input '{name}': give data or binary_data_size, not both")
-            _expect(offset + size <= len(binary),
-                    f"input '{name}': binary_data_size {size} at offset {offset} runs past the "
-                    f"{len(binary)} bytes of binary data in the body")
-            data = array_from_raw(name, datatype, shape, binary[offset:offset + size])
+            _expect(
+                offset + size <= len(binary),
+                f"input '{name}': binary_data_size {size} at offset {offset} runs past the "
+                f"{len(binary)} bytes of binary data in the body",
+            )
+            data = array_from_raw(name, datatype, shape, binary[offset : offset + size])
             offset += size
         else:
-            _expect("data" in item,
-                    f"input '{name}' has neither 'data' nor parameters.binary_data_size")
+            _expect(
+                "data" in item, f"input '{name}' has neither 'data' nor parameters.binary_data_size"
+            )
             data = array_from_json(name, datatype, shape, item["data"])
         inputs.append(InferInput(name, datatype, shape, data, params))
-    _expect(offset == len(binary),
-            f"the body carries {len(binary) - offset} bytes of binary data that no input's "
-            "binary_data_size accounts for")
+    _expect(
+        offset == len(binary),
+        f"the body carries {len(binary) - offset} bytes of binary data that no input's "
+        "binary_data_size accounts for",
+    )
     outputs = []
     outputs_doc = doc.get("outputs", [])
     _expect(isinstance(outputs_doc, list), "'outputs' must be an array")
     for index, item in enumerate(outputs_doc):
-        _expect(isinstance(item, dict) and isinstance(item.get("name"), str),
-                f"outputs[{index}] must be an object with a string 'name'")
-        outputs.append(RequestedOutput(item["name"], _parameters(item.get("parameters"),
-                                                                 f"output '{item['name']}'")))
+        _expect(
+            isinstance(item, dict) and isinstance(item.get("name"), str),
+            f"outputs[{index}] must be an object with a string 'name'",
+        )
+        outputs.append(
+            RequestedOutput(
+                item["name"], _parameters(item.get("parameters"), f"output '{item['name']}'")
+            )
+        )
     request_id = doc.get("id", "")
     _expect(isinstance(request_id, str), "'id' must be a string")
     return InferRequest(
@@ -159,18 +184,22 @@ def _json_data(array: np.ndarray, datatype: str) -> list[Any]:
     flat = array.reshape(-1)
     if datatype == "BYTES":
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
-    return flat.tolist()  # type: ignore[no-any-return]
+    data: list[Any] = flat.tolist()
+    return data
 
 
-def encode_infer_response(response: InferResponse, request_parameters: Parameters
-                          ) -> tuple[bytes, int | None]:
+def encode_infer_response(
+    response: InferResponse, request_parameters: Parameters
+) -> tuple[bytes, int | None]:
     """Returns the body and, when it carries binary tensors, the JSON header length."""
     binary_default = bool(request_parameters.get("binary_data_output", False))
     outputs = []
     blobs = []
     for output in response.outputs:
         entry: dict[str, Any] = {
-            "name": output.name, "datatype": output.datatype, "shape": list(output.shape),
+            "name": output.name,
+            "datatype": output.datatype,
+            "shape": list(output.shape),
         }
         binary = response.output_parameters.get(output.name, {}).get("binary_data", binary_default)
         if binary:
@@ -180,8 +209,10 @@ def encode_infer_response(response: InferResponse, request_parameters: Parameter
         else:
             entry["data"] = _json_data(output.data, output.datatype)
         outputs.append(entry)
-    doc: dict[str, Any] = {"model_name": response.model_name,
-                           "model_version": response.model_version}
+    doc: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+    }
     if response.id:
         doc["id"] = response.id
     doc["outputs"] = outputs

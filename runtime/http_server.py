@@ -46,8 +46,9 @@ Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, handler: Handler, max_body_bytes: int,
-                 connections: set[HttpProtocol]) -> None:
+    def __init__(
+        self, handler: Handler, max_body_bytes: int, connections: set[HttpProtocol]
+    ) -> None:
         self._handler = handler
         self._max_body = max_body_bytes
         self._connections = connections
@@ -153,9 +154,13 @@ class HttpProtocol(asyncio.Protocol):
     def _write(self, response: HttpResponse, keep_alive: bool) -> None:
         assert self._transport is not None
         lines = [
-            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
-                response.status, _REASONS.get(response.status, b"Unknown"),
-                response.content_type.encode(), len(response.body)),
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            % (
+                response.status,
+                _REASONS.get(response.status, b"Unknown"),
+                response.content_type.encode(),
+                len(response.body),
+            ),
         ]
         for name, value in response.headers:
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
@@ -180,7 +185,11 @@ class HttpProtocol(asyncio.Protocol):
 
 
 async def start_http_server(
-    handler: Handler, *, host: str, port: int, max_body_bytes: int,
+    handler: Handler,
+    *,
+    host: str,
+    port: int,
+    max_body_bytes: int,
     ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[asyncio.Server, int, set[HttpProtocol]]:
     """Bind and serve; returns the server, its port and the live connections."""
@@ -188,7 +197,11 @@ async def start_http_server(
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: HttpProtocol(handler, max_body_bytes, connections),
-        host=host, port=port, ssl=ssl_context, reuse_address=True, backlog=1024,
+        host=host,
+        port=port,
+        ssl=ssl_context,
+        reuse_address=True,
+        backlog=1024,
     )
     bound = server.sockets[0].getsockname()[1]
     return server, int(bound), connections

@@ -16,8 +16,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from mlserve.runtime.repository import IndexEntry, ModelState
 
 LATENCY_BUCKETS_S = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 
@@ -46,30 +61,60 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("model", "version")
         r = self.registry
-        self.success = Counter("mlserve_request_success", "Inference requests answered "
-                               "successfully.", labels, registry=r)
-        self.failure = Counter("mlserve_request_failure", "Inference requests that failed, by "
-                               "reason (the error kind).", (*labels, "reason"), registry=r)
-        self.unrouted = Counter("mlserve_request_unrouted", "Inference requests for a model or "
-                                "version that is not loaded, by reason.", ("reason",), registry=r)
-        self.rows = Counter("mlserve_inference_rows", "Rows (batch items) inferred.", labels,
-                            registry=r)
+        self.success = Counter(
+            "mlserve_request_success",
+            "Inference requests answered successfully.",
+            labels,
+            registry=r,
+        )
+        self.failure = Counter(
+            "mlserve_request_failure",
+            "Inference requests that failed, by reason (the error kind).",
+            (*labels, "reason"),
+            registry=r,
+        )
+        self.unrouted = Counter(
+            "mlserve_request_unrouted",
+            "Inference requests for a model or version that is not loaded, by reason.",
+            ("reason",),
+            registry=r,
+        )
+        self.rows = Counter(
+            "mlserve_inference_rows", "Rows (batch items) inferred.", labels, registry=r
+        )
         self.request_duration = Histogram(
-            "mlserve_request_duration_seconds", "End-to-end time of an inference request in the "
-            "server, from decoded request to encoded response.", labels,
-            buckets=LATENCY_BUCKETS_S, registry=r)
+            "mlserve_request_duration_seconds",
+            "End-to-end time of an inference request in the "
+            "server, from decoded request to encoded response.",
+            labels,
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.queue_duration = Histogram(
-            "mlserve_queue_duration_seconds", "Time a request waited for a model instance.",
-            labels, buckets=LATENCY_BUCKETS_S, registry=r)
+            "mlserve_queue_duration_seconds",
+            "Time a request waited for a model instance.",
+            labels,
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.compute_duration = Histogram(
-            "mlserve_compute_duration_seconds", "Time onnxruntime spent running a request.",
-            labels, buckets=LATENCY_BUCKETS_S, registry=r)
-        self.inflight = Gauge("mlserve_inflight_requests", "Inference requests being served "
-                              "now.", labels, registry=r)
-        self.model_state = Gauge("mlserve_model_state", "1 for the current load state of a model "
-                                 "version (READY, LOADING, UNLOADING, UNAVAILABLE), else 0; "
-                                 "version \"\" is the model as a whole.", (*labels, "state"),
-                                 registry=r)
+            "mlserve_compute_duration_seconds",
+            "Time onnxruntime spent running a request.",
+            labels,
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "mlserve_inflight_requests", "Inference requests being served now.", labels, registry=r
+        )
+        self.model_state = Gauge(
+            "mlserve_model_state",
+            "1 for the current load state of a model "
+            "version (READY, LOADING, UNLOADING, UNAVAILABLE), else 0; "
+            'version "" is the model as a whole.',
+            (*labels, "state"),
+            registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -130,7 +130,9 @@ def _tensor(item: object, path: str) -> TensorSpec:
             for i, d in enumerate(dims_raw)
         )
     section.reject_unknown()
-    return TensorSpec(name=name, datatype=datatype or "", dims=dims if dims_raw is not None else (-2,))
+    return TensorSpec(
+        name=name, datatype=datatype or "", dims=dims if dims_raw is not None else (-2,)
+    )
 
 
 def _version_policy(section: Section | None) -> VersionPolicy:
@@ -180,7 +182,7 @@ def _warmup(section: Section | None) -> Warmup:
         kind=kind,  # type: ignore[arg-type]
         batch_size=section.integer("batch_size", 1, minimum=1),
         count=section.integer("count", 1, minimum=1),
-        file=section.string("file", None),
+        file=section.optional_string("file"),
     )
     if kind == "file" and not warmup.file:
         raise ConfigError(section.child_path("file"), "is required when kind is 'file'")
@@ -249,7 +251,9 @@ def parse_model_config(data: object, *, name: str, path: str = "") -> ModelConfi
         max_batch_size = check_int(max_batch_size, section.child_path("max_batch_size"), minimum=0)
     device = section.string("device", "cpu")
     if not _DEVICE.match(device):
-        raise ConfigError(section.child_path("device"), f"must be 'cpu' or 'cuda:N', got {device!r}")
+        raise ConfigError(
+            section.child_path("device"), f"must be 'cpu' or 'cuda:N', got {device!r}"
+        )
     filename = section.string("default_model_filename", "model.onnx")
     if "/" in filename or filename in ("", ".", ".."):
         raise ConfigError(section.child_path("default_model_filename"), "must be a plain file name")
@@ -284,8 +288,9 @@ class GraphTensor:
     shape: tuple[int | None, ...]
 
 
-def complete(config: ModelConfig, graph_inputs: list[GraphTensor],
-             graph_outputs: list[GraphTensor]) -> ModelConfig:
+def complete(
+    config: ModelConfig, graph_inputs: list[GraphTensor], graph_outputs: list[GraphTensor]
+) -> ModelConfig:
     """Fill what config.yaml left out from the graph, and check what it declared.
 
     A model batches when every input's and output's first dimension is
@@ -342,11 +347,12 @@ def _complete_tensors(
         graph_dims = tuple(-1 if d is None else d for d in g.shape[skip:])
         dims = graph_dims if spec.dims == (-2,) else spec.dims
         if len(dims) != len(graph_dims) or any(
-            gd != -1 and d != gd for d, gd in zip(dims, graph_dims, strict=True)
+            gd not in (-1, d) for d, gd in zip(dims, graph_dims, strict=True)
         ):
             raise ConfigError(
-                f"{path}.dims", f"are {list(dims)} but the graph says {list(graph_dims)}"
-                + (" (batch dimension excluded)" if skip else "")
+                f"{path}.dims",
+                f"are {list(dims)} but the graph says {list(graph_dims)}"
+                + (" (batch dimension excluded)" if skip else ""),
             )
         out.append(TensorSpec(spec.name, g.datatype, dims))
     return tuple(out)

@@ -147,8 +147,9 @@ class ModelVersion:
             self._executor, self._run, output_names, feeds, _perf_ns()
         )
 
-    def _run(self, output_names: list[str], feeds: dict[str, np.ndarray], submit_ns: int
-             ) -> Execution:
+    def _run(
+        self, output_names: list[str], feeds: dict[str, np.ndarray], submit_ns: int
+    ) -> Execution:
         start = _perf_ns()
         outputs = self.session.run(output_names, feeds)
         return Execution(outputs, start - submit_ns, _perf_ns() - start)

@@ -117,7 +117,7 @@ def to_json_dict(message: Message) -> dict[str, Any]:
     return out
 
 
-def _scalar(field: FieldDescriptor, value: Any) -> Any:
+def _scalar(field: Any, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         return to_json_dict(value)
     if field.type == FieldDescriptor.TYPE_ENUM:

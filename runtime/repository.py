@@ -76,8 +76,10 @@ class ModelRepository:
         """The version to serve; raises ModelNotFound or ModelUnavailable."""
         served = self._served.get(name)
         if served is not None:
-            model = served.latest if not version else (
-                served.versions.get(int(version)) if version.isdigit() else None
+            model = (
+                served.latest
+                if not version
+                else (served.versions.get(int(version)) if version.isdigit() else None)
             )
             if model is not None:
                 return model
@@ -122,8 +124,8 @@ class ModelRepository:
             entry = self._index.get((name, ""))
             reasons = [e.reason for e in self._index.values() if e.name == name and e.reason]
             raise ModelUnavailable(
-                f"failed to load model '{name}': " + ("; ".join(reasons) or
-                                                       (entry.reason if entry else "unknown"))
+                f"failed to load model '{name}': "
+                + ("; ".join(reasons) or (entry.reason if entry else "unknown"))
             )
 
     async def load_many(self, names: Iterable[str]) -> None:
@@ -149,8 +151,9 @@ class ModelRepository:
                 del snapshot[name]
                 self._served = snapshot
                 for version, model in served.versions.items():
-                    self._retire(model, IndexEntry(name, str(version), ModelState.UNAVAILABLE,
-                                                   "unloaded"))
+                    self._retire(
+                        model, IndexEntry(name, str(version), ModelState.UNAVAILABLE, "unloaded")
+                    )
             self._set(IndexEntry(name, "", ModelState.UNAVAILABLE, "unloaded"))
 
     async def poll_once(self) -> None:
@@ -201,17 +204,25 @@ class ModelRepository:
                 versions[version] = loaded
         if not versions:
             reasons = "; ".join(
-                f"version {v}: {self._index[(name, str(v))].reason}" for v in wanted
+                f"version {v}: {self._index[(name, str(v))].reason}"
+                for v in wanted
                 if (name, str(v)) in self._index and self._index[(name, str(v))].reason
             )
             if current is not None and current.versions:
                 # A failed reload keeps what already serves (as Triton does).
                 kept = sorted(current.versions)
-                self._set(IndexEntry(name, "", ModelState.READY,
-                                     f"reload failed ({reasons}); still serving {kept}"))
+                self._set(
+                    IndexEntry(
+                        name,
+                        "",
+                        ModelState.READY,
+                        f"reload failed ({reasons}); still serving {kept}",
+                    )
+                )
             else:
-                self._set(IndexEntry(name, "", ModelState.UNAVAILABLE,
-                                     f"no version loaded; {reasons}"))
+                self._set(
+                    IndexEntry(name, "", ModelState.UNAVAILABLE, f"no version loaded; {reasons}")
+                )
             return
         snapshot = dict(self._served)
         snapshot[name] = ServedModel(name, versions)
@@ -222,13 +233,18 @@ class ModelRepository:
                 if version not in versions:
                     self._set(IndexEntry(name, str(version), ModelState.UNLOADING))
                     self._fingerprints.pop((name, version), None)
-                    self._retire(model, IndexEntry(name, str(version), ModelState.UNAVAILABLE,
-                                                   "unloaded"))
+                    self._retire(
+                        model, IndexEntry(name, str(version), ModelState.UNAVAILABLE, "unloaded")
+                    )
                 elif versions[version] is not model:
                     self._retire(model, None)
 
     async def _load_version(
-        self, name: str, model_dir: Path, config: ModelConfig, version: int,
+        self,
+        name: str,
+        model_dir: Path,
+        config: ModelConfig,
+        version: int,
         old: ModelVersion | None,
     ) -> ModelVersion | None:
         """Load one version unless unchanged; on failure keep `old` serving."""
@@ -248,8 +264,14 @@ class ModelRepository:
             reason = exc.message if isinstance(exc, ConfigError) else str(exc)
             log.error("model %s version %d: %s", name, version, reason)
             if old is not None:
-                self._set(IndexEntry(name, str(version), ModelState.READY,
-                                     f"reload failed, still serving the previous load: {reason}"))
+                self._set(
+                    IndexEntry(
+                        name,
+                        str(version),
+                        ModelState.READY,
+                        f"reload failed, still serving the previous load: {reason}",
+                    )
+                )
                 return old
             self._set(IndexEntry(name, str(version), ModelState.UNAVAILABLE, reason))
             return None

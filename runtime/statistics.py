@@ -39,9 +39,7 @@ class ModelStatistics:
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchDurations] = field(default_factory=dict)
 
-    def record_execution(
-        self, *, rows: int, input_ns: int, infer_ns: int, output_ns: int
-    ) -> None:
+    def record_execution(self, *, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         self.execution_count += 1
         self.inference_count += rows
         batch = self.batches.get(rows)

@@ -35,8 +35,12 @@ def lookup_datatype(name: str, datatype: str) -> datatypes.Datatype:
 
 
 def array_from_raw(
-    name: str, datatype: str, shape: tuple[int, ...], raw: bytes | memoryview,
-    *, text: bool = True,
+    name: str,
+    datatype: str,
+    shape: tuple[int, ...],
+    raw: bytes | memoryview,
+    *,
+    text: bool = True,
 ) -> np.ndarray:
     """Decode one tensor's raw bytes; `text` decodes BYTES elements to str."""
     dt = lookup_datatype(name, datatype)
@@ -45,7 +49,9 @@ def array_from_raw(
         try:
             flat = decode_bytes_tensor(raw, count, text)
         except BytesTensorError as exc:
-            raise InvalidRequest(f"input '{name}': BYTES raw contents are malformed: {exc}") from None
+            raise InvalidRequest(
+                f"input '{name}': BYTES raw contents are malformed: {exc}"
+            ) from None
         return flat.reshape(shape)
     if dt.numpy is None:
         raise InvalidRequest(

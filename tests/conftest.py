@@ -65,18 +65,36 @@ class ServerProcess:
                 self.process.stdout.close()
 
 
-def start_server(repository: Path, *extra: str, wait_ready: bool = True,
-                 env: dict[str, str] | None = None) -> ServerProcess:
+def start_server(
+    repository: Path, *extra: str, wait_ready: bool = True, env: dict[str, str] | None = None
+) -> ServerProcess:
     """Start `mlserve serve` on free loopback ports; returns once it is ready."""
     command = [
-        sys.executable, "-m", "mlserve.cli.main", "serve",
-        "--model-repository", str(repository),
-        "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0",
-        "--grpc-address", "127.0.0.1", "--http-address", "127.0.0.1",
-        "--metrics-address", "127.0.0.1", *extra,
+        sys.executable,
+        "-m",
+        "mlserve.cli.main",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--grpc-address",
+        "127.0.0.1",
+        "--http-address",
+        "127.0.0.1",
+        "--metrics-address",
+        "127.0.0.1",
+        *extra,
     ]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, **(env or {})},
     )
     server = ServerProcess(process)
@@ -108,19 +126,35 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     examples.write_model(root, "mlp", examples.mlp_model(), config="max_batch_size: 8\n")
     examples.write_model(root, "two_output", examples.two_output_model())
-    examples.write_model(root, "identity_fixed", examples.identity_model("FP32", (2, 3),
-                                                                         batch=False))
-    for datatype in ("FP32", "FP16", "FP64", "BOOL", "INT8", "INT16", "INT32", "INT64",
-                     "UINT8", "UINT16", "UINT32", "UINT64", "BYTES"):
-        examples.write_model(root, f"identity_{datatype.lower()}",
-                             examples.identity_model(datatype, (4,)))
+    examples.write_model(
+        root, "identity_fixed", examples.identity_model("FP32", (2, 3), batch=False)
+    )
+    for datatype in (
+        "FP32",
+        "FP16",
+        "FP64",
+        "BOOL",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "BYTES",
+    ):
+        examples.write_model(
+            root, f"identity_{datatype.lower()}", examples.identity_model(datatype, (4,))
+        )
     return root
 
 
 @pytest.fixture(scope="session")
 def server(model_repository: Path) -> Iterator[ServerProcess]:
     """One shared server over `model_repository` (tests must not change its state)."""
-    process = start_server(model_repository, "--http-max-input-size", "1048576",
-                           "--grpc-max-input-size", "1048576")
+    process = start_server(
+        model_repository, "--http-max-input-size", "1048576", "--grpc-max-input-size", "1048576"
+    )
     yield process
     process.terminate()

@@ -30,18 +30,29 @@ def _bool(text: str) -> bool:
 
 
 def _add_serve(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve a model repository over gRPC and HTTP",
-                       argument_default=argparse.SUPPRESS)
+    p = sub.add_parser(
+        "serve",
+        help="serve a model repository over gRPC and HTTP",
+        argument_default=argparse.SUPPRESS,
+    )
     p.add_argument("--config", type=Path, help="YAML file with any of these settings")
     p.add_argument("--model-repository", help="the model repository folder")
     for name, port in (("http", 8000), ("grpc", 8001), ("metrics", 8002)):
         p.add_argument(f"--{name}-port", type=int, help=f"default {port}; 0 picks a free port")
         p.add_argument(f"--{name}-address", help="default 0.0.0.0")
-        p.add_argument(f"--allow-{name}", type=_bool, nargs="?", const=True,
-                       help="enable this endpoint (default true)")
+        p.add_argument(
+            f"--allow-{name}",
+            type=_bool,
+            nargs="?",
+            const=True,
+            help="enable this endpoint (default true)",
+        )
     p.add_argument("--model-control-mode", choices=("none", "poll", "explicit"))
-    p.add_argument("--load-model", action="append",
-                   help="model to load at start in explicit mode (repeatable; '*' = all)")
+    p.add_argument(
+        "--load-model",
+        action="append",
+        help="model to load at start in explicit mode (repeatable; '*' = all)",
+    )
     p.add_argument("--repository-poll-secs", type=float, help="poll interval (default 15)")
     p.add_argument("--strict-readiness", type=_bool, nargs="?", const=True)
     p.add_argument("--exit-timeout-secs", type=float, help="drain grace period (default 30)")
@@ -53,10 +64,16 @@ def _add_serve(sub: Any) -> None:
         p.add_argument(f"--{proto}-server-cert")
         p.add_argument(f"--{proto}-server-key")
         p.add_argument(f"--{proto}-root-cert")
-    p.add_argument("--grpc-restricted-protocol", action="append",
-                   help="GROUP[,GROUP]:KEY=VALUE, e.g. model-repository:admin-key=secret")
-    p.add_argument("--http-restricted-api", action="append",
-                   help="GROUP[,GROUP]:KEY=VALUE, e.g. model-repository:admin-key=secret")
+    p.add_argument(
+        "--grpc-restricted-protocol",
+        action="append",
+        help="GROUP[,GROUP]:KEY=VALUE, e.g. model-repository:admin-key=secret",
+    )
+    p.add_argument(
+        "--http-restricted-api",
+        action="append",
+        help="GROUP[,GROUP]:KEY=VALUE, e.g. model-repository:admin-key=secret",
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
 
@@ -76,8 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     infer = sub.add_parser("infer", help="send one inference request and print the outputs")
     infer.add_argument("model")
     infer.add_argument("--model-version", default="")
-    infer.add_argument("--input", action="append", required=True, metavar="NAME=FILE",
-                       help="an input from a .npy or .json file (repeatable)")
+    infer.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="NAME=FILE",
+        help="an input from a .npy or .json file (repeatable)",
+    )
     _add_client_flags(infer)
     models = sub.add_parser("models", help="list the repository index of a running server")
     _add_client_flags(models)
@@ -104,8 +126,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         if key != "command":
             settings[key] = value
     config = server_config_from_mapping(settings)
-    logging.basicConfig(level=config.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         import uvloop
     except ImportError:  # uvloop is optional off Linux/macOS

@@ -22,13 +22,15 @@ INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 @pytest.fixture(scope="module")
 def channel(server: ServerProcess) -> grpc.Channel:
-    with grpc.insecure_channel(server.grpc, options=[
-            ("grpc.max_send_message_length", 64 << 20)]) as ch:
+    with grpc.insecure_channel(
+        server.grpc, options=[("grpc.max_send_message_length", 64 << 20)]
+    ) as ch:
         yield ch
 
 
-def grpc_infer(channel: grpc.Channel, request: pb.ModelInferRequest | bytes
-               ) -> pb.ModelInferResponse:
+def grpc_infer(
+    channel: grpc.Channel, request: pb.ModelInferRequest | bytes
+) -> pb.ModelInferResponse:
     call = channel.unary_unary(
         INFER,
         request_serializer=lambda m: m if isinstance(m, bytes) else m.SerializeToString(),
@@ -37,19 +39,30 @@ def grpc_infer(channel: grpc.Channel, request: pb.ModelInferRequest | bytes
     return call(request, timeout=10)
 
 
-def fp32_request(model: str = "mlp", shape: tuple[int, ...] = (1, 64), *, name: str = "x",
-                 datatype: str = "FP32", raw: bytes | None = None, version: str = ""
-                 ) -> pb.ModelInferRequest:
+def fp32_request(
+    model: str = "mlp",
+    shape: tuple[int, ...] = (1, 64),
+    *,
+    name: str = "x",
+    datatype: str = "FP32",
+    raw: bytes | None = None,
+    version: str = "",
+) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name=model, model_version=version)
     request.inputs.add(name=name, datatype=datatype, shape=shape)
     count = int(np.prod(shape))
     request.raw_input_contents.append(
-        raw if raw is not None else np.zeros(count, np.float32).tobytes())
+        raw if raw is not None else np.zeros(count, np.float32).tobytes()
+    )
     return request
 
 
-def expect_grpc_error(channel: grpc.Channel, request: pb.ModelInferRequest | bytes,
-                      code: grpc.StatusCode, *fragments: str) -> str:
+def expect_grpc_error(
+    channel: grpc.Channel,
+    request: pb.ModelInferRequest | bytes,
+    code: grpc.StatusCode,
+    *fragments: str,
+) -> str:
     with pytest.raises(grpc.RpcError) as info:
         grpc_infer(channel, request)
     error = info.value
@@ -63,32 +76,59 @@ def expect_grpc_error(channel: grpc.Channel, request: pb.ModelInferRequest | byt
 
 GRPC_CASES = {
     "unknown model": (fp32_request("nope"), grpc.StatusCode.NOT_FOUND, ["'nope'"]),
-    "unknown version": (fp32_request(version="9"), grpc.StatusCode.NOT_FOUND,
-                        ["version '9'", "[1]"]),
-    "unknown input": (fp32_request(name="z"), grpc.StatusCode.INVALID_ARGUMENT,
-                      ["'z'", "['x']"]),
-    "wrong datatype": (fp32_request(datatype="INT32"), grpc.StatusCode.INVALID_ARGUMENT,
-                       ["INT32", "FP32"]),
-    "unknown datatype": (fp32_request(datatype="FP8"), grpc.StatusCode.INVALID_ARGUMENT,
-                         ["FP8"]),
-    "wrong shape": (fp32_request(shape=(1, 63)), grpc.StatusCode.INVALID_ARGUMENT,
-                    ["[1, 63]", "64"]),
-    "batch over max": (fp32_request(shape=(9, 64)), grpc.StatusCode.INVALID_ARGUMENT,
-                       ["[9, 64]", "1..8"]),
-    "negative dim": (fp32_request(shape=(-1, 64), raw=b""), grpc.StatusCode.INVALID_ARGUMENT,
-                     ["negative"]),
-    "raw length": (fp32_request(raw=b"\0" * 255), grpc.StatusCode.INVALID_ARGUMENT,
-                   ["255 bytes", "256"]),
+    "unknown version": (
+        fp32_request(version="9"),
+        grpc.StatusCode.NOT_FOUND,
+        ["version '9'", "[1]"],
+    ),
+    "unknown input": (fp32_request(name="z"), grpc.StatusCode.INVALID_ARGUMENT, ["'z'", "['x']"]),
+    "wrong datatype": (
+        fp32_request(datatype="INT32"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["INT32", "FP32"],
+    ),
+    "unknown datatype": (fp32_request(datatype="FP8"), grpc.StatusCode.INVALID_ARGUMENT, ["FP8"]),
+    "wrong shape": (
+        fp32_request(shape=(1, 63)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["[1, 63]", "64"],
+    ),
+    "batch over max": (
+        fp32_request(shape=(9, 64)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["[9, 64]", "1..8"],
+    ),
+    "negative dim": (
+        fp32_request(shape=(-1, 64), raw=b""),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["negative"],
+    ),
+    "raw length": (
+        fp32_request(raw=b"\0" * 255),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["255 bytes", "256"],
+    ),
     "broken BYTES prefix": (
-        fp32_request("identity_bytes", (1, 4), name="x", datatype="BYTES",
-                     raw=struct.pack("<I", 2) + b"ab" + struct.pack("<I", 100) + b"cd"),
-        grpc.StatusCode.INVALID_ARGUMENT, ["BYTES", "element 1", "100 bytes"]),
+        fp32_request(
+            "identity_bytes",
+            (1, 4),
+            name="x",
+            datatype="BYTES",
+            raw=struct.pack("<I", 2) + b"ab" + struct.pack("<I", 100) + b"cd",
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["BYTES", "element 1", "100 bytes"],
+    ),
     "too few BYTES elements": (
-        fp32_request("identity_bytes", (1, 4), datatype="BYTES",
-                     raw=struct.pack("<I", 1) + b"a"),
-        grpc.StatusCode.INVALID_ARGUMENT, ["element 1"]),
-    "malformed protobuf": (b"\xff\xff\xff", grpc.StatusCode.INVALID_ARGUMENT,
-                           ["ModelInferRequest", "protobuf"]),
+        fp32_request("identity_bytes", (1, 4), datatype="BYTES", raw=struct.pack("<I", 1) + b"a"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["element 1"],
+    ),
+    "malformed protobuf": (
+        b"\xff\xff\xff",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["ModelInferRequest", "protobuf"],
+    ),
 }
 
 
@@ -101,8 +141,13 @@ def test_grpc_bad_input(channel: grpc.Channel, case: str) -> None:
 def test_grpc_raw_count_mismatch(channel: grpc.Channel) -> None:
     request = fp32_request()
     request.raw_input_contents.append(b"")
-    expect_grpc_error(channel, request, grpc.StatusCode.INVALID_ARGUMENT,
-                      "raw_input_contents has 2 entries", "1 inputs")
+    expect_grpc_error(
+        channel,
+        request,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "raw_input_contents has 2 entries",
+        "1 inputs",
+    )
 
 
 def test_grpc_missing_input(channel: grpc.Channel) -> None:
@@ -114,8 +159,13 @@ def test_grpc_typed_contents_count_checked(channel: grpc.Channel) -> None:
     request = pb.ModelInferRequest(model_name="identity_int64")
     tensor = request.inputs.add(name="x", datatype="INT64", shape=[1, 4])
     tensor.contents.int64_contents.extend([1, 2, 3])
-    expect_grpc_error(channel, request, grpc.StatusCode.INVALID_ARGUMENT,
-                      "int64_contents holds 3 elements", "needs 4")
+    expect_grpc_error(
+        channel,
+        request,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "int64_contents holds 3 elements",
+        "needs 4",
+    )
     tensor.contents.int64_contents.append(4)
     response = grpc_infer(channel, request)
     assert np.frombuffer(response.raw_output_contents[0], "<i8").tolist() == [1, 2, 3, 4]
@@ -126,8 +176,9 @@ def test_grpc_message_over_limit(channel: grpc.Channel) -> None:
     rows = 8
     big = fp32_request(shape=(rows, 64), raw=b"\0" * (rows * 64 * 4))
     big.raw_input_contents.append(b"\0" * (1 << 20))
-    expect_grpc_error(channel, big, grpc.StatusCode.INVALID_ARGUMENT, "over the server's limit",
-                      "1048576")
+    expect_grpc_error(
+        channel, big, grpc.StatusCode.INVALID_ARGUMENT, "over the server's limit", "1048576"
+    )
 
 
 def test_tritonclient_sees_error_message(server: ServerProcess) -> None:
@@ -143,8 +194,9 @@ def test_tritonclient_sees_error_message(server: ServerProcess) -> None:
 # -- HTTP -------------------------------------------------------------------------
 
 
-def http_post(server: ServerProcess, path: str, body: bytes,
-              headers: dict[str, str] | None = None) -> tuple[int, dict]:
+def http_post(
+    server: ServerProcess, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict]:
     host, port = server.http.rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
@@ -163,8 +215,14 @@ def json_body(model_input: dict) -> bytes:
 GOOD = {"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}
 
 
-def expect_http_error(server: ServerProcess, path: str, body: bytes, status: int,
-                      *fragments: str, headers: dict[str, str] | None = None) -> str:
+def expect_http_error(
+    server: ServerProcess,
+    path: str,
+    body: bytes,
+    status: int,
+    *fragments: str,
+    headers: dict[str, str] | None = None,
+) -> str:
     code, doc = http_post(server, path, body, headers)
     assert code == status, doc
     assert set(doc) == {"error"}, doc
@@ -179,19 +237,39 @@ HTTP_CASES = {
     "unknown model": ("/v2/models/nope/infer", json_body(GOOD), 404, ["'nope'"]),
     "unknown version": ("/v2/models/mlp/versions/3/infer", json_body(GOOD), 404, ["'3'"]),
     "unknown input": ("/v2/models/mlp/infer", json_body({**GOOD, "name": "q"}), 400, ["'q'"]),
-    "wrong datatype": ("/v2/models/mlp/infer", json_body({**GOOD, "datatype": "FP64"}), 400,
-                       ["FP64", "FP32"]),
-    "wrong shape": ("/v2/models/mlp/infer", json_body({**GOOD, "shape": [2, 32]}), 400,
-                    ["[2, 32]"]),
-    "data count": ("/v2/models/mlp/infer", json_body({**GOOD, "data": [1.0] * 3}), 400,
-                   ["3 elements", "64"]),
-    "data not numbers": ("/v2/models/mlp/infer", json_body({**GOOD, "data": ["a"] * 64}), 400,
-                         ["FP32"]),
+    "wrong datatype": (
+        "/v2/models/mlp/infer",
+        json_body({**GOOD, "datatype": "FP64"}),
+        400,
+        ["FP64", "FP32"],
+    ),
+    "wrong shape": (
+        "/v2/models/mlp/infer",
+        json_body({**GOOD, "shape": [2, 32]}),
+        400,
+        ["[2, 32]"],
+    ),
+    "data count": (
+        "/v2/models/mlp/infer",
+        json_body({**GOOD, "data": [1.0] * 3}),
+        400,
+        ["3 elements", "64"],
+    ),
+    "data not numbers": (
+        "/v2/models/mlp/infer",
+        json_body({**GOOD, "data": ["a"] * 64}),
+        400,
+        ["FP32"],
+    ),
     "malformed JSON": ("/v2/models/mlp/infer", b'{"inputs": [', 400, ["not valid JSON"]),
     "not an object": ("/v2/models/mlp/infer", b"[1, 2]", 400, ["JSON object"]),
     "no inputs": ("/v2/models/mlp/infer", b"{}", 400, ["'inputs'"]),
-    "shape not ints": ("/v2/models/mlp/infer", json_body({**GOOD, "shape": ["1", 64]}), 400,
-                       ["shape must be a list of integers"]),
+    "shape not ints": (
+        "/v2/models/mlp/infer",
+        json_body({**GOOD, "shape": ["1", 64]}),
+        400,
+        ["shape must be a list of integers"],
+    ),
     "unknown route": ("/v2/nothing", b"", 404, ["/v2/nothing"]),
 }
 
@@ -205,55 +283,84 @@ def test_http_bad_input(server: ServerProcess, case: str) -> None:
 def binary_request(inputs: list[tuple[dict, bytes]]) -> tuple[bytes, dict[str, str]]:
     header = json.dumps({"inputs": [meta for meta, _ in inputs]}).encode()
     body = header + b"".join(raw for _, raw in inputs)
-    return body, {"Inference-Header-Content-Length": str(len(header)),
-                  "Content-Type": "application/octet-stream"}
+    return body, {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def test_http_binary_size_mismatch(server: ServerProcess) -> None:
-    meta = {"name": "x", "datatype": "FP32", "shape": [1, 64],
-            "parameters": {"binary_data_size": 252}}
+    meta = {
+        "name": "x",
+        "datatype": "FP32",
+        "shape": [1, 64],
+        "parameters": {"binary_data_size": 252},
+    }
     body, headers = binary_request([(meta, b"\0" * 252)])
-    expect_http_error(server, "/v2/models/mlp/infer", body, 400, "252 bytes", "256",
-                      headers=headers)
+    expect_http_error(
+        server, "/v2/models/mlp/infer", body, 400, "252 bytes", "256", headers=headers
+    )
 
 
 def test_http_binary_runs_past_body(server: ServerProcess) -> None:
-    meta = {"name": "x", "datatype": "FP32", "shape": [1, 64],
-            "parameters": {"binary_data_size": 256}}
+    meta = {
+        "name": "x",
+        "datatype": "FP32",
+        "shape": [1, 64],
+        "parameters": {"binary_data_size": 256},
+    }
     body, headers = binary_request([(meta, b"\0" * 100)])
     expect_http_error(server, "/v2/models/mlp/infer", body, 400, "runs past", headers=headers)
 
 
 def test_http_header_length_past_body(server: ServerProcess) -> None:
-    expect_http_error(server, "/v2/models/mlp/infer", b"{}", 400,
-                      "Inference-Header-Content-Length",
-                      headers={"Inference-Header-Content-Length": "999"})
+    expect_http_error(
+        server,
+        "/v2/models/mlp/infer",
+        b"{}",
+        400,
+        "Inference-Header-Content-Length",
+        headers={"Inference-Header-Content-Length": "999"},
+    )
 
 
 def test_http_bytes_broken_prefix(server: ServerProcess) -> None:
     raw = struct.pack("<I", 1) + b"a" + struct.pack("<I", 50)
-    meta = {"name": "x", "datatype": "BYTES", "shape": [1, 4],
-            "parameters": {"binary_data_size": len(raw)}}
+    meta = {
+        "name": "x",
+        "datatype": "BYTES",
+        "shape": [1, 4],
+        "parameters": {"binary_data_size": len(raw)},
+    }
     body, headers = binary_request([(meta, raw)])
-    expect_http_error(server, "/v2/models/identity_bytes/infer", body, 400, "BYTES",
-                      "element 1", headers=headers)
+    expect_http_error(
+        server, "/v2/models/identity_bytes/infer", body, 400, "BYTES", "element 1", headers=headers
+    )
 
 
 def test_http_body_over_limit(server: ServerProcess) -> None:
     body = json_body({**GOOD, "data": [0.0] * 300_000})  # about 1.5 MB > 1 MiB limit
-    expect_http_error(server, "/v2/models/mlp/infer", body, 400, "over the server's limit",
-                      "1048576")
+    expect_http_error(
+        server, "/v2/models/mlp/infer", body, 400, "over the server's limit", "1048576"
+    )
 
 
 def test_http_gzip_bomb_is_bounded(server: ServerProcess) -> None:
     bomb = gzip.compress(b" " * (4 << 20))  # 4 MiB of spaces inflates past the limit
-    expect_http_error(server, "/v2/models/mlp/infer", bomb, 400, "decompressed",
-                      headers={"Content-Encoding": "gzip"})
+    expect_http_error(
+        server,
+        "/v2/models/mlp/infer",
+        bomb,
+        400,
+        "decompressed",
+        headers={"Content-Encoding": "gzip"},
+    )
 
 
 def test_http_bad_content_encoding(server: ServerProcess) -> None:
-    expect_http_error(server, "/v2/models/mlp/infer", b"xx", 400, "br",
-                      headers={"Content-Encoding": "br"})
+    expect_http_error(
+        server, "/v2/models/mlp/infer", b"xx", 400, "br", headers={"Content-Encoding": "br"}
+    )
 
 
 def test_http_malformed_request_line(server: ServerProcess) -> None:

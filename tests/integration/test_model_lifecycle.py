@@ -24,8 +24,9 @@ from tests.conftest import start_server
 
 
 def post(address: str, path: str, body: dict | None = None) -> tuple[int, object]:
-    request = urllib.request.Request(f"http://{address}{path}",
-                                     data=json.dumps(body or {}).encode(), method="POST")
+    request = urllib.request.Request(
+        f"http://{address}{path}", data=json.dumps(body or {}).encode(), method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             data = response.read()
@@ -95,11 +96,13 @@ def test_load_api_refused_outside_explicit_mode(repo: Path) -> None:
 def test_broken_model_is_reported_and_the_rest_serve(repo: Path) -> None:
     (repo / "broken" / "1").mkdir(parents=True)
     (repo / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx model")
-    examples.write_model(repo, "badconfig", examples.scaled_model(1.0),
-                         config="max_batch_size: -4\n")
+    examples.write_model(
+        repo, "badconfig", examples.scaled_model(1.0), config="max_batch_size: -4\n"
+    )
     digest = "0" * 64
-    examples.write_model(repo, "tampered", examples.scaled_model(2.0),
-                         config=f"sha256: '{digest}'\n")
+    examples.write_model(
+        repo, "tampered", examples.scaled_model(2.0), config=f"sha256: '{digest}'\n"
+    )
     server = start_server(repo)
     try:
         client = grpcclient.InferenceServerClient(server.grpc)
@@ -110,8 +113,10 @@ def test_broken_model_is_reported_and_the_rest_serve(repo: Path) -> None:
         index = index_by_key(server.http)
         assert index[("broken", "1")]["state"] == "UNAVAILABLE"
         assert "onnxruntime could not load" in index[("broken", "1")]["reason"]
-        assert "badconfig/config.yaml: max_batch_size: must be >= 0, got -4" in \
-            index[("badconfig", "")]["reason"]
+        assert (
+            "badconfig/config.yaml: max_batch_size: must be >= 0, got -4"
+            in index[("badconfig", "")]["reason"]
+        )
         assert "sha256" in index[("tampered", "1")]["reason"]
         assert "refusing to load" in index[("tampered", "1")]["reason"]
         with pytest.raises(grpcclient.InferenceServerException) as info:
@@ -214,8 +219,12 @@ def test_poll_mode_failed_reload_keeps_serving_the_old_version(repo: Path) -> No
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
-    examples.write_model(tmp_path, "slow", examples.matmul_chain_model(512, 96),
-                         config="max_batch_size: 512\nwarmup:\n  kind: none\n")
+    examples.write_model(
+        tmp_path,
+        "slow",
+        examples.matmul_chain_model(512, 96),
+        config="max_batch_size: 512\nwarmup:\n  kind: none\n",
+    )
     server = start_server(tmp_path, "--exit-timeout-secs", "20")
     try:
         client = grpcclient.InferenceServerClient(server.grpc)

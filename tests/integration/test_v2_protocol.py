@@ -14,9 +14,18 @@ import tritonclient.http as httpclient
 from tests.conftest import ServerProcess
 
 DATATYPES = {
-    "FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "BOOL": np.bool_,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "FP32": np.float32,
+    "FP16": np.float16,
+    "FP64": np.float64,
+    "BOOL": np.bool_,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
 }
 
 
@@ -34,8 +43,9 @@ def sample(datatype: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if datatype == "BYTES":
         words = [b"", b"a", b"hello", "w\u00e9ird".encode(), b"x" * 300]
-        return np.array([words[i % len(words)] for i in range(int(np.prod(shape)))],
-                        dtype=object).reshape(shape)
+        return np.array(
+            [words[i % len(words)] for i in range(int(np.prod(shape)))], dtype=object
+        ).reshape(shape)
     if datatype == "BOOL":
         return rng.random(shape) > 0.5
     dtype = np.dtype(DATATYPES[datatype])
@@ -45,8 +55,9 @@ def sample(datatype: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
 
 
-def test_health(grpc_client: grpcclient.InferenceServerClient,
-                http_client: httpclient.InferenceServerClient) -> None:
+def test_health(
+    grpc_client: grpcclient.InferenceServerClient, http_client: httpclient.InferenceServerClient
+) -> None:
     assert grpc_client.is_server_live() and grpc_client.is_server_ready()
     assert http_client.is_server_live() and http_client.is_server_ready()
     assert grpc_client.is_model_ready("mlp") and http_client.is_model_ready("mlp", "1")
@@ -54,8 +65,9 @@ def test_health(grpc_client: grpcclient.InferenceServerClient,
     assert not http_client.is_model_ready("mlp", "7")
 
 
-def test_server_metadata(grpc_client: grpcclient.InferenceServerClient,
-                         http_client: httpclient.InferenceServerClient) -> None:
+def test_server_metadata(
+    grpc_client: grpcclient.InferenceServerClient, http_client: httpclient.InferenceServerClient
+) -> None:
     from mlserve import __version__
 
     grpc_meta = grpc_client.get_server_metadata(as_json=True)
@@ -63,12 +75,17 @@ def test_server_metadata(grpc_client: grpcclient.InferenceServerClient,
     for meta in (grpc_meta, http_meta):
         assert meta["name"] == "mlserve"
         assert meta["version"] == __version__
-        assert {"statistics", "model_configuration", "model_repository",
-                "binary_tensor_data"} <= set(meta["extensions"])
+        assert {
+            "statistics",
+            "model_configuration",
+            "model_repository",
+            "binary_tensor_data",
+        } <= set(meta["extensions"])
 
 
-def test_model_metadata_and_config(grpc_client: grpcclient.InferenceServerClient,
-                                   http_client: httpclient.InferenceServerClient) -> None:
+def test_model_metadata_and_config(
+    grpc_client: grpcclient.InferenceServerClient, http_client: httpclient.InferenceServerClient
+) -> None:
     meta = http_client.get_model_metadata("mlp")
     assert meta["versions"] == ["1"]
     assert meta["platform"] == "onnxruntime_onnx"
@@ -91,8 +108,9 @@ def test_model_metadata_and_config(grpc_client: grpcclient.InferenceServerClient
 
 
 @pytest.mark.parametrize("datatype", [*DATATYPES, "BYTES"])
-def test_infer_every_datatype_grpc(grpc_client: grpcclient.InferenceServerClient,
-                                   datatype: str) -> None:
+def test_infer_every_datatype_grpc(
+    grpc_client: grpcclient.InferenceServerClient, datatype: str
+) -> None:
     data = sample(datatype, (3, 4))
     tensor = grpcclient.InferInput("x", list(data.shape), datatype)
     tensor.set_data_from_numpy(data)
@@ -105,8 +123,9 @@ def test_infer_every_datatype_grpc(grpc_client: grpcclient.InferenceServerClient
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 @pytest.mark.parametrize("datatype", [*DATATYPES, "BYTES"])
-def test_infer_every_datatype_http(http_client: httpclient.InferenceServerClient,
-                                   datatype: str, binary: bool) -> None:
+def test_infer_every_datatype_http(
+    http_client: httpclient.InferenceServerClient, datatype: str, binary: bool
+) -> None:
     data = sample(datatype, (2, 4), seed=1)
     if datatype == "BYTES" and not binary:
         data = np.array([b.decode() for b in data.reshape(-1)], dtype=object).reshape(2, 4)
@@ -133,26 +152,30 @@ def test_mlp_matches_onnxruntime_in_process(model_repository, grpc_client, http_
     np.testing.assert_allclose(grpc_client.infer("mlp", [g]).as_numpy("y"), expected, rtol=1e-5)
     h = httpclient.InferInput("x", [5, 64], "FP32")
     h.set_data_from_numpy(x, binary_data=False)
-    out = http_client.infer("mlp", [h], outputs=[httpclient.InferRequestedOutput(
-        "y", binary_data=False)]).as_numpy("y")
+    out = http_client.infer(
+        "mlp", [h], outputs=[httpclient.InferRequestedOutput("y", binary_data=False)]
+    ).as_numpy("y")
     np.testing.assert_allclose(out, expected, rtol=1e-5)
 
 
-def test_requested_output_subset(grpc_client: grpcclient.InferenceServerClient,
-                                 http_client: httpclient.InferenceServerClient) -> None:
+def test_requested_output_subset(
+    grpc_client: grpcclient.InferenceServerClient, http_client: httpclient.InferenceServerClient
+) -> None:
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     g = grpcclient.InferInput("x", [2, 4], "FP32")
     g.set_data_from_numpy(x)
-    result = grpc_client.infer("two_output", [g],
-                               outputs=[grpcclient.InferRequestedOutput("twice")])
+    result = grpc_client.infer(
+        "two_output", [g], outputs=[grpcclient.InferRequestedOutput("twice")]
+    )
     assert [o.name for o in result.get_response().outputs] == ["twice"]
     np.testing.assert_array_equal(result.as_numpy("twice"), x * 2)
     both = grpc_client.infer("two_output", [g])
     np.testing.assert_array_equal(both.as_numpy("plus_one"), x + 1)
     h = httpclient.InferInput("x", [2, 4], "FP32")
     h.set_data_from_numpy(x)
-    result = http_client.infer("two_output", [h],
-                               outputs=[httpclient.InferRequestedOutput("plus_one")])
+    result = http_client.infer(
+        "two_output", [h], outputs=[httpclient.InferRequestedOutput("plus_one")]
+    )
     assert [o["name"] for o in result.get_response()["outputs"]] == ["plus_one"]
     np.testing.assert_array_equal(result.as_numpy("plus_one"), x + 1)
 
@@ -161,8 +184,9 @@ def test_request_id_is_echoed(grpc_client, http_client) -> None:
     x = np.zeros((1, 4), dtype=np.float32)
     g = grpcclient.InferInput("x", [1, 4], "FP32")
     g.set_data_from_numpy(x)
-    assert grpc_client.infer("identity_fp32", [g], request_id="req-17").get_response().id == \
-        "req-17"
+    assert (
+        grpc_client.infer("identity_fp32", [g], request_id="req-17").get_response().id == "req-17"
+    )
     h = httpclient.InferInput("x", [1, 4], "FP32")
     h.set_data_from_numpy(x)
     assert http_client.infer("identity_fp32", [h], request_id="r9").get_response()["id"] == "r9"
@@ -174,8 +198,12 @@ def test_http_compression_both_ways(http_client: httpclient.InferenceServerClien
     for algorithm in ("gzip", "deflate"):
         h = httpclient.InferInput("x", [4, 64], "FP32")
         h.set_data_from_numpy(x)
-        out = http_client.infer("mlp", [h], request_compression_algorithm=algorithm,
-                                response_compression_algorithm=algorithm).as_numpy("y")
+        out = http_client.infer(
+            "mlp",
+            [h],
+            request_compression_algorithm=algorithm,
+            response_compression_algorithm=algorithm,
+        ).as_numpy("y")
         if reference is None:
             reference = out
         np.testing.assert_array_equal(out, reference)
@@ -210,10 +238,12 @@ def test_statistics_count_successes_failures_and_rows(server: ServerProcess, grp
     assert delta("inference_count") == 12  # rows
     assert delta("execution_count") == 4
     assert int(after["inference_stats"]["compute_infer"]["ns"]) > 0
-    http_stats = json.loads(urllib.request.urlopen(
-        f"http://{server.http}/v2/models/identity_int32/stats").read())
+    http_stats = json.loads(
+        urllib.request.urlopen(f"http://{server.http}/v2/models/identity_int32/stats").read()
+    )
     assert http_stats["model_stats"][0]["inference_stats"]["success"]["count"] == int(
-        after["inference_stats"]["success"]["count"])
+        after["inference_stats"]["success"]["count"]
+    )
 
 
 def test_repository_index(http_client, grpc_client) -> None:
@@ -229,10 +259,15 @@ def test_metrics_endpoint_lists_documented_families(server: ServerProcess, grpc_
     x.set_data_from_numpy(np.zeros((1, 4), np.float32))
     grpc_client.infer("identity_fp32", [x])
     text = urllib.request.urlopen(f"http://{server.metrics}/metrics").read().decode()
-    for family in ("mlserve_request_success_total", "mlserve_request_failure_total",
-                   "mlserve_request_duration_seconds_bucket",
-                   "mlserve_queue_duration_seconds_bucket",
-                   "mlserve_compute_duration_seconds_bucket", "mlserve_inflight_requests",
-                   "mlserve_model_state", "mlserve_inference_rows_total"):
+    for family in (
+        "mlserve_request_success_total",
+        "mlserve_request_failure_total",
+        "mlserve_request_duration_seconds_bucket",
+        "mlserve_queue_duration_seconds_bucket",
+        "mlserve_compute_duration_seconds_bucket",
+        "mlserve_inflight_requests",
+        "mlserve_model_state",
+        "mlserve_inference_rows_total",
+    ):
         assert family in text, family
     assert 'mlserve_model_state{model="mlp",state="READY",version="1"} 1.0' in text

@@ -20,8 +20,15 @@ def _implementations() -> list:
     try:
         compiled = importlib.import_module("mlserve.ext._bytes_codec")
     except ImportError:
-        params.append(pytest.param(None, id="cy", marks=pytest.mark.skip(
-            reason="compiled extension not built (MLSERVE_NO_EXTENSIONS build)")))
+        params.append(
+            pytest.param(
+                None,
+                id="cy",
+                marks=pytest.mark.skip(
+                    reason="compiled extension not built (MLSERVE_NO_EXTENSIONS build)"
+                ),
+            )
+        )
     else:
         params.append(pytest.param(compiled, id="cy"))
     return params
@@ -42,8 +49,15 @@ def test_normal_install_selects_the_compiled_codec() -> None:
 def test_known_encoding(codec) -> None:
     array = np.array([[b"ab", "\u00e9"], [b"", b"xyz"]], dtype=object)
     encoded = codec.encode_bytes_tensor(array)
-    assert encoded == (struct.pack("<I", 2) + b"ab" + struct.pack("<I", 2) + "\u00e9".encode()
-                       + struct.pack("<I", 0) + struct.pack("<I", 3) + b"xyz")
+    assert encoded == (
+        struct.pack("<I", 2)
+        + b"ab"
+        + struct.pack("<I", 2)
+        + "\u00e9".encode()
+        + struct.pack("<I", 0)
+        + struct.pack("<I", 3)
+        + b"xyz"
+    )
     decoded = codec.decode_bytes_tensor(encoded, 4)
     assert decoded.tolist() == [b"ab", "\u00e9".encode(), b"", b"xyz"]
     assert codec.decode_bytes_tensor(encoded, 4, True).tolist() == ["ab", "\u00e9", "", "xyz"]
@@ -51,21 +65,24 @@ def test_known_encoding(codec) -> None:
 
 @given(st.lists(st.binary(max_size=64), max_size=40))
 def test_round_trip_and_twins_agree(items: list[bytes]) -> None:
-    array = np.array(items + [b""], dtype=object)[:len(items)] if items else np.empty(0, object)
+    array = np.empty(len(items), dtype=object)  # object array even when items are equal-length
+    array[:] = items
     for codec in [p.values[0] for p in _implementations() if p.values[0] is not None]:
         encoded = codec.encode_bytes_tensor(array)
         assert encoded == _bytes_codec_py.encode_bytes_tensor(array)
         assert codec.decode_bytes_tensor(encoded, len(items)).tolist() == items
 
 
-@pytest.mark.parametrize(("buffer", "count", "message"), [
-    (b"\x01\x00", 1, "element 0: buffer ends at byte 2"),
-    (struct.pack("<I", 5) + b"abc", 1, "length prefix says 5 bytes"),
-    (struct.pack("<I", 1) + b"a" + b"zz", 1, "2 trailing bytes"),
-    (struct.pack("<I", 1) + b"a", 2, "element 1"),
-])
-def test_malformed_buffers_name_the_problem(codec, buffer: bytes, count: int,
-                                           message: str) -> None:
+@pytest.mark.parametrize(
+    ("buffer", "count", "message"),
+    [
+        (b"\x01\x00", 1, "element 0: buffer ends at byte 2"),
+        (struct.pack("<I", 5) + b"abc", 1, "length prefix says 5 bytes"),
+        (struct.pack("<I", 1) + b"a" + b"zz", 1, "2 trailing bytes"),
+        (struct.pack("<I", 1) + b"a", 2, "element 1"),
+    ],
+)
+def test_malformed_buffers_name_the_problem(codec, buffer: bytes, count: int, message: str) -> None:
     with pytest.raises(BytesTensorError, match=message):
         codec.decode_bytes_tensor(buffer, count)
 

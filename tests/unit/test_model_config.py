@@ -22,19 +22,29 @@ def test_empty_config_is_valid() -> None:
 
 
 def test_full_config() -> None:
-    config = parse_model_config({
-        "max_batch_size": 16,
-        "inputs": [{"name": "x", "datatype": "fp32", "dims": [3, -1]}],
-        "version_policy": {"specific": {"versions": [1, 3]}},
-        "instance_count": 2,
-        "device": "cuda:1",
-        "session": {"intra_op_threads": 2, "execution_mode": "parallel",
-                    "graph_optimization_level": "basic"},
-        "warmup": {"kind": "random", "batch_size": 4},
-        "sha256": {"1": "A" * 64},
-        "dynamic_batching": {"max_queue_delay_us": 100, "preferred_batch_size": [4, 8],
-                             "priority_levels": 2, "default_priority_level": 1},
-    }, name="m")
+    config = parse_model_config(
+        {
+            "max_batch_size": 16,
+            "inputs": [{"name": "x", "datatype": "fp32", "dims": [3, -1]}],
+            "version_policy": {"specific": {"versions": [1, 3]}},
+            "instance_count": 2,
+            "device": "cuda:1",
+            "session": {
+                "intra_op_threads": 2,
+                "execution_mode": "parallel",
+                "graph_optimization_level": "basic",
+            },
+            "warmup": {"kind": "random", "batch_size": 4},
+            "sha256": {"1": "A" * 64},
+            "dynamic_batching": {
+                "max_queue_delay_us": 100,
+                "preferred_batch_size": [4, 8],
+                "priority_levels": 2,
+                "default_priority_level": 1,
+            },
+        },
+        name="m",
+    )
     assert config.inputs == (TensorSpec("x", "FP32", (3, -1)),)
     assert config.version_policy.select([1, 2, 3, 4]) == [1, 3]
     assert config.expected_sha256(1) == "a" * 64 and config.expected_sha256(2) is None
@@ -43,26 +53,33 @@ def test_full_config() -> None:
     assert config.dynamic_batching.preferred_batch_size == (4, 8)
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ({"max_batch_size": -1}, "max_batch_size: must be >= 0, got -1"),
-    ({"max_batch_size": "8"}, "max_batch_size: must be an integer"),
-    ({"inputs": [{"datatype": "FP32"}]}, "inputs[0].name: is required"),
-    ({"inputs": [{"name": "x", "datatype": "FLOAT"}]}, "inputs[0].datatype: unknown datatype"),
-    ({"inputs": [{"name": "x", "dims": [2, -3]}]}, "inputs[0].dims[1]: must be >= -1"),
-    ({"version_policy": {"latest": {"num_versions": 0}}},
-     "version_policy.latest.num_versions: must be >= 1"),
-    ({"version_policy": {"newest": {}}}, "version_policy: must have exactly one of"),
-    ({"device": "gpu"}, "device: must be 'cpu' or 'cuda:N'"),
-    ({"session": {"threads": 2}}, "session.threads: unknown key"),
-    ({"warmup": {"kind": "file"}}, "warmup.file: is required when kind is 'file'"),
-    ({"sha256": "abc"}, "sha256: must be 64 hexadecimal characters"),
-    ({"dynamic_batching": {"priority_levels": 2, "default_priority_level": 3}},
-     "dynamic_batching.default_priority_level: must be in [1, priority_levels=2]"),
-    ({"max_batch_size": 0, "dynamic_batching": {}}, "dynamic_batching: needs max_batch_size"),
-    ({"name": "other"}, "name: is 'other' but the model folder is 'm'"),
-    ({"max_batch_sise": 4}, "max_batch_sise: unknown key"),
-    ([1, 2], "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"max_batch_size": -1}, "max_batch_size: must be >= 0, got -1"),
+        ({"max_batch_size": "8"}, "max_batch_size: must be an integer"),
+        ({"inputs": [{"datatype": "FP32"}]}, "inputs[0].name: is required"),
+        ({"inputs": [{"name": "x", "datatype": "FLOAT"}]}, "inputs[0].datatype: unknown datatype"),
+        ({"inputs": [{"name": "x", "dims": [2, -3]}]}, "inputs[0].dims[1]: must be >= -1"),
+        (
+            {"version_policy": {"latest": {"num_versions": 0}}},
+            "version_policy.latest.num_versions: must be >= 1",
+        ),
+        ({"version_policy": {"newest": {}}}, "version_policy: must have exactly one of"),
+        ({"device": "gpu"}, "device: must be 'cpu' or 'cuda:N'"),
+        ({"session": {"threads": 2}}, "session.threads: unknown key"),
+        ({"warmup": {"kind": "file"}}, "warmup.file: is required when kind is 'file'"),
+        ({"sha256": "abc"}, "sha256: must be 64 hexadecimal characters"),
+        (
+            {"dynamic_batching": {"priority_levels": 2, "default_priority_level": 3}},
+            "dynamic_batching.default_priority_level: must be in [1, priority_levels=2]",
+        ),
+        ({"max_batch_size": 0, "dynamic_batching": {}}, "dynamic_batching: needs max_batch_size"),
+        ({"name": "other"}, "name: is 'other' but the model folder is 'm'"),
+        ({"max_batch_sise": 4}, "max_batch_sise: unknown key"),
+        ([1, 2], "must be a mapping"),
+    ],
+)
 def test_invalid_configs_name_the_key_path(data: object, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_model_config(data, name="m")
@@ -87,8 +104,11 @@ def test_complete_from_graph_batching() -> None:
 
 
 def test_complete_fixed_first_dimension_does_not_batch() -> None:
-    config = complete(ModelConfig(name="m"), [GraphTensor("x", "INT64", (1, None))],
-                      [GraphTensor("y", "INT64", (1, None))])
+    config = complete(
+        ModelConfig(name="m"),
+        [GraphTensor("x", "INT64", (1, None))],
+        [GraphTensor("y", "INT64", (1, None))],
+    )
     assert config.max_batch_size == 0
     assert config.inputs == (TensorSpec("x", "INT64", (1, -1)),)
 
@@ -104,11 +124,17 @@ def test_complete_checks_declared_tensors() -> None:
     with pytest.raises(ConfigError, match="'z' is not in the graph"):
         complete(declared, *BATCHED)
     with pytest.raises(ConfigError, match="cannot batch"):
-        complete(ModelConfig(name="m", max_batch_size=4),
-                 [GraphTensor("x", "FP32", (2, 3))], [GraphTensor("y", "FP32", (2, 3))])
+        complete(
+            ModelConfig(name="m", max_batch_size=4),
+            [GraphTensor("x", "FP32", (2, 3))],
+            [GraphTensor("y", "FP32", (2, 3))],
+        )
 
 
 def test_bf16_io_is_refused_with_a_reason() -> None:
     with pytest.raises(ConfigError, match="BF16"):
-        complete(ModelConfig(name="m"), [GraphTensor("x", "BF16", (None, 4))],
-                 [GraphTensor("y", "BF16", (None, 4))])
+        complete(
+            ModelConfig(name="m"),
+            [GraphTensor("x", "BF16", (None, 4))],
+            [GraphTensor("y", "BF16", (None, 4))],
+        )

@@ -23,30 +23,39 @@ def test_defaults_follow_triton(tmp_path: Path) -> None:
 
 def test_file_then_flags(tmp_path: Path) -> None:
     settings = tmp_path / "mlserve.yaml"
-    settings.write_text(f"model_repository: {tmp_path}\ngrpc_port: 9001\nhttp_port: 9000\n"
-                        "model_control_mode: explicit\nload_model: [a, b]\n")
+    settings.write_text(
+        f"model_repository: {tmp_path}\ngrpc_port: 9001\nhttp_port: 9000\n"
+        "model_control_mode: explicit\nload_model: [a, b]\n"
+    )
     args = build_parser().parse_args(["serve", "--http-port", "0"])
-    merged = {**load_config_file(settings),
-              **{k: v for k, v in vars(args).items() if k != "command"}}
+    merged = {
+        **load_config_file(settings),
+        **{k: v for k, v in vars(args).items() if k != "command"},
+    }
     config = server_config_from_mapping(merged)
     assert config.grpc.port == 9001  # from the file
     assert config.http.port == 0  # the flag wins
     assert config.load_models == ("a", "b")
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({}, "model_repository: is required"),
-    ({"model_repository": "/no/such/dir"}, "is not a directory"),
-    ({"grpc_port": 70000}, "grpc_port: must be <= 65535"),
-    ({"model_control_mode": "auto"}, "model_control_mode: must be one of none, poll, explicit"),
-    ({"load_model": ["a"]}, "load_model: is only meaningful with model_control_mode: explicit"),
-    ({"grpc_use_ssl": True}, "grpc_use_ssl: needs grpc_server_cert and grpc_server_key"),
-    ({"http_use_ssl": True, "http_server_cert": "/x", "http_server_key": "/y"},
-     "http_server_cert: file '/x' does not exist"),
-    ({"http_restricted_api": "model-repository"}, "must look like"),
-    ({"grpc_restricted_protocol": ["everything:k=v"]}, "unknown protocol group 'everything'"),
-    ({"grcp_port": 1}, "grcp_port: unknown key"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "model_repository: is required"),
+        ({"model_repository": "/no/such/dir"}, "is not a directory"),
+        ({"grpc_port": 70000}, "grpc_port: must be <= 65535"),
+        ({"model_control_mode": "auto"}, "model_control_mode: must be one of none, poll, explicit"),
+        ({"load_model": ["a"]}, "load_model: is only meaningful with model_control_mode: explicit"),
+        ({"grpc_use_ssl": True}, "grpc_use_ssl: needs grpc_server_cert and grpc_server_key"),
+        (
+            {"http_use_ssl": True, "http_server_cert": "/x", "http_server_key": "/y"},
+            "http_server_cert: file '/x' does not exist",
+        ),
+        ({"http_restricted_api": "model-repository"}, "must look like"),
+        ({"grpc_restricted_protocol": ["everything:k=v"]}, "unknown protocol group 'everything'"),
+        ({"grcp_port": 1}, "grcp_port: unknown key"),
+    ],
+)
 def test_invalid_settings(tmp_path: Path, settings: dict, message: str) -> None:
     base = {"model_repository": str(tmp_path)} if "model_repository" not in settings else {}
     if settings == {}:

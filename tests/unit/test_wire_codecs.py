@@ -36,8 +36,7 @@ def test_grpc_decode_raw_and_typed() -> None:
     message = pb.ModelInferRequest(model_name="m", model_version="2", id="r")
     message.inputs.add(name="a", datatype="FP32", shape=[2, 2])
     message.inputs.add(name="b", datatype="BYTES", shape=[1])
-    message.raw_input_contents.extend([np.arange(4, dtype="<f4").tobytes(),
-                                       b"\x02\x00\x00\x00hi"])
+    message.raw_input_contents.extend([np.arange(4, dtype="<f4").tobytes(), b"\x02\x00\x00\x00hi"])
     message.parameters["priority"].int64_param = 3
     request = grpc_codec.decode_infer_request(message, arrival_ns=5)
     assert request.parameters == {"priority": 3}
@@ -58,16 +57,22 @@ def test_grpc_refuses_fp16_typed_contents_and_shared_memory() -> None:
         grpc_codec.decode_infer_request(typed, 0)
     shm = pb.ModelInferRequest(model_name="m")
     shm.inputs.add(name="a", datatype="FP32", shape=[1]).parameters[
-        "shared_memory_region"].string_param = "r"
+        "shared_memory_region"
+    ].string_param = "r"
     with pytest.raises(Unsupported, match="shared-memory"):
         grpc_codec.decode_infer_request(shm, 0)
 
 
 def test_grpc_encode_is_raw_only() -> None:
-    response = InferResponse("m", "1", "id", [
-        InferOutput("y", "FP32", (2,), np.array([1.5, 2.5], np.float32)),
-        InferOutput("s", "BYTES", (1,), np.array(["ok"], dtype=object)),
-    ])
+    response = InferResponse(
+        "m",
+        "1",
+        "id",
+        [
+            InferOutput("y", "FP32", (2,), np.array([1.5, 2.5], np.float32)),
+            InferOutput("s", "BYTES", (1,), np.array(["ok"], dtype=object)),
+        ],
+    )
     message = grpc_codec.encode_infer_response(response)
     assert [o.name for o in message.outputs] == ["y", "s"]
     assert not any(o.HasField("contents") for o in message.outputs)
@@ -76,11 +81,21 @@ def test_grpc_encode_is_raw_only() -> None:
 
 
 def test_http_decode_mixed_json_and_binary() -> None:
-    header = json.dumps({"id": "7", "inputs": [
-        {"name": "a", "datatype": "INT32", "shape": [2], "data": [[1], [2]]},
-        {"name": "b", "datatype": "FP64", "shape": [1, 2],
-         "parameters": {"binary_data_size": 16}},
-    ], "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
+    header = json.dumps(
+        {
+            "id": "7",
+            "inputs": [
+                {"name": "a", "datatype": "INT32", "shape": [2], "data": [[1], [2]]},
+                {
+                    "name": "b",
+                    "datatype": "FP64",
+                    "shape": [1, 2],
+                    "parameters": {"binary_data_size": 16},
+                },
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
     body = header + np.array([0.5, 1.5]).tobytes()
     request = http_codec.decode_infer_request("m", "", body, len(header), 0)
     assert request.id == "7"
@@ -90,10 +105,16 @@ def test_http_decode_mixed_json_and_binary() -> None:
 
 
 def test_http_encode_binary_and_json_outputs() -> None:
-    response = InferResponse("m", "1", "", [
-        InferOutput("a", "FP32", (2,), np.array([1.0, 2.0], np.float32)),
-        InferOutput("b", "INT64", (1, 2), np.array([[3, 4]], np.int64)),
-    ], output_parameters={"b": {"binary_data": False}})
+    response = InferResponse(
+        "m",
+        "1",
+        "",
+        [
+            InferOutput("a", "FP32", (2,), np.array([1.0, 2.0], np.float32)),
+            InferOutput("b", "INT64", (1, 2), np.array([[3, 4]], np.int64)),
+        ],
+        output_parameters={"b": {"binary_data": False}},
+    )
     body, json_length = http_codec.encode_infer_response(response, {"binary_data_output": True})
     assert json_length is not None
     doc = json.loads(body[:json_length])
@@ -104,18 +125,31 @@ def test_http_encode_binary_and_json_outputs() -> None:
     assert none is None and json.loads(plain)["outputs"][0]["data"] == [1.0, 2.0]
 
 
-@pytest.mark.parametrize(("doc", "message"), [
-    ({"inputs": [{"name": "a", "datatype": "BOOL", "shape": [1], "data": [1]}]},
-     "BOOL data must hold true/false"),
-    ({"inputs": [{"name": "a", "datatype": "INT8", "shape": [2], "data": [[1, 2], [3]]}]},
-     "not a regular array"),
-    ({"inputs": [{"name": "a", "datatype": "BYTES", "shape": [1], "data": [5]}]},
-     "BYTES element 0 must be a JSON string"),
-    ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1]}]},
-     "neither 'data' nor parameters.binary_data_size"),
-    ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}], "id": 4},
-     "'id' must be a string"),
-])
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            {"inputs": [{"name": "a", "datatype": "BOOL", "shape": [1], "data": [1]}]},
+            "BOOL data must hold true/false",
+        ),
+        (
+            {"inputs": [{"name": "a", "datatype": "INT8", "shape": [2], "data": [[1, 2], [3]]}]},
+            "not a regular array",
+        ),
+        (
+            {"inputs": [{"name": "a", "datatype": "BYTES", "shape": [1], "data": [5]}]},
+            "BYTES element 0 must be a JSON string",
+        ),
+        (
+            {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1]}]},
+            "neither 'data' nor parameters.binary_data_size",
+        ),
+        (
+            {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}], "id": 4},
+            "'id' must be a string",
+        ),
+    ],
+)
 def test_http_decode_errors(doc: dict, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         http_codec.decode_infer_request("m", "", json.dumps(doc).encode(), None, 0)
