@@ -143,6 +143,12 @@ class DataPlane:
 
     def repository_index(self, *, ready_only: bool = False) -> list[IndexEntry]:
         entries = self.repository.index(ready_only=ready_only)
+        # A model-level row ("" version) only when it says more than its version rows.
+        versioned = {e.name for e in entries if e.version}
+        entries = [
+            e for e in entries
+            if e.version or e.name not in versioned or e.state is not ModelState.READY or e.reason
+        ]
         # Models on disk that were never asked for are listed too, as Triton does.
         known = {e.name for e in entries}
         if not ready_only:
