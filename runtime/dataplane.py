@@ -146,7 +146,8 @@ class DataPlane:
         # A model-level row ("" version) only when it says more than its version rows.
         versioned = {e.name for e in entries if e.version}
         entries = [
-            e for e in entries
+            e
+            for e in entries
             if e.version or e.name not in versioned or e.state is not ModelState.READY or e.reason
         ]
         # Models on disk that were never asked for are listed too, as Triton does.

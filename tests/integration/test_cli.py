@@ -15,8 +15,7 @@ CLI = [sys.executable, "-m", "mlserve.cli.main"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_version() -> None:
