@@ -14,10 +14,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mlserve import examples
 from tests.conftest import start_server
@@ -109,7 +111,11 @@ def test_broken_model_is_reported_and_the_rest_serve(repo: Path) -> None:
         http = httpclient.InferenceServerClient(server.http)
         assert infer_scaled(client, "alpha") == (1.0, "1")
         assert not http.is_server_ready()  # strict readiness: not every model loaded
+        assert not client.is_server_ready()
         assert http.is_server_live()
+        with grpc.insecure_channel(server.grpc) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
         index = index_by_key(server.http)
         assert index[("broken", "1")]["state"] == "UNAVAILABLE"
         assert "onnxruntime could not load" in index[("broken", "1")]["reason"]

@@ -271,3 +271,31 @@ def test_metrics_endpoint_lists_documented_families(server: ServerProcess, grpc_
     ):
         assert family in text, family
     assert 'mlserve_model_state{model="mlp",state="READY",version="1"} 1.0' in text
+
+
+def test_grpc_health_service(server: ServerProcess) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "inference.GRPCInferenceService"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Check(health_pb2.HealthCheckRequest(service="other"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_unimplemented_rpcs_say_so(server: ServerProcess) -> None:
+    import grpc
+
+    with grpc.insecure_channel(server.grpc) as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/SystemSharedMemoryStatus",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            call(b"", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
