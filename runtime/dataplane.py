@@ -12,7 +12,13 @@ import time
 from dataclasses import dataclass
 
 from mlserve._version import __version__
-from mlserve.errors import InternalError, MlserveError, ModelNotFound, Unsupported
+from mlserve.errors import (
+    InternalError,
+    MlserveError,
+    ModelNotFound,
+    ModelUnavailable,
+    Unsupported,
+)
 from mlserve.runtime import datatypes
 from mlserve.runtime.inference_types import InferOutput, InferRequest, InferResponse
 from mlserve.runtime.metrics import ModelMetrics, ServerMetrics
@@ -180,6 +186,8 @@ class DataPlane:
         """Validate, run and answer one request; every outcome is counted."""
         arrival = request.arrival_ns or _perf_ns()
         try:
+            if self.draining:
+                raise ModelUnavailable("the server is shutting down; retry on another replica")
             model = self.repository.resolve(request.model_name, request.model_version)
         except MlserveError as exc:
             self.metrics.unrouted.labels(exc.kind.value).inc()

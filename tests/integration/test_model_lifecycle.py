@@ -5,9 +5,11 @@ with no failed request, and SIGTERM draining in-flight requests."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
+import signal
 import threading
 import time
 import urllib.error
@@ -256,6 +258,35 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
                 break
             time.sleep(0.005)
         assert gauge in text
+        host, port = server.http.rsplit(":", 1)
+        keep_alive = http.client.HTTPConnection(host, int(port), timeout=10)
+        keep_alive.request("GET", "/v2/health/ready")
+        assert keep_alive.getresponse().read() == b""
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_line("shutting down: draining")
+        # A new request on an open connection is turned away while the old one finishes.
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "FP32",
+                        "shape": [1, 512],
+                        "parameters": {"binary_data_size": 2048},
+                    }
+                ]
+            }
+        ).encode()
+        keep_alive.request(
+            "POST",
+            "/v2/models/slow/infer",
+            body=header + bytes(2048),
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+        refused = keep_alive.getresponse()
+        assert refused.status == 503
+        assert "shutting down" in json.loads(refused.read())["error"]
+        keep_alive.close()
     finally:
         code = server.terminate(timeout_s=30)
     thread.join()
