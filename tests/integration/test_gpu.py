@@ -1,0 +1,58 @@
+"""Models on a CUDA device. Runs where onnxruntime-gpu sees a GPU; elsewhere it
+checks that asking for CUDA is refused with a reason instead of failing later."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+
+from mlserve import examples
+from tests.conftest import start_server
+
+HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _repo(tmp_path: Path) -> Path:
+    examples.write_model(tmp_path, "mlp_gpu", examples.mlp_model(), config="device: cuda:0\n")
+    return tmp_path
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="onnxruntime has no CUDAExecutionProvider here "
+                    "(CPU-only machine); run on the GPU machine with onnxruntime-gpu")
+def test_cuda_model_serves_and_matches_cpu(tmp_path: Path) -> None:
+    server = start_server(_repo(tmp_path))
+    try:
+        client = grpcclient.InferenceServerClient(server.grpc)
+        x = np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32)
+        tensor = grpcclient.InferInput("x", [16, 64], "FP32")
+        tensor.set_data_from_numpy(x)
+        out = client.infer("mlp_gpu", [tensor]).as_numpy("y")
+        cpu = ort.InferenceSession(str(tmp_path / "mlp_gpu" / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(out, cpu.run(None, {"x": x})[0], rtol=1e-3, atol=1e-4)
+        config = client.get_model_config("mlp_gpu", as_json=True)["config"]
+        assert config["instance_group"][0]["kind"] == "KIND_GPU"
+        assert "CUDAExecutionProvider" in config["parameters"]["providers"]["string_value"]
+    finally:
+        server.terminate()
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA; the refusal path needs a CPU-only "
+                    "onnxruntime")
+def test_cuda_without_gpu_build_is_refused_with_reason(tmp_path: Path) -> None:
+    server = start_server(_repo(tmp_path))
+    try:
+        request = urllib.request.Request(f"http://{server.http}/v2/repository/index",
+                                         data=b"{}", method="POST")
+        index = json.loads(urllib.request.urlopen(request).read())
+        entry = next(e for e in index if e["name"] == "mlp_gpu" and e["version"] == "1")
+        assert entry["state"] == "UNAVAILABLE"
+        assert "CUDAExecutionProvider" in entry["reason"] and "onnxruntime-gpu" in entry["reason"]
+    finally:
+        server.terminate()
