@@ -23,8 +23,11 @@ def _repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="onnxruntime has no CUDAExecutionProvider here "
-                    "(CPU-only machine); run on the GPU machine with onnxruntime-gpu")
+@pytest.mark.skipif(
+    not HAS_CUDA,
+    reason="onnxruntime has no CUDAExecutionProvider here "
+    "(CPU-only machine); run on the GPU machine with onnxruntime-gpu",
+)
 def test_cuda_model_serves_and_matches_cpu(tmp_path: Path) -> None:
     server = start_server(_repo(tmp_path))
     try:
@@ -33,8 +36,9 @@ def test_cuda_model_serves_and_matches_cpu(tmp_path: Path) -> None:
         tensor = grpcclient.InferInput("x", [16, 64], "FP32")
         tensor.set_data_from_numpy(x)
         out = client.infer("mlp_gpu", [tensor]).as_numpy("y")
-        cpu = ort.InferenceSession(str(tmp_path / "mlp_gpu" / "1" / "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
+        cpu = ort.InferenceSession(
+            str(tmp_path / "mlp_gpu" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
         np.testing.assert_allclose(out, cpu.run(None, {"x": x})[0], rtol=1e-3, atol=1e-4)
         config = client.get_model_config("mlp_gpu", as_json=True)["config"]
         assert config["instance_group"][0]["kind"] == "KIND_GPU"
@@ -43,13 +47,15 @@ def test_cuda_model_serves_and_matches_cpu(tmp_path: Path) -> None:
         server.terminate()
 
 
-@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA; the refusal path needs a CPU-only "
-                    "onnxruntime")
+@pytest.mark.skipif(
+    HAS_CUDA, reason="this machine has CUDA; the refusal path needs a CPU-only onnxruntime"
+)
 def test_cuda_without_gpu_build_is_refused_with_reason(tmp_path: Path) -> None:
     server = start_server(_repo(tmp_path))
     try:
-        request = urllib.request.Request(f"http://{server.http}/v2/repository/index",
-                                         data=b"{}", method="POST")
+        request = urllib.request.Request(
+            f"http://{server.http}/v2/repository/index", data=b"{}", method="POST"
+        )
         index = json.loads(urllib.request.urlopen(request).read())
         entry = next(e for e in index if e["name"] == "mlp_gpu" and e["version"] == "1")
         assert entry["state"] == "UNAVAILABLE"
