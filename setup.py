@@ -14,6 +14,7 @@ PACKAGE_DIR = {
     "mlserve": "mlserve",
     "mlserve.cli": "mlserve/cli",
     "mlserve.runtime": "runtime",
+    "mlserve.runtime.batching": "runtime/batching",
     "mlserve.router": "router",
     "mlserve.ext": "ext",
     "mlserve.proto": "proto",
@@ -30,8 +31,18 @@ def _extensions() -> list:
     from setuptools import Extension
 
     strict = ["-Werror", "-Wno-unreachable-code"] if os.name == "posix" else []
+    import numpy
+
+    numpy_c = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     modules = [
         Extension("mlserve.ext._bytes_codec", ["ext/_bytes_codec.pyx"], extra_compile_args=strict),
+        Extension(
+            "mlserve.ext._batching",
+            ["ext/_batching.pyx"],
+            include_dirs=[numpy.get_include()],
+            define_macros=numpy_c,
+            extra_compile_args=strict,
+        ),
     ]
     return cythonize(
         modules,

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 
 from mlserve._version import __version__
 from mlserve.errors import (
+    DeadlineExceeded,
     InternalError,
+    InvalidRequest,
     MlserveError,
     ModelNotFound,
     ModelUnavailable,
+    Overloaded,
     Unsupported,
 )
 from mlserve.runtime import datatypes
@@ -219,15 +222,21 @@ class DataPlane:
     ) -> InferResponse:
         feeds, rows = model.prepare_feeds(request.inputs)
         names = model.select_outputs(request.outputs)
+        priority, timeout_s = _schedule_parameters(request)
         prepared = _perf_ns()
-        execution = await model.execute(names, feeds)
+        try:
+            result = await model.execute(names, feeds, rows, priority=priority, timeout_s=timeout_s)
+        except Overloaded:
+            metrics.shed(priority)
+            raise
+        except DeadlineExceeded:
+            metrics.expired(priority)
+            raise
         fetched = _perf_ns()
         specs = model.output_specs
         outputs = []
-        for name, array in zip(names, execution.outputs, strict=True):
-            datatype = specs[name].datatype
-            if not datatype:
-                datatype = datatypes.from_numpy(array.dtype).name
+        for name, array in zip(names, result.outputs, strict=True):
+            datatype = specs[name].datatype or datatypes.from_numpy(array.dtype).name
             outputs.append(InferOutput(name, datatype, array.shape, array))
         response = InferResponse(
             model_name=model.name,
@@ -237,24 +246,20 @@ class DataPlane:
             output_parameters={o.name: o.parameters for o in request.outputs if o.parameters},
         )
         done = _perf_ns()
-        input_ns = prepared - arrival
-        output_ns = done - fetched
-        stats = model.stats
-        stats.record_execution(
-            rows=rows, input_ns=input_ns, infer_ns=execution.infer_ns, output_ns=output_ns
-        )
-        stats.record_success(
+        input_ns = prepared - arrival + result.input_ns
+        output_ns = done - fetched + result.output_ns
+        model.stats.record_success(
             total_ns=done - arrival,
-            queue_ns=execution.queue_ns,
+            queue_ns=result.queue_ns,
             input_ns=input_ns,
-            infer_ns=execution.infer_ns,
+            infer_ns=result.infer_ns,
             output_ns=output_ns,
         )
         metrics.success.inc()
         metrics.rows.inc(rows)
         metrics.request_duration.observe((done - arrival) / 1e9)
-        metrics.queue_duration.observe(execution.queue_ns / 1e9)
-        metrics.compute_duration.observe(execution.infer_ns / 1e9)
+        metrics.queue_duration.observe(result.queue_ns / 1e9)
+        metrics.compute_duration.observe(result.infer_ns / 1e9)
         return response
 
     def _fail(self, model: ModelVersion, metrics: ModelMetrics, arrival: int, reason: str) -> None:
@@ -284,3 +289,24 @@ class DataPlane:
         except TimeoutError:
             return False
         return True
+
+
+def _schedule_parameters(request: InferRequest) -> tuple[int, float]:
+    """The schedule-policy parameters: `priority` (1 = highest) and `timeout`
+    (microseconds), combined with the transport's own deadline."""
+    params = request.parameters
+    priority = params.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
+        raise InvalidRequest(
+            f"parameter 'priority' must be a non-negative integer, got {priority!r}"
+        )
+    timeout_us = params.get("timeout", 0)
+    if isinstance(timeout_us, bool) or not isinstance(timeout_us, int) or timeout_us < 0:
+        raise InvalidRequest(
+            f"parameter 'timeout' must be a non-negative integer of microseconds, got "
+            f"{timeout_us!r}"
+        )
+    timeout_s = timeout_us / 1e6
+    if request.timeout_s > 0:
+        timeout_s = min(timeout_s, request.timeout_s) if timeout_s else request.timeout_s
+    return priority, timeout_s

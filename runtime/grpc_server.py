@@ -190,13 +190,18 @@ class InferenceService:
 
     # -- inference ------------------------------------------------------------
 
-    async def model_infer(self, request: pb.ModelInferRequest, _: Any) -> Message:
+    async def model_infer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> Message:
         arrival = _perf_ns()
         try:
             infer_request = decode_infer_request(request, arrival)
         except MlserveError as exc:
             self.dataplane.count_rejected(request.model_name, request.model_version, exc)
             raise
+        remaining = context.time_remaining()
+        if remaining is not None:
+            infer_request.timeout_s = max(remaining, 1e-6)
         response = await self.dataplane.infer(infer_request)
         return encode_infer_response(response)
 

@@ -38,6 +38,7 @@ class InferRequest:
     id: str = ""
     parameters: Parameters = field(default_factory=dict)
     arrival_ns: int = 0  # perf_counter_ns() when the transport received it
+    timeout_s: float = 0.0  # the transport's own deadline (gRPC), 0 = none
 
 
 @dataclass(slots=True)

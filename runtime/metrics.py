@@ -46,12 +46,22 @@ class ModelMetrics:
     queue_duration: Histogram
     compute_duration: Histogram
     inflight: Gauge
+    batch_rows: Histogram
+    batch_requests: Histogram
     failure_family: Counter
+    shed_family: Counter
+    expired_family: Counter
     model: str
     version: str
 
     def failure(self, reason: str) -> None:
         self.failure_family.labels(self.model, self.version, reason).inc()
+
+    def shed(self, priority: int) -> None:
+        self.shed_family.labels(self.model, self.version, str(priority)).inc()
+
+    def expired(self, priority: int) -> None:
+        self.expired_family.labels(self.model, self.version, str(priority)).inc()
 
 
 class ServerMetrics:
@@ -104,6 +114,34 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        batch_buckets = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+        self.batch_rows = Histogram(
+            "mlserve_batch_rows",
+            "Rows per executed batch.",
+            labels,
+            buckets=batch_buckets,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "mlserve_batch_requests",
+            "Requests per executed batch.",
+            labels,
+            buckets=batch_buckets,
+            registry=r,
+        )
+        self.shed = Counter(
+            "mlserve_request_shed",
+            "Requests refused up front: queue full or predicted to "
+            "miss the latency budget, by priority level.",
+            (*labels, "priority"),
+            registry=r,
+        )
+        self.expired = Counter(
+            "mlserve_request_expired",
+            "Requests whose timeout expired before compute, by priority level.",
+            (*labels, "priority"),
+            registry=r,
+        )
         self.inflight = Gauge(
             "mlserve_inflight_requests", "Inference requests being served now.", labels, registry=r
         )
@@ -126,7 +164,11 @@ class ServerMetrics:
             queue_duration=self.queue_duration.labels(model, version),
             compute_duration=self.compute_duration.labels(model, version),
             inflight=self.inflight.labels(model, version),
+            batch_rows=self.batch_rows.labels(model, version),
+            batch_requests=self.batch_requests.labels(model, version),
             failure_family=self.failure,
+            shed_family=self.shed,
+            expired_family=self.expired,
             model=model,
             version=version,
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,8 @@ import numpy as np
 
 from mlserve.errors import ConfigError, InvalidRequest
 from mlserve.runtime import datatypes
+from mlserve.runtime.batching.batcher import Batcher, BatcherSettings, BatchResult
+from mlserve.runtime.batching.policy import BatchPolicy
 from mlserve.runtime.inference_types import InferInput, RequestedOutput
 from mlserve.runtime.model_config import ModelConfig, TensorSpec
 from mlserve.runtime.onnx_session import OnnxSession
@@ -28,13 +29,35 @@ if TYPE_CHECKING:
 _perf_ns = time.perf_counter_ns
 
 
-@dataclass(frozen=True, slots=True)
-class Execution:
-    """What one onnxruntime run returned and how long it waited and ran."""
+DEFAULT_MAX_QUEUE_SIZE = 4096
 
-    outputs: list[np.ndarray]
-    queue_ns: int
-    infer_ns: int
+
+def batcher_settings(config: ModelConfig) -> BatcherSettings:
+    """The batcher's settings from a completed model config."""
+    dyn = config.dynamic_batching
+    max_batch = config.max_batch_size or 1
+    if dyn is None:
+        return BatcherSettings(
+            policy=BatchPolicy(max_batch_size=max_batch),
+            batching=False,
+            instances=config.instance_count,
+            max_queue_size=DEFAULT_MAX_QUEUE_SIZE,
+        )
+    return BatcherSettings(
+        policy=BatchPolicy(
+            max_batch_size=max_batch,
+            preferred_batch_sizes=tuple(p for p in dyn.preferred_batch_size if p <= max_batch),
+            max_queue_delay_s=dyn.max_queue_delay_us / 1e6,
+            max_latency_s=dyn.max_latency_ms / 1e3,
+        ),
+        batching=True,
+        instances=config.instance_count,
+        max_queue_size=dyn.max_queue_size or DEFAULT_MAX_QUEUE_SIZE,
+        default_timeout_s=dyn.default_queue_timeout_us / 1e6,
+        priority_levels=dyn.priority_levels,
+        default_priority=dyn.default_priority_level,
+        preserve_ordering=dyn.preserve_ordering,
+    )
 
 
 def _format_shape(dims: tuple[int, ...], batching: bool, max_batch_size: int) -> str:
@@ -67,6 +90,9 @@ class ModelVersion:
         self.output_names: list[str] = [t.name for t in config.outputs]
         self._executor = ThreadPoolExecutor(
             max_workers=config.instance_count, thread_name_prefix=f"ort-{self.name}-{version}"
+        )
+        self.batcher = Batcher(
+            batcher_settings(config), session.run, self._executor, on_batch=self._on_batch
         )
 
     def __repr__(self) -> str:
@@ -140,19 +166,30 @@ class ModelVersion:
             names.append(output.name)
         return names
 
-    async def execute(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> Execution:
-        """Run onnxruntime on this version's threads (it releases the GIL)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._run, output_names, feeds, _perf_ns()
+    def execute(
+        self,
+        output_names: list[str],
+        feeds: dict[str, np.ndarray],
+        rows: int,
+        *,
+        priority: int = 0,
+        timeout_s: float = 0.0,
+    ) -> asyncio.Future[BatchResult]:
+        """Queue the request with the batcher; onnxruntime runs off the event loop."""
+        return self.batcher.submit(
+            feeds, rows, output_names, priority=priority, timeout_s=timeout_s
         )
 
-    def _run(
-        self, output_names: list[str], feeds: dict[str, np.ndarray], submit_ns: int
-    ) -> Execution:
-        start = _perf_ns()
-        outputs = self.session.run(output_names, feeds)
-        return Execution(outputs, start - submit_ns, _perf_ns() - start)
+    def _on_batch(self, result: BatchResult) -> None:
+        self.stats.record_execution(
+            rows=result.batch_rows,
+            input_ns=result.input_ns,
+            infer_ns=result.infer_ns,
+            output_ns=result.output_ns,
+        )
+        if self.metrics is not None:
+            self.metrics.batch_rows.observe(result.batch_rows)
+            self.metrics.batch_requests.observe(result.batch_requests)
 
     # -- control plane --------------------------------------------------------
 

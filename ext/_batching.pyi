@@ -1,0 +1,9 @@
+from collections.abc import Sequence
+
+import numpy as np
+
+def select_batch(
+    keys: Sequence[object], rows: Sequence[int], max_rows: int
+) -> tuple[list[int], int]: ...
+def gather_rows(arrays: Sequence[np.ndarray], out: np.ndarray) -> None: ...
+def split_rows(array: np.ndarray, rows: Sequence[int]) -> list[np.ndarray]: ...

@@ -1,0 +1,420 @@
+"""The batcher of one model version: queue, form batches, run, split.
+
+Requests wait in per-priority FIFO queues. Whenever a request arrives or an
+instance frees, `_dispatch` asks the pure policy what to do; a batch is formed
+only when an instance is free (so under load the queue, and the next batch,
+grow by themselves). A batch is gathered into one contiguous buffer per input,
+run on the version's thread pool, and its outputs are split back into views
+for each request. With batching off every batch holds one request, through
+the same queue, limits and deadlines.
+
+Everything here runs on the event loop thread except `_run_batch`, which runs
+on a worker thread (gather, onnxruntime, split; the GIL is released for the
+copies and the model)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlserve.errors import DeadlineExceeded, InferenceFailed, MlserveError, Overloaded
+from mlserve.ext.batching import gather_rows, select_batch, split_rows
+from mlserve.runtime.batching import policy as batch_policy
+from mlserve.runtime.batching.latency_model import LatencyModel
+from mlserve.runtime.batching.policy import BatchPolicy, Idle, QueueView, SendNow, Wait
+
+RunFn = Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]]
+ShapeKey = tuple[object, ...]
+
+
+@dataclass(slots=True)
+class Pending:
+    """One queued request."""
+
+    feeds: dict[str, np.ndarray]
+    rows: int
+    output_names: list[str]
+    key: ShapeKey
+    future: asyncio.Future[BatchResult]
+    enqueue_s: float
+    deadline_s: float  # 0 = none
+    sequence: int
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one request gets back: its outputs and its share of the timings."""
+
+    outputs: list[np.ndarray]
+    queue_ns: int
+    input_ns: int
+    infer_ns: int
+    output_ns: int
+    batch_rows: int
+    batch_requests: int
+
+
+@dataclass(slots=True)
+class BatcherStatistics:
+    """Counters for metrics; read by the data plane after each batch."""
+
+    shed: int = 0
+    expired: int = 0
+    rejected_full: int = 0
+    batches: int = 0
+    last_batch_rows: int = 0
+    last_batch_requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BatcherSettings:
+    policy: BatchPolicy
+    batching: bool
+    instances: int
+    max_queue_size: int  # requests, across priorities
+    default_timeout_s: float = 0.0
+    priority_levels: int = 0  # 0 = one level
+    default_priority: int = 0
+    preserve_ordering: bool = False
+
+
+def shape_key(feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> ShapeKey:
+    """Requests batch together only if everything but the first dimension matches."""
+    return (
+        *((name, array.dtype.str, array.shape[1:]) for name, array in feeds.items()),
+        tuple(output_names),
+    )
+
+
+class Batcher:
+    """Queues and batches the requests of one model version."""
+
+    def __init__(
+        self,
+        settings: BatcherSettings,
+        run: RunFn,
+        executor: ThreadPoolExecutor,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._run = run
+        self._executor = executor
+        self._clock = clock
+        levels = max(1, settings.priority_levels)
+        self._queues: list[deque[Pending]] = [deque() for _ in range(levels)]
+        self._queued = 0
+        self._queued_rows = 0
+        self._free = settings.instances
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._sequence = 0
+        self._order: deque[Pending] = deque()  # submission order, with preserve_ordering
+        self._held: dict[int, BatchResult | BaseException] = {}
+        self._wait_gain = 1.0
+        self._decisions = 0
+        self._waited_from_rows = 0
+        self.latency = LatencyModel()
+        self.stats = BatcherStatistics()
+        self._on_batch = on_batch
+
+    # -- submission (event loop) ----------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def submit(
+        self,
+        feeds: dict[str, np.ndarray],
+        rows: int,
+        output_names: list[str],
+        *,
+        priority: int = 0,
+        timeout_s: float = 0.0,
+    ) -> asyncio.Future[BatchResult]:
+        """Queue one request; the future resolves with its outputs or its error."""
+        settings = self.settings
+        if settings.max_queue_size and self._queued >= settings.max_queue_size:
+            self.stats.rejected_full += 1
+            raise Overloaded(
+                f"the queue of this model is full ({settings.max_queue_size} requests); "
+                "retry later",
+                retry_after_s=self.latency.estimate.predict(settings.policy.max_batch_size),
+            )
+        over = batch_policy.admit(
+            rows_ahead=self._queued_rows,
+            rows=rows,
+            instances=settings.instances,
+            policy=settings.policy,
+            latency=self.latency.estimate,
+        )
+        if over > 0:
+            self.stats.shed += 1
+            raise Overloaded(
+                f"this request would finish about {over * 1000:.1f} ms after the model's "
+                f"latency budget of {settings.policy.max_latency_s * 1000:.1f} ms; retry later",
+                retry_after_s=over,
+            )
+        level = self._level(priority)
+        now = self._clock()
+        timeout = settings.default_timeout_s
+        if timeout_s > 0:
+            timeout = min(timeout, timeout_s) if timeout else timeout_s
+        loop = asyncio.get_running_loop()
+        entry = Pending(
+            feeds=feeds,
+            rows=rows,
+            output_names=output_names,
+            key=shape_key(feeds, output_names) if settings.batching else (),
+            future=loop.create_future(),
+            enqueue_s=now,
+            deadline_s=now + timeout if timeout else 0.0,
+            sequence=self._sequence,
+        )
+        self._sequence += 1
+        if entry.deadline_s:
+            entry.timer = loop.call_at(
+                loop.time() + timeout, self._expire_one, entry, self._queues[level]
+            )
+        self._queues[level].append(entry)
+        if settings.preserve_ordering:
+            self._order.append(entry)
+        self._queued += 1
+        self._queued_rows += rows
+        self._dispatch()
+        return entry.future
+
+    def _level(self, priority: int) -> int:
+        levels = self.settings.priority_levels
+        if not levels:
+            return 0
+        if priority <= 0:
+            priority = self.settings.default_priority or levels
+        return min(priority, levels) - 1
+
+    # -- forming batches (event loop) -----------------------------------------
+
+    def _head_queue(self) -> deque[Pending] | None:
+        for queue in self._queues:
+            while queue and queue[0].future.done():  # cancelled or expired
+                self._forget(queue.popleft())
+            if queue:
+                return queue
+        return None
+
+    def _forget(self, entry: Pending) -> None:
+        self._queued -= 1
+        self._queued_rows -= entry.rows
+        if entry.timer is not None:
+            entry.timer.cancel()
+
+    def _dispatch(self) -> None:
+        settings = self.settings
+        while self._free > 0:
+            queue = self._head_queue()
+            if queue is None:
+                return
+            now = self._clock()
+            if settings.batching:
+                keys = [e.key for e in queue]
+                rows = [e.rows for e in queue]
+                chosen, ready = select_batch(keys, rows, settings.policy.max_batch_size)
+                self._decisions += 1
+                decision = batch_policy.decide(
+                    QueueView(
+                        now_s=now,
+                        oldest_enqueue_s=queue[0].enqueue_s,
+                        ready_rows=ready,
+                        free_instances=self._free,
+                        busy_instances=settings.instances - self._free,
+                        wait_gain_rows=self._wait_gain,
+                        decisions=self._decisions,
+                    ),
+                    settings.policy,
+                    self.latency.estimate,
+                )
+                if isinstance(decision, Wait):
+                    if not self._waited_from_rows:
+                        self._waited_from_rows = ready
+                    self._arm(now + decision.seconds)
+                    return
+                if isinstance(decision, Idle):
+                    return
+                assert isinstance(decision, SendNow)
+                if self._waited_from_rows:
+                    gained = ready - self._waited_from_rows
+                    self._wait_gain = 0.8 * self._wait_gain + 0.2 * gained
+                    self._waited_from_rows = 0
+                chosen = self._trim(queue, chosen, decision.rows)
+                batch = [queue[i] for i in chosen]
+                for index in reversed(chosen):
+                    del queue[index]
+            else:
+                batch = [queue.popleft()]
+            for entry in batch:
+                self._forget(entry)
+            live = [e for e in batch if not e.future.done()]
+            if not live:
+                continue
+            self._free -= 1
+            self._launch(live, now)
+
+    @staticmethod
+    def _trim(queue: deque[Pending], chosen: list[int], rows: int) -> list[int]:
+        """Keep the first chosen entries whose rows fit `rows` (at least one)."""
+        kept = []
+        total = 0
+        for index in chosen:
+            n = queue[index].rows
+            if kept and total + n > rows:
+                break
+            kept.append(index)
+            total += n
+        return kept
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None and self._timer_at <= at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_at = at
+        self._timer = loop.call_at(loop.time() + max(0.0, at - self._clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
+
+    def _expire_one(self, entry: Pending, queue: deque[Pending]) -> None:
+        entry.timer = None
+        if entry.future.done():
+            return
+        self.stats.expired += 1
+        entry.future.set_exception(
+            DeadlineExceeded("the request's timeout expired while it waited in the queue")
+        )
+        # Its queue slot is reclaimed when it reaches the head (or is picked).
+
+    # -- running batches ------------------------------------------------------
+
+    def _launch(self, batch: list[Pending], dispatched_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._run_batch, batch)
+        future.add_done_callback(lambda done: self._finish(batch, dispatched_s, done))
+
+    def _run_batch(self, batch: list[Pending]) -> list[BatchResult | BaseException]:
+        """Worker thread: gather, run, split. Isolates a failing request."""
+        start = time.perf_counter_ns()
+        names = batch[0].output_names
+        try:
+            feeds = _gather(batch)
+            gathered = time.perf_counter_ns()
+            outputs = self._run(names, feeds)
+            ran = time.perf_counter_ns()
+        except InferenceFailed as exc:
+            if len(batch) == 1:
+                return [exc]
+            # Rerun each request alone: only the one(s) at fault get an error.
+            return [r for entry in batch for r in self._run_batch([entry])]
+        except MlserveError as exc:
+            return [exc for _ in batch]
+        rows = [e.rows for e in batch]
+        per_request = (
+            [split_rows(array, rows) for array in outputs]
+            if len(batch) > 1
+            else [[array] for array in outputs]
+        )
+        done = time.perf_counter_ns()
+        total_rows = sum(rows)
+        results: list[BatchResult | BaseException] = []
+        for index, _entry in enumerate(batch):
+            results.append(
+                BatchResult(
+                    outputs=[views[index] for views in per_request],
+                    queue_ns=0,
+                    input_ns=gathered - start,
+                    infer_ns=ran - gathered,
+                    output_ns=done - ran,
+                    batch_rows=total_rows,
+                    batch_requests=len(batch),
+                )
+            )
+        return results
+
+    def _finish(
+        self,
+        batch: list[Pending],
+        dispatched_s: float,
+        done: asyncio.Future[list[BatchResult | BaseException]],
+    ) -> None:
+        self._free += 1
+        stats = self.stats
+        stats.batches += 1
+        stats.last_batch_rows = sum(e.rows for e in batch)
+        stats.last_batch_requests = len(batch)
+        error = done.exception()
+        results: list[BatchResult | BaseException] = (
+            [error for _ in batch] if error is not None else done.result()
+        )
+        first = results[0]
+        if isinstance(first, BatchResult) and first.batch_requests == len(batch):
+            self.latency.observe(first.batch_rows, first.infer_ns / 1e9)
+            if self._on_batch is not None:
+                self._on_batch(first)
+        for entry, outcome in zip(batch, results, strict=True):
+            result = (
+                dataclasses.replace(outcome, queue_ns=int((dispatched_s - entry.enqueue_s) * 1e9))
+                if isinstance(outcome, BatchResult)
+                else outcome
+            )
+            if self.settings.preserve_ordering:
+                self._held[entry.sequence] = result
+            else:
+                _resolve(entry, result)
+        if self.settings.preserve_ordering:
+            self._release_in_order()
+        self._dispatch()
+
+    def _release_in_order(self) -> None:
+        """Answer in submission order; requests that ended without running
+        (expired, cancelled) do not hold later ones back."""
+        order = self._order
+        while order:
+            head = order[0]
+            result = self._held.pop(head.sequence, None)
+            if result is not None:
+                _resolve(head, result)
+            elif not head.future.done():
+                return
+            order.popleft()
+
+
+def _resolve(entry: Pending, result: BatchResult | BaseException) -> None:
+    if entry.future.done():
+        return
+    if isinstance(result, BaseException):
+        entry.future.set_exception(result)
+    else:
+        entry.future.set_result(result)
+
+
+def _gather(batch: list[Pending]) -> dict[str, np.ndarray]:
+    if len(batch) == 1:
+        return batch[0].feeds
+    feeds = {}
+    total = sum(e.rows for e in batch)
+    for name, first in batch[0].feeds.items():
+        out = np.empty((total, *first.shape[1:]), dtype=first.dtype)
+        gather_rows([e.feeds[name] for e in batch], out)
+        feeds[name] = out
+    return feeds

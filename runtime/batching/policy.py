@@ -1,0 +1,119 @@
+"""The batching policy as a pure function: given what the queue looks like
+now, send a batch of N rows now, or wait (and for how long).
+
+Triton's rules (send at the maximum or a preferred size, or when the oldest
+request has waited `max_queue_delay`), plus two of ours:
+
+- work conservation: an idle server does not make a lone request sit out the
+  timer. It waits only when waiting has recently paid off (rows gathered per
+  wait) or when other instances are busy, i.e. there is load;
+- a latency budget (`max_latency_s`): never wait past the point where the
+  oldest request, plus the predicted compute time, would miss it.
+
+`admit` is the matching admission check: refuse up front a request that
+cannot finish within the budget, rather than serve it late."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlserve.runtime.batching.latency_model import LatencyEstimate
+
+# Waiting must gather at least this many extra rows on average to be worth it.
+MIN_WAIT_GAIN_ROWS = 0.5
+# Every Nth idle decision waits anyway, so a rising load is noticed.
+PROBE_EVERY = 16
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """A model's batching settings, in seconds and rows."""
+
+    max_batch_size: int
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_s: float = 0.0
+    max_latency_s: float = 0.0  # 0 = no latency budget
+
+    @property
+    def largest_preferred(self) -> int:
+        return max(self.preferred_batch_sizes, default=self.max_batch_size)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """What the mechanism tells the policy about the queue at one instant."""
+
+    now_s: float
+    oldest_enqueue_s: float  # enqueue time of the head request
+    ready_rows: int  # rows of requests batchable with the head, capped at max_batch_size
+    free_instances: int
+    busy_instances: int
+    wait_gain_rows: float  # recent average of rows gathered by waiting
+    decisions: int  # a counter, for probing
+
+
+@dataclass(frozen=True, slots=True)
+class SendNow:
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Nothing to do until a request arrives or an instance frees."""
+
+
+Decision = SendNow | Wait | Idle
+
+
+def decide(view: QueueView, policy: BatchPolicy, latency: LatencyEstimate) -> Decision:
+    """Send a batch of how many rows now, or how long to wait."""
+    if view.ready_rows <= 0 or view.free_instances <= 0:
+        return Idle()
+    rows = view.ready_rows
+    if rows >= policy.max_batch_size:
+        return SendNow(policy.max_batch_size)
+    preferred = policy.preferred_batch_sizes
+    if preferred and (rows in preferred or rows >= policy.largest_preferred):
+        return SendNow(min(rows, policy.largest_preferred))
+    if policy.max_queue_delay_s <= 0:
+        return SendNow(rows)
+    remaining = policy.max_queue_delay_s - (view.now_s - view.oldest_enqueue_s)
+    if policy.max_latency_s > 0 and latency.trusted:
+        slack = (
+            policy.max_latency_s
+            - (view.now_s - view.oldest_enqueue_s)
+            - latency.predict(policy.max_batch_size)
+        )
+        remaining = min(remaining, slack)
+    if remaining <= 0:
+        return SendNow(rows)
+    loaded = view.busy_instances > 0
+    worth_it = view.wait_gain_rows >= MIN_WAIT_GAIN_ROWS
+    probing = view.decisions % PROBE_EVERY == 0
+    if not (loaded or worth_it or probing):
+        return SendNow(rows)
+    return Wait(remaining)
+
+
+def admit(
+    *,
+    rows_ahead: int,
+    rows: int,
+    instances: int,
+    policy: BatchPolicy,
+    latency: LatencyEstimate,
+) -> float:
+    """Predicted seconds over the latency budget if this request is queued
+    (<= 0: admit). Only a trusted latency model refuses anything."""
+    if policy.max_latency_s <= 0 or not latency.trusted:
+        return 0.0
+    full = policy.max_batch_size
+    batches_ahead = (rows_ahead + rows + full - 1) // full
+    rounds = (batches_ahead + instances - 1) // max(1, instances)
+    predicted = rounds * latency.predict(min(full, rows_ahead + rows))
+    return predicted - policy.max_latency_s
