@@ -272,7 +272,7 @@ class Batcher:
     @staticmethod
     def _trim(queue: deque[Pending], chosen: list[int], rows: int) -> list[int]:
         """Keep the first chosen entries whose rows fit `rows` (at least one)."""
-        kept = []
+        kept: list[int] = []
         total = 0
         for index in chosen:
             n = queue[index].rows
