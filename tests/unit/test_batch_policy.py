@@ -1,0 +1,113 @@
+"""The batching policy as a plain function: Triton's rules, work conservation
+and the latency budget, with time given as data."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlserve.runtime.batching.latency_model import LatencyEstimate, LatencyModel
+from mlserve.runtime.batching.policy import (
+    PROBE_EVERY,
+    BatchPolicy,
+    Idle,
+    QueueView,
+    SendNow,
+    Wait,
+    admit,
+    decide,
+)
+
+UNTRUSTED = LatencyEstimate(0.0, 0.0, 0)
+# 1 ms fixed + 0.1 ms per row.
+TRUSTED = LatencyEstimate(0.0001, 0.001, 100)
+
+
+def view(**changes: float) -> QueueView:
+    base = {
+        "now_s": 10.0,
+        "oldest_enqueue_s": 10.0,
+        "ready_rows": 3,
+        "free_instances": 1,
+        "busy_instances": 1,
+        "wait_gain_rows": 1.0,
+        "decisions": 1,
+    }
+    base.update(changes)
+    return QueueView(**base)  # type: ignore[arg-type]
+
+
+def test_nothing_to_do_without_rows_or_instances() -> None:
+    policy = BatchPolicy(max_batch_size=8)
+    assert decide(view(ready_rows=0), policy, UNTRUSTED) == Idle()
+    assert decide(view(free_instances=0), policy, UNTRUSTED) == Idle()
+
+
+def test_no_delay_sends_what_is_there() -> None:
+    assert decide(view(), BatchPolicy(max_batch_size=8), UNTRUSTED) == SendNow(3)
+
+
+def test_full_batch_goes_at_once() -> None:
+    policy = BatchPolicy(max_batch_size=8, max_queue_delay_s=1.0)
+    assert decide(view(ready_rows=8), policy, UNTRUSTED) == SendNow(8)
+
+
+def test_preferred_sizes() -> None:
+    policy = BatchPolicy(max_batch_size=16, preferred_batch_sizes=(4, 8), max_queue_delay_s=1.0)
+    assert decide(view(ready_rows=4), policy, UNTRUSTED) == SendNow(4)
+    assert decide(view(ready_rows=5), policy, UNTRUSTED) == Wait(1.0)
+    assert decide(view(ready_rows=12), policy, UNTRUSTED) == SendNow(8)
+
+
+def test_timer_runs_from_the_oldest_request() -> None:
+    policy = BatchPolicy(max_batch_size=8, max_queue_delay_s=0.002)
+    assert decide(view(now_s=10.0005), policy, UNTRUSTED) == Wait(pytest.approx(0.0015))
+    assert decide(view(now_s=10.002), policy, UNTRUSTED) == SendNow(3)
+
+
+def test_idle_server_does_not_make_a_lone_request_wait() -> None:
+    policy = BatchPolicy(max_batch_size=8, max_queue_delay_s=0.002)
+    lonely = view(ready_rows=1, busy_instances=0, wait_gain_rows=0.0, decisions=3)
+    assert decide(lonely, policy, UNTRUSTED) == SendNow(1)
+    # ...unless waiting has been paying off, or it is time to probe for load.
+    assert isinstance(decide(view(ready_rows=1, busy_instances=0), policy, UNTRUSTED), Wait)
+    probe = view(ready_rows=1, busy_instances=0, wait_gain_rows=0.0, decisions=PROBE_EVERY)
+    assert isinstance(decide(probe, policy, UNTRUSTED), Wait)
+
+
+def test_latency_budget_caps_the_wait() -> None:
+    policy = BatchPolicy(max_batch_size=8, max_queue_delay_s=0.050, max_latency_s=0.010)
+    # Budget 10 ms, full batch predicted 1.8 ms, oldest waited 2 ms: 6.2 ms of slack left.
+    decision = decide(view(now_s=10.002), policy, TRUSTED)
+    assert decision == Wait(pytest.approx(0.0062))
+    assert decide(view(now_s=10.009), policy, TRUSTED) == SendNow(3)
+    # An untrusted model does not cap anything.
+    assert decide(view(now_s=10.009), policy, UNTRUSTED) == Wait(pytest.approx(0.041))
+
+
+def test_admission_against_the_latency_budget() -> None:
+    policy = BatchPolicy(max_batch_size=8, max_latency_s=0.005)
+    assert admit(rows_ahead=0, rows=1, instances=1, policy=policy, latency=TRUSTED) < 0
+    # 40 rows ahead = 5 full batches of 1.8 ms each on one instance: 9 ms > 5 ms.
+    over = admit(rows_ahead=40, rows=1, instances=1, policy=policy, latency=TRUSTED)
+    assert over == pytest.approx(6 * 0.0018 - 0.005)
+    assert admit(rows_ahead=40, rows=1, instances=1, policy=policy, latency=UNTRUSTED) == 0
+    assert (
+        admit(
+            rows_ahead=40,
+            rows=1,
+            instances=1,
+            policy=BatchPolicy(max_batch_size=8),
+            latency=TRUSTED,
+        )
+        == 0
+    )
+
+
+def test_latency_model_learns_the_line() -> None:
+    model = LatencyModel()
+    for rows in (1, 2, 4, 8, 16, 32) * 4:
+        estimate = model.observe(rows, 0.002 + 0.0005 * rows)
+    assert estimate.trusted
+    assert estimate.fixed_s == pytest.approx(0.002, rel=1e-6)
+    assert estimate.per_row_s == pytest.approx(0.0005, rel=1e-6)
+    assert estimate.predict(10) == pytest.approx(0.007, rel=1e-6)

@@ -1,0 +1,244 @@
+"""The batcher mechanism with a fake model: batches form when an instance is
+free, results split back exactly, failures stay with their request, and
+queue limits, deadlines, priorities and ordering hold."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlserve.errors import DeadlineExceeded, InferenceFailed, Overloaded
+from mlserve.runtime.batching.batcher import Batcher, BatcherSettings, BatchResult
+from mlserve.runtime.batching.policy import BatchPolicy
+
+
+class FakeModel:
+    """y = 2x + 1 row by row; NaN input fails the whole run, as a bad row can."""
+
+    def __init__(self, gate: threading.Event | None = None, delay_s: float = 0.0) -> None:
+        self.gate = gate
+        self.delay_s = delay_s
+        self.batches: list[int] = []
+        self.lock = threading.Lock()
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        x = feeds["x"]
+        with self.lock:
+            self.batches.append(x.shape[0])
+        if np.isnan(x).any():
+            raise InferenceFailed("NaN in the input")
+        return [x * 2 + 1]
+
+
+def make(
+    model: FakeModel,
+    *,
+    max_batch: int = 8,
+    instances: int = 1,
+    batching: bool = True,
+    **kw: object,
+) -> tuple[Batcher, ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(max_workers=instances)
+    settings_ = BatcherSettings(
+        policy=BatchPolicy(max_batch_size=max_batch),
+        batching=batching,
+        instances=instances,
+        max_queue_size=kw.pop("max_queue_size", 100),  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
+    return Batcher(settings_, model.run, executor), executor
+
+
+def rows(n: int, start: float = 0.0, width: int = 3) -> np.ndarray:
+    return np.arange(n * width, dtype=np.float32).reshape(n, width) + start
+
+
+def submit(batcher: Batcher, x: np.ndarray, **kw: object) -> asyncio.Future[BatchResult]:
+    return batcher.submit({"x": x}, x.shape[0], ["y"], **kw)  # type: ignore[arg-type]
+
+
+def test_queue_grows_while_the_instance_is_busy() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, _ = make(model)
+        inputs = [rows(1, i * 10) for i in range(5)]
+        futures = [submit(batcher, x) for x in inputs]
+        results = await asyncio.gather(*futures)
+        assert model.batches == [1, 4]
+        assert [r.batch_requests for r in results] == [1, 4, 4, 4, 4]
+        for x, result in zip(inputs, results, strict=True):
+            np.testing.assert_array_equal(result.outputs[0], x * 2 + 1)
+
+    asyncio.run(scenario())
+
+
+def test_batching_off_runs_requests_alone() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, _ = make(model, batching=False)
+        await asyncio.gather(*(submit(batcher, rows(2)) for _ in range(4)))
+        assert model.batches == [2, 2, 2, 2]
+
+    asyncio.run(scenario())
+
+
+def test_different_shapes_never_share_a_batch_and_do_not_starve() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, _ = make(model)
+        futures = [
+            submit(batcher, rows(1, width=3)),
+            submit(batcher, rows(1, width=4)),
+            submit(batcher, rows(2, width=3)),
+            submit(batcher, rows(1, width=4)),
+        ]
+        results = await asyncio.gather(*futures)
+        # [w3] runs at once; then the head (w4) takes the other w4, and w3 x2 goes next.
+        assert model.batches == [1, 2, 2]
+        assert [r.outputs[0].shape for r in results] == [(1, 3), (1, 4), (2, 3), (1, 4)]
+
+    asyncio.run(scenario())
+
+
+def test_failure_stays_with_the_request_at_fault() -> None:
+    async def scenario() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher, _ = make(model)
+        first = submit(batcher, rows(1))  # occupies the instance
+        good = submit(batcher, rows(2, 5))
+        bad_input = rows(1)
+        bad_input[0, 1] = np.nan
+        bad = submit(batcher, bad_input)
+        also_good = submit(batcher, rows(1, 9))
+        gate.set()
+        await first
+        np.testing.assert_array_equal((await good).outputs[0], rows(2, 5) * 2 + 1)
+        np.testing.assert_array_equal((await also_good).outputs[0], rows(1, 9) * 2 + 1)
+        with pytest.raises(InferenceFailed, match="NaN"):
+            await bad
+
+    asyncio.run(scenario())
+
+
+def test_full_queue_is_refused_at_once() -> None:
+    async def scenario() -> None:
+        gate = threading.Event()
+        batcher, _ = make(FakeModel(gate), max_queue_size=2)
+        futures = [submit(batcher, rows(1)) for _ in range(3)]  # 1 running + 2 queued
+        with pytest.raises(Overloaded, match="queue of this model is full"):
+            submit(batcher, rows(1))
+        assert batcher.stats.rejected_full == 1
+        gate.set()
+        await asyncio.gather(*futures)
+
+    asyncio.run(scenario())
+
+
+def test_expired_requests_are_answered_before_compute() -> None:
+    async def scenario() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher, _ = make(model)
+        running = submit(batcher, rows(1))
+        doomed = submit(batcher, rows(1), timeout_s=0.02)
+        survivor = submit(batcher, rows(1, 7))
+        with pytest.raises(DeadlineExceeded):
+            await asyncio.wait_for(doomed, 2)
+        gate.set()
+        await running
+        np.testing.assert_array_equal((await survivor).outputs[0], rows(1, 7) * 2 + 1)
+        assert model.batches == [1, 1]  # the expired request never reached the model
+        assert batcher.stats.expired == 1
+        assert batcher.queued == 0
+
+    asyncio.run(scenario())
+
+
+def test_higher_priority_goes_first() -> None:
+    async def scenario() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher, _ = make(model, max_batch=1, priority_levels=2, default_priority=2)
+        order: list[str] = []
+        running = submit(batcher, rows(1))
+        low = submit(batcher, rows(1))
+        high = submit(batcher, rows(1), priority=1)
+        low.add_done_callback(lambda _: order.append("low"))
+        high.add_done_callback(lambda _: order.append("high"))
+        gate.set()
+        await asyncio.gather(running, low, high)
+        assert order == ["high", "low"]
+
+    asyncio.run(scenario())
+
+
+def test_preserve_ordering_across_instances() -> None:
+    class Uneven(FakeModel):
+        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            # Earlier requests (small start values) take longer.
+            time.sleep(0.05 if feeds["x"][0, 0] < 100 else 0.0)
+            return super().run(names, feeds)
+
+    async def scenario(preserve: bool) -> list[int]:
+        batcher, _ = make(Uneven(), max_batch=1, instances=2, preserve_ordering=preserve)
+        order: list[int] = []
+        futures = [submit(batcher, rows(1, i * 1000 // 10)) for i in range(4)]
+        for index, future in enumerate(futures):
+            future.add_done_callback(lambda _, i=index: order.append(i))
+        await asyncio.gather(*futures)
+        return order
+
+    assert asyncio.run(scenario(True)) == [0, 1, 2, 3]
+    assert asyncio.run(scenario(False)) != [0, 1, 2, 3]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 5), min_size=1, max_size=30),
+    max_batch=st.integers(5, 16),
+    instances=st.integers(1, 3),
+    preserve=st.booleans(),
+    gaps=st.lists(st.booleans(), min_size=30, max_size=30),
+)
+def test_batched_results_equal_unbatched(
+    sizes: list[int], max_batch: int, instances: int, preserve: bool, gaps: list[bool]
+) -> None:
+    """Random request sizes and arrival order: every request gets exactly its own rows."""
+
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, executor = make(
+            model, max_batch=max_batch, instances=instances, preserve_ordering=preserve
+        )
+        inputs = [rows(n, start=i * 100.0) for i, n in enumerate(sizes)]
+        futures = []
+        resolved: list[int] = []
+        for index, x in enumerate(inputs):
+            future = submit(batcher, x)
+            future.add_done_callback(lambda _, i=index: resolved.append(i))
+            futures.append(future)
+            if gaps[index]:
+                await asyncio.sleep(0)  # let some batches start between arrivals
+        results = await asyncio.gather(*futures)
+        executor.shutdown()
+        for x, result in zip(inputs, results, strict=True):
+            np.testing.assert_array_equal(result.outputs[0], x * 2 + 1)
+        assert sum(model.batches) == sum(sizes)  # nothing lost or run twice
+        assert all(b <= max_batch for b in model.batches)
+        assert sorted(resolved) == list(range(len(sizes)))
+        if preserve:
+            assert resolved == list(range(len(sizes)))
+
+    asyncio.run(scenario())
