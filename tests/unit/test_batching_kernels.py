@@ -29,7 +29,8 @@ IMPLEMENTATIONS = [
 
 def test_normal_install_selects_the_compiled_kernels() -> None:
     expected = "py" if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1" else "cy"
-    assert batching.IMPLEMENTATION == expected
+    selected = batching.IMPLEMENTATION
+    assert selected == expected
 
 
 @pytest.mark.parametrize("kernels", IMPLEMENTATIONS)
