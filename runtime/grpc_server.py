@@ -7,9 +7,10 @@ Status codes come from the one table below."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -79,7 +80,7 @@ class InferenceService:
             ),
             "ModelInfer": ("inference", pb.ModelInferRequest, self.model_infer),
         }
-        return {
+        handlers = {
             name: grpc.unary_unary_rpc_method_handler(
                 self._wrap(group, request_type, handler),
                 request_deserializer=None,  # raw bytes: we parse (and bound) them ourselves
@@ -87,6 +88,10 @@ class InferenceService:
             )
             for name, (group, request_type, handler) in table.items()
         }
+        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self.model_stream_infer, request_deserializer=None, response_serializer=_serialize
+        )
+        return handlers
 
     def _wrap(
         self, group: str, request_type: type[Message], handler: Handler
@@ -100,16 +105,7 @@ class InferenceService:
             try:
                 if restricted_header is not None:
                     access.check(group, _metadata_value(context, restricted_header))
-                if len(data) > limit:
-                    raise InvalidRequest(
-                        f"{name} is {len(data)} bytes, over the server's limit of {limit} "
-                        "bytes (--grpc-max-input-size)"
-                    )
-                try:
-                    request = request_type.FromString(data)
-                except DecodeError as exc:
-                    raise InvalidRequest(f"{name} is not a valid protobuf message: {exc}") from None
-                return await handler(request, context)
+                return await handler(_parse(request_type, data, limit), context)
             except MlserveError as exc:
                 context.set_code(STATUS_BY_KIND[exc.kind])
                 context.set_details(exc.message)
@@ -205,9 +201,88 @@ class InferenceService:
         response = await self.dataplane.infer(infer_request)
         return encode_infer_response(response)
 
+    async def model_stream_infer(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Triton's bidirectional stream: each request is served concurrently and
+        answered as soon as it is done (match answers to requests by id); a failed
+        request gets `error_message`, and the stream goes on."""
+        header = self.access.header_for("inference")
+        if header is not None:
+            try:
+                self.access.check("inference", _metadata_value(context, header))
+            except MlserveError as exc:
+                await context.abort(STATUS_BY_KIND[exc.kind], exc.message)
+        answers: asyncio.Queue[Message | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def serve_one(data: bytes) -> None:
+            request: pb.ModelInferRequest | None = None
+            try:
+                request = _parse(pb.ModelInferRequest, data, self.max_input_bytes)
+                assert request is not None
+                try:
+                    infer_request = decode_infer_request(request, _perf_ns())
+                except MlserveError as exc:
+                    self.dataplane.count_rejected(request.model_name, request.model_version, exc)
+                    raise
+                response = await self.dataplane.infer(infer_request)
+                reply = pb.ModelStreamInferResponse()
+                reply.infer_response.CopyFrom(encode_infer_response(response))
+            except MlserveError as exc:
+                reply = _error_reply(exc.message, request)
+            except Exception as exc:  # a bug: answer this request, keep the stream
+                log.exception("unhandled error in ModelStreamInfer")
+                reply = _error_reply(f"internal error: {exc!r}", request)
+            await answers.put(reply)
+
+        async def read_all() -> None:
+            try:
+                async for data in requests:
+                    task = asyncio.get_running_loop().create_task(serve_one(data))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.get_running_loop().create_task(read_all())
+        try:
+            while (reply := await answers.get()) is not None:
+                await context.write(reply)
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+
+def _parse(request_type: type[Message], data: bytes, limit: int) -> Any:
+    """Bounded, checked protobuf parsing (errors name the message type)."""
+    name = request_type.DESCRIPTOR.name
+    if len(data) > limit:
+        raise InvalidRequest(
+            f"{name} is {len(data)} bytes, over the server's limit of {limit} "
+            "bytes (--grpc-max-input-size)"
+        )
+    try:
+        return request_type.FromString(data)
+    except DecodeError as exc:
+        raise InvalidRequest(f"{name} is not a valid protobuf message: {exc}") from None
+
 
 def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
+
+
+def _error_reply(message: str, request: pb.ModelInferRequest | None) -> Message:
+    """A stream answer carrying an error (the stream itself stays open)."""
+    reply = pb.ModelStreamInferResponse(error_message=message)
+    if request is not None:
+        reply.infer_response.id = request.id
+        reply.infer_response.model_name = request.model_name
+        reply.infer_response.model_version = request.model_version
+    return reply
 
 
 def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:

@@ -6,6 +6,7 @@ onnxruntime's exceptions into ours at this single boundary."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -55,7 +56,10 @@ class OnnxSession:
 
     def __init__(self, model: bytes | str, *, settings: SessionSettings, device: str) -> None:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.intra_op_threads
+        # 0 would let onnxruntime size its pool by the machine's cores and pin
+        # threads to them, escaping the process's CPU affinity (taskset, cgroups);
+        # the cores this process may use is the right default.
+        options.intra_op_num_threads = settings.intra_op_threads or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = settings.inter_op_threads
         options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
         options.execution_mode = _EXEC_MODES[settings.execution_mode]

@@ -165,11 +165,13 @@ class Batcher:
                 f"latency budget of {settings.policy.max_latency_s * 1000:.1f} ms; retry later",
                 retry_after_s=over,
             )
-        level = self._level(priority)
         now = self._clock()
         timeout = settings.default_timeout_s
         if timeout_s > 0:
             timeout = min(timeout, timeout_s) if timeout else timeout_s
+        if not settings.batching:
+            return self._submit_alone(feeds, rows, output_names, now, timeout)
+        level = self._level(priority)
         loop = asyncio.get_running_loop()
         entry = Pending(
             feeds=feeds,
@@ -186,6 +188,11 @@ class Batcher:
             entry.timer = loop.call_at(
                 loop.time() + timeout, self._expire_one, entry, self._queues[level]
             )
+        entry.future.add_done_callback(
+            lambda future: (
+                self._drop_cancelled(entry, self._queues[level]) if future.cancelled() else None
+            )
+        )
         self._queues[level].append(entry)
         if settings.preserve_ordering:
             self._order.append(entry)
@@ -193,6 +200,73 @@ class Batcher:
         self._queued_rows += rows
         self._dispatch()
         return entry.future
+
+    def _submit_alone(
+        self,
+        feeds: dict[str, np.ndarray],
+        rows: int,
+        output_names: list[str],
+        now: float,
+        timeout: float,
+    ) -> asyncio.Future[BatchResult]:
+        """Batching off: straight to the version's threads. Their own queue
+        orders the work and a free thread takes the next request without a
+        round trip through the event loop; limits and deadlines still hold."""
+        entry = Pending(
+            feeds=feeds,
+            rows=rows,
+            output_names=output_names,
+            key=(),
+            future=None,  # type: ignore[arg-type]
+            enqueue_s=now,
+            deadline_s=now + timeout if timeout else 0.0,
+            sequence=0,
+        )
+        self._queued += 1
+        self._queued_rows += rows
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run_alone, entry)
+        future.add_done_callback(lambda done: self._alone_done(entry, done))
+        return future
+
+    def _run_alone(self, entry: Pending) -> BatchResult:
+        """Worker thread: one request, unless its deadline passed while queued."""
+        start = self._clock()
+        if entry.deadline_s and start > entry.deadline_s:
+            raise DeadlineExceeded("the request's timeout expired while it waited in the queue")
+        began = time.perf_counter_ns()
+        outputs = self._run(entry.output_names, entry.feeds)
+        return BatchResult(
+            outputs=outputs,
+            queue_ns=int((start - entry.enqueue_s) * 1e9),
+            input_ns=0,
+            infer_ns=time.perf_counter_ns() - began,
+            output_ns=0,
+            batch_rows=entry.rows,
+            batch_requests=1,
+        )
+
+    def _alone_done(self, entry: Pending, done: asyncio.Future[BatchResult]) -> None:
+        self._queued -= 1
+        self._queued_rows -= entry.rows
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is None:
+            result = done.result()
+            self.stats.batches += 1
+            self.latency.observe(result.batch_rows, result.infer_ns / 1e9)
+            if self._on_batch is not None:
+                self._on_batch(result)
+        elif isinstance(error, DeadlineExceeded):
+            self.stats.expired += 1
+
+    def _drop_cancelled(self, entry: Pending, queue: deque[Pending]) -> None:
+        """A cancelled request (client gone) gives its queue slot back at once."""
+        try:
+            queue.remove(entry)
+        except ValueError:  # already in a batch
+            return
+        self._forget(entry)
 
     def _level(self, priority: int) -> int:
         levels = self.settings.priority_levels
@@ -303,7 +377,11 @@ class Batcher:
         entry.future.set_exception(
             DeadlineExceeded("the request's timeout expired while it waited in the queue")
         )
-        # Its queue slot is reclaimed when it reaches the head (or is picked).
+        try:
+            queue.remove(entry)
+        except ValueError:  # already taken into a batch that has not started yet
+            return
+        self._forget(entry)
 
     # -- running batches ------------------------------------------------------
 

@@ -1,0 +1,232 @@
+"""Dynamic batching, streaming and overload protection on a real server."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from mlserve import examples
+from tests.conftest import ServerProcess, start_server
+
+SLOW_CONFIG = """
+max_batch_size: 512
+warmup: {kind: none}
+dynamic_batching:
+  max_queue_size: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def batching_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("batching")
+    examples.write_model(
+        root,
+        "mlp_batched",
+        examples.mlp_model(),
+        config="max_batch_size: 32\ndynamic_batching:\n  max_queue_delay_us: 2000\n",
+    )
+    examples.write_model(root, "slow", examples.matmul_chain_model(512, 64), config=SLOW_CONFIG)
+    return root
+
+
+@pytest.fixture(scope="module")
+def batching_server(batching_repo: Path) -> Iterator[ServerProcess]:
+    server = start_server(batching_repo)
+    yield server
+    server.terminate()
+
+
+def metric(server: ServerProcess, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"http://{server.metrics}/metrics") as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def reference(batching_repo: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(batching_repo / "mlp_batched" / "1" / "model.onnx"))
+    return session.run(None, {"x": x})[0]
+
+
+def test_concurrent_requests_are_batched_and_split_exactly(
+    batching_server: ServerProcess, batching_repo: Path
+) -> None:
+    before = metric(batching_server, "mlserve_batch_requests_count", model="mlp_batched")
+    rng = np.random.default_rng(0)
+    inputs = [
+        rng.standard_normal((int(rng.integers(1, 4)), 64)).astype(np.float32) for _ in range(48)
+    ]
+    results: dict[int, np.ndarray] = {}
+    client = grpcclient.InferenceServerClient(batching_server.grpc)
+    done = threading.Semaphore(0)
+
+    def callback(index: int, result: object, error: object) -> None:
+        assert error is None, error
+        results[index] = result.as_numpy("y")  # type: ignore[attr-defined]
+        done.release()
+
+    for index, x in enumerate(inputs):
+        tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        client.async_infer(
+            "mlp_batched",
+            [tensor],
+            callback=lambda result, error, i=index: callback(i, result, error),
+        )
+    for _ in inputs:
+        assert done.acquire(timeout=30)
+    expected = reference(batching_repo, np.concatenate(inputs))
+    offset = 0
+    for index, x in enumerate(inputs):
+        np.testing.assert_allclose(
+            results[index], expected[offset : offset + len(x)], rtol=1e-5, atol=1e-6
+        )
+        offset += len(x)
+    batches = metric(batching_server, "mlserve_batch_requests_count", model="mlp_batched")
+    requests = metric(batching_server, "mlserve_batch_requests_sum", model="mlp_batched")
+    assert batches - before < len(inputs), "no two requests shared a batch"
+    stats = client.get_inference_statistics("mlp_batched", as_json=True)["model_stats"][0]
+    assert int(stats["execution_count"]) == batches
+    assert int(stats["inference_count"]) >= sum(len(x) for x in inputs)
+    assert requests >= len(inputs)
+
+
+def test_streaming_with_tritonclient(batching_server: ServerProcess, batching_repo: Path) -> None:
+    client = grpcclient.InferenceServerClient(batching_server.grpc)
+    answers: queue.Queue[tuple[object, object]] = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        rng = np.random.default_rng(1)
+        inputs = {f"r{i}": rng.standard_normal((1, 64)).astype(np.float32) for i in range(40)}
+        for request_id, x in inputs.items():
+            tensor = grpcclient.InferInput("x", [1, 64], "FP32")
+            tensor.set_data_from_numpy(x)
+            client.async_stream_infer("mlp_batched", [tensor], request_id=request_id)
+        bad = grpcclient.InferInput("x", [1, 3], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 3), np.float32))
+        client.async_stream_infer("mlp_batched", [bad], request_id="bad")
+        got: dict[str, np.ndarray] = {}
+        errors = []
+        for _ in range(len(inputs) + 1):
+            result, error = answers.get(timeout=30)
+            if error is not None:
+                errors.append(error)
+            else:
+                got[result.get_response().id] = result.as_numpy("y")  # type: ignore[attr-defined]
+        assert len(errors) == 1 and "shape [1, 3]" in str(errors[0])
+        assert set(got) == set(inputs)
+        ref = reference(batching_repo, np.concatenate(list(inputs.values())))
+        for index, request_id in enumerate(inputs):
+            np.testing.assert_allclose(
+                got[request_id], ref[index : index + 1], rtol=1e-5, atol=1e-6
+            )
+    finally:
+        client.stop_stream()
+
+
+def _occupy(server: ServerProcess) -> threading.Thread:
+    """Start one long request on `slow` and return once the server runs it."""
+    client = grpcclient.InferenceServerClient(server.grpc)
+    tensor = grpcclient.InferInput("x", [512, 512], "FP32")
+    tensor.set_data_from_numpy(np.ones((512, 512), np.float32))
+    thread = threading.Thread(target=lambda: client.infer("slow", [tensor]))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while metric(server, "mlserve_inflight_requests", model="slow") < 1:
+        assert time.monotonic() < deadline, "the slow request never started"
+        time.sleep(0.005)
+    return thread
+
+
+def _small_slow_input() -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput("x", [1, 512], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, 512), np.float32))
+    return tensor
+
+
+def test_full_queue_answers_resource_exhausted_and_429(batching_server: ServerProcess) -> None:
+    busy = _occupy(batching_server)
+    try:
+        client = grpcclient.InferenceServerClient(batching_server.grpc)
+        queued = threading.Thread(target=lambda: client.infer("slow", [_small_slow_input()]))
+        queued.start()  # fills the one queue slot
+        deadline = time.monotonic() + 10
+        while metric(batching_server, "mlserve_inflight_requests", model="slow") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        with pytest.raises(grpcclient.InferenceServerException) as info:
+            client.infer("slow", [_small_slow_input()])
+        assert info.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+        assert "queue of this model is full" in info.value.message()
+        body = json.dumps(
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 512], "data": [0.0] * 512}]}
+        ).encode()
+        request = urllib.request.Request(
+            f"http://{batching_server.http}/v2/models/slow/infer", data=body, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as http_info:
+            urllib.request.urlopen(request)
+        with http_info.value as error:
+            assert error.code == 429
+            assert "full" in json.loads(error.read())["error"]
+        queued.join()
+    finally:
+        busy.join()
+    assert metric(batching_server, "mlserve_request_shed_total", model="slow") >= 2
+
+
+def test_expired_requests_are_dropped_before_compute(batching_server: ServerProcess) -> None:
+    busy = _occupy(batching_server)
+    try:
+        client = grpcclient.InferenceServerClient(batching_server.grpc)
+        before = client.get_inference_statistics("slow", as_json=True)["model_stats"][0]
+        with pytest.raises(grpcclient.InferenceServerException) as info:
+            client.infer("slow", [_small_slow_input()], timeout=20_000)  # V2 timeout, in us
+        assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        http = httpclient.InferenceServerClient(batching_server.http)
+        tensor = httpclient.InferInput("x", [1, 512], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 512), np.float32))
+        with pytest.raises(httpclient.InferenceServerException) as http_info:
+            http.infer("slow", [tensor], timeout=20_000)
+        assert http_info.value.status() == "504"
+    finally:
+        busy.join()
+    after = client.get_inference_statistics("slow", as_json=True)["model_stats"][0]
+    # Only the occupying request ran: the expired ones never reached the model.
+    assert int(after["execution_count"]) - int(before.get("execution_count", 0)) == 1
+    assert metric(batching_server, "mlserve_request_expired_total", model="slow") >= 2
+
+
+def test_bad_schedule_parameters(batching_server: ServerProcess) -> None:
+    body = json.dumps(
+        {
+            "parameters": {"priority": "high"},
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}],
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"http://{batching_server.http}/v2/models/mlp_batched/infer", data=body, method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request)
+    with info.value as error:
+        assert error.code == 400
+        assert re.search("priority.*non-negative integer", json.loads(error.read())["error"])
