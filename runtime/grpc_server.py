@@ -275,7 +275,7 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def _error_reply(message: str, request: pb.ModelInferRequest | None) -> Message:
+def _error_reply(message: str, request: pb.ModelInferRequest | None) -> pb.ModelStreamInferResponse:
     """A stream answer carrying an error (the stream itself stays open)."""
     reply = pb.ModelStreamInferResponse(error_message=message)
     if request is not None:
