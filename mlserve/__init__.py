@@ -7,9 +7,11 @@ Components are subpackages: `mlserve.runtime` (the serving process),
 from mlserve._version import __version__
 from mlserve.errors import (
     ConfigError,
+    DeadlineExceeded,
     InferenceFailed,
     InternalError,
     InvalidRequest,
+    LatencyBudgetExceeded,
     MlserveError,
     ModelNotFound,
     ModelUnavailable,
@@ -20,9 +22,11 @@ from mlserve.errors import (
 
 __all__ = [
     "ConfigError",
+    "DeadlineExceeded",
     "InferenceFailed",
     "InternalError",
     "InvalidRequest",
+    "LatencyBudgetExceeded",
     "MlserveError",
     "ModelNotFound",
     "ModelUnavailable",

@@ -7,6 +7,7 @@
     ├── PermissionDenied            a restricted API was called without its key
     ├── Unsupported                 a valid request for something we do not do
     ├── ModelUnavailable            the model exists but cannot serve right now
+    │   └── LatencyBudgetExceeded   refused up front: it would miss the model's budget
     ├── Overloaded                  we refuse work to protect latency/memory
     ├── DeadlineExceeded            the request's own deadline passed
     ├── InferenceFailed             onnxruntime failed on valid input (wraps it)
@@ -73,6 +74,14 @@ class ModelUnavailable(MlserveError):
     """The model exists but is not ready (loading, failed, unloading, draining)."""
 
     kind = ErrorKind.UNAVAILABLE
+
+
+class LatencyBudgetExceeded(ModelUnavailable):
+    """Refused before queueing: the predicted finish is past `max_latency_ms`."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Overloaded(MlserveError):

@@ -16,6 +16,7 @@ from mlserve.errors import (
     DeadlineExceeded,
     InternalError,
     InvalidRequest,
+    LatencyBudgetExceeded,
     MlserveError,
     ModelNotFound,
     ModelUnavailable,
@@ -226,7 +227,7 @@ class DataPlane:
         prepared = _perf_ns()
         try:
             result = await model.execute(names, feeds, rows, priority=priority, timeout_s=timeout_s)
-        except Overloaded:
+        except (Overloaded, LatencyBudgetExceeded):
             metrics.shed(priority)
             raise
         except DeadlineExceeded:

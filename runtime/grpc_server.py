@@ -109,6 +109,11 @@ class InferenceService:
             except MlserveError as exc:
                 context.set_code(STATUS_BY_KIND[exc.kind])
                 context.set_details(exc.message)
+                retry_after = getattr(exc, "retry_after_s", None)
+                if retry_after is not None:
+                    context.set_trailing_metadata(
+                        (("retry-after-ms", str(int(retry_after * 1000))),)
+                    )
                 return None
             except Exception as exc:  # a bug: answer INTERNAL and keep serving
                 log.exception("unhandled error in %s", name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import zlib
 from typing import Any
@@ -41,7 +42,7 @@ def error_response(error: MlserveError) -> HttpResponse:
     response = _json({"error": error.message}, STATUS_BY_KIND[error.kind])
     retry_after = getattr(error, "retry_after_s", None)
     if retry_after is not None:
-        response.headers.append(("Retry-After", str(max(1, round(retry_after)))))
+        response.headers.append(("Retry-After", str(max(1, math.ceil(retry_after)))))
     return response
 
 

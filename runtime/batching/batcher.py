@@ -24,7 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlserve.errors import DeadlineExceeded, InferenceFailed, MlserveError, Overloaded
+from mlserve.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    LatencyBudgetExceeded,
+    MlserveError,
+    Overloaded,
+)
 from mlserve.ext.batching import gather_rows, select_batch, split_rows
 from mlserve.runtime.batching import policy as batch_policy
 from mlserve.runtime.batching.latency_model import LatencyModel
@@ -160,7 +166,7 @@ class Batcher:
         )
         if over > 0:
             self.stats.shed += 1
-            raise Overloaded(
+            raise LatencyBudgetExceeded(
                 f"this request would finish about {over * 1000:.1f} ms after the model's "
                 f"latency budget of {settings.policy.max_latency_s * 1000:.1f} ms; retry later",
                 retry_after_s=over,

@@ -230,3 +230,73 @@ def test_bad_schedule_parameters(batching_server: ServerProcess) -> None:
     with info.value as error:
         assert error.code == 400
         assert re.search("priority.*non-negative integer", json.loads(error.read())["error"])
+
+
+def test_latency_budget_refuses_up_front_with_retry_after(tmp_path: Path) -> None:
+    """A model with max_latency_ms learns its compute time, then refuses work
+    that would finish late (UNAVAILABLE / 503 + Retry-After) instead of queueing it."""
+    examples.write_model(
+        tmp_path,
+        "budget",
+        examples.matmul_chain_model(512, 12),
+        config="max_batch_size: 64\ndynamic_batching:\n  max_latency_ms: 60\n",
+    )
+    server = start_server(tmp_path)
+    try:
+        client = grpcclient.InferenceServerClient(server.grpc)
+        for n in (1, 8, 16, 32, 64, 4, 48, 24, 64, 2, 40, 12):  # teach it the a*n + b line
+            tensor = grpcclient.InferInput("x", [n, 512], "FP32")
+            tensor.set_data_from_numpy(np.ones((n, 512), np.float32))
+            client.infer("budget", [tensor])
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "FP32",
+                        "shape": [64, 512],
+                        "parameters": {"binary_data_size": 64 * 512 * 4},
+                    }
+                ]
+            }
+        )
+        body = header.encode() + np.ones((64, 512), np.float32).tobytes()
+        host, port = server.http.rsplit(":", 1)
+        outcomes: list[tuple[int, str | None]] = []
+        lock = threading.Lock()
+
+        def flood() -> None:
+            import http.client
+
+            connection = http.client.HTTPConnection(host, int(port), timeout=30)
+            for _ in range(6):
+                connection.request(
+                    "POST",
+                    "/v2/models/budget/infer",
+                    body=body,
+                    headers={"Inference-Header-Content-Length": str(len(header))},
+                )
+                response = connection.getresponse()
+                response.read()
+                with lock:
+                    outcomes.append((response.status, response.getheader("Retry-After")))
+            connection.close()
+
+        threads = [threading.Thread(target=flood) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        statuses = [status for status, _ in outcomes]
+        assert set(statuses) <= {200, 503}, statuses
+        assert statuses.count(503) > 0, "nothing was refused under a flood"
+        assert statuses.count(200) > 0, "everything was refused"
+        assert all(
+            retry is not None and int(retry) >= 1 for status, retry in outcomes if status == 503
+        )
+        tensor = grpcclient.InferInput("x", [1, 512], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 512), np.float32))
+        client.infer("budget", [tensor])  # once the flood is over, it serves again
+        assert metric(server, "mlserve_request_shed_total", model="budget") == statuses.count(503)
+    finally:
+        server.terminate()

@@ -29,7 +29,7 @@ def test_http_error_body_and_retry_after() -> None:
     response = error_response(Overloaded("queue full", retry_after_s=2.4))
     assert response.status == 429
     assert json.loads(response.body) == {"error": "queue full"}
-    assert ("Retry-After", "2") in response.headers
+    assert ("Retry-After", "3") in response.headers  # rounded up
 
 
 def test_grpc_decode_raw_and_typed() -> None:

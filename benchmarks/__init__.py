@@ -1,0 +1,1 @@
+"""Benchmarks: they report, they never gate. Run from the repository root."""
