@@ -294,3 +294,27 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     assert results == [(512, 512)], results
     assert "mlserve stopped" in server.output()
     assert "draining" in server.output()
+
+
+def test_warmup_from_a_sample_file(repo: Path) -> None:
+    examples.write_model(
+        repo, "sampled", examples.scaled_model(2.0), config="warmup:\n  kind: file\n  file: s.npz\n"
+    )
+    np.savez(repo / "sampled" / "s.npz", x=np.ones((3, 4), np.float32))
+    examples.write_model(
+        repo,
+        "badsample",
+        examples.scaled_model(2.0),
+        config="warmup:\n  kind: file\n  file: s.npz\n",
+    )
+    np.savez(repo / "badsample" / "s.npz", wrong=np.ones((3, 4), np.float32))
+    server = start_server(repo)
+    try:
+        client = grpcclient.InferenceServerClient(server.grpc)
+        assert infer_scaled(client, "sampled") == (2.0, "1")
+        stats = client.get_inference_statistics("sampled", as_json=True)["model_stats"][0]
+        assert int(stats.get("inference_count", 0)) == 1  # warmup runs are not counted
+        reason = index_by_key(server.http)[("badsample", "1")]["reason"]
+        assert "warmup" in reason and "lacks inputs ['x']" in reason
+    finally:
+        server.terminate()
