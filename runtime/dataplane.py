@@ -194,7 +194,7 @@ class DataPlane:
                 raise ModelUnavailable("the server is shutting down; retry on another replica")
             model = self.repository.resolve(request.model_name, request.model_version)
         except MlserveError as exc:
-            self.metrics.unrouted.labels(exc.kind.value).inc()
+            self.metrics.unrouted(exc.kind.value)
             raise
         metrics = model.metrics
         if metrics is None:
@@ -202,7 +202,7 @@ class DataPlane:
         model.inflight += 1
         self.inflight += 1
         self._idle.clear()
-        metrics.inflight.inc()
+        metrics.inflight += 1
         try:
             return await self._infer(model, metrics, request, arrival)
         except MlserveError as exc:
@@ -212,7 +212,7 @@ class DataPlane:
             self._fail(model, metrics, arrival, "internal")
             raise InternalError(f"unexpected error serving '{model.name}': {exc!r}") from exc
         finally:
-            metrics.inflight.dec()
+            metrics.inflight -= 1
             model.inflight -= 1
             self.inflight -= 1
             if not self.inflight:
@@ -256,8 +256,8 @@ class DataPlane:
             infer_ns=result.infer_ns,
             output_ns=output_ns,
         )
-        metrics.success.inc()
-        metrics.rows.inc(rows)
+        metrics.success += 1
+        metrics.rows += rows
         metrics.request_duration.observe((done - arrival) / 1e9)
         metrics.queue_duration.observe(result.queue_ns / 1e9)
         metrics.compute_duration.observe(result.infer_ns / 1e9)
@@ -272,7 +272,7 @@ class DataPlane:
         try:
             model = self.repository.resolve(model_name, model_version)
         except MlserveError:
-            self.metrics.unrouted.labels(error.kind.value).inc()
+            self.metrics.unrouted(error.kind.value)
             return
         metrics = model.metrics
         if metrics is None:

@@ -271,6 +271,7 @@ def test_metrics_endpoint_lists_documented_families(server: ServerProcess, grpc_
     ):
         assert family in text, family
     assert 'mlserve_model_state{model="mlp",state="READY",version="1"} 1.0' in text
+    assert 'mlserve_model_state{model="mlp",state="LOADING",version="1"} 0.0' in text
 
 
 def test_grpc_health_service(server: ServerProcess) -> None:
