@@ -51,6 +51,10 @@ class ServerConfig:
     strict_readiness: bool = True
     exit_timeout_secs: float = 30.0
     log_level: str = "info"
+    workers: int = 1  # 0 = auto: one per CPU for small CPU models
+    # Set by the supervisor for its worker processes only:
+    worker_socket: str | None = None  # unix socket serving this worker's metrics
+    reuse_port: bool = False
 
 
 def _tls(section: Section, prefix: str) -> TlsConfig | None:
@@ -157,9 +161,30 @@ def server_config_from_mapping(data: dict[str, Any]) -> ServerConfig:
         strict_readiness=section.boolean("strict_readiness", True),
         exit_timeout_secs=section.number("exit_timeout_secs", 30.0),
         log_level=section.choice("log_level", ("debug", "info", "warning", "error"), "info"),
+        workers=_workers(section),
+        worker_socket=section.optional_string("worker_socket"),
+        reuse_port=section.boolean("reuse_port", False),
     )
+    if config.workers != 1 and mode == "explicit":
+        raise ConfigError(
+            "workers",
+            "explicit model control needs a single worker: a load or unload would reach only "
+            "the worker that received it",
+        )
     section.reject_unknown()
     return config
+
+
+def _workers(section: Section) -> int:
+    value = section.raw("workers", 1)
+    if value == "auto":
+        return 0
+    number = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, str) and value.isdigit():
+        number = int(value)
+    if number is None or number < 1:
+        raise ConfigError("workers", f"must be a positive integer or 'auto', got {value!r}")
+    return number
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

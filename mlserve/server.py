@@ -15,7 +15,14 @@ from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane, ModelControlMode
 from mlserve.runtime.grpc_server import HealthReporter, start_grpc_server
 from mlserve.runtime.http_api import HttpApi
-from mlserve.runtime.http_server import HttpProtocol, start_http_server
+from mlserve.runtime.http_server import (
+    Handler,
+    HttpProtocol,
+    HttpRequest,
+    HttpResponse,
+    start_http_server,
+    start_unix_http_server,
+)
 from mlserve.runtime.metrics import ServerMetrics
 from mlserve.runtime.repository import ModelRepository
 from mlserve.runtime.repository_layout import RepositoryLayout
@@ -51,7 +58,13 @@ async def serve(config: ServerConfig) -> int:
     repository.add_listener(metrics.on_model_state)
     mode = ModelControlMode(config.model_control_mode)
     dataplane = DataPlane(
-        repository, metrics, control_mode=mode, strict_readiness=config.strict_readiness
+        repository,
+        metrics,
+        control_mode=mode,
+        strict_readiness=config.strict_readiness,
+        # A worker's counters are its own share: the statistics extension needs
+        # cumulative counters, so it is not offered by workers of a supervisor.
+        statistics=config.worker_socket is None,
     )
     health = HealthReporter()
     await health.set_ready(False)
@@ -61,7 +74,9 @@ async def serve(config: ServerConfig) -> int:
     http_server = None
     connections: set[HttpProtocol] = set()
     if config.grpc.enabled:
-        grpc_server, port = await start_grpc_server(config.grpc, dataplane, health)
+        grpc_server, port = await start_grpc_server(
+            config.grpc, dataplane, health, reuse_port=config.reuse_port
+        )
         ports.append(f"grpc={config.grpc.address}:{port}")
     if config.http.enabled:
         api = HttpApi(
@@ -73,11 +88,17 @@ async def serve(config: ServerConfig) -> int:
             port=config.http.port,
             max_body_bytes=config.http.max_input_bytes,
             ssl_context=_ssl_context(config.http.tls) if config.http.tls else None,
+            reuse_port=config.reuse_port,
         )
         ports.append(f"http={config.http.address}:{port}")
     if config.metrics.enabled:
         port = metrics.serve(config.metrics.address, config.metrics.port)
         ports.append(f"metrics={config.metrics.address}:{port}")
+    worker_socket = None
+    if config.worker_socket is not None:
+        worker_socket = await start_unix_http_server(
+            _metrics_text_handler(metrics), config.worker_socket
+        )
     _announce("mlserve listening: " + " ".join(ports))
 
     if mode is ModelControlMode.EXPLICIT:
@@ -119,9 +140,23 @@ async def serve(config: ServerConfig) -> int:
     if grpc_stop is not None:
         await grpc_stop
     metrics.close()
+    if worker_socket is not None:
+        worker_socket.close()
     await repository.close()
     _announce("mlserve stopped")
     return 0
+
+
+def _metrics_text_handler(metrics: ServerMetrics) -> Handler:
+    """GET /metrics on a worker's private socket, for the supervisor to merge."""
+    from prometheus_client import generate_latest
+
+    async def handle(request: HttpRequest) -> HttpResponse:
+        if request.path != "/metrics":
+            return HttpResponse(404, b"")
+        return HttpResponse(200, generate_latest(metrics.registry), "text/plain")
+
+    return handle
 
 
 async def _track_readiness(dataplane: DataPlane, health: HealthReporter) -> None:

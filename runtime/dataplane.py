@@ -80,11 +80,13 @@ class DataPlane:
         *,
         control_mode: ModelControlMode = ModelControlMode.NONE,
         strict_readiness: bool = True,
+        statistics: bool = True,
     ) -> None:
         self.repository = repository
         self.metrics = metrics
         self.control_mode = control_mode
         self.strict_readiness = strict_readiness
+        self.statistics = statistics
         self.started = False
         self.draining = False
         self.inflight = 0
@@ -102,7 +104,10 @@ class DataPlane:
         return self.repository.all_ready() if self.strict_readiness else True
 
     def server_metadata(self) -> ServerMetadata:
-        return ServerMetadata("mlserve", __version__, EXTENSIONS)
+        extensions = (
+            EXTENSIONS if self.statistics else tuple(e for e in EXTENSIONS if e != "statistics")
+        )
+        return ServerMetadata("mlserve", __version__, extensions)
 
     def model_ready(self, name: str, version: str = "") -> bool:
         try:
@@ -135,6 +140,11 @@ class DataPlane:
 
     def model_statistics(self, name: str = "", version: str = "") -> list[ModelVersion]:
         """The versions whose statistics to report ("" = all models / versions)."""
+        if not self.statistics:
+            raise Unsupported(
+                "this worker's statistics would be a share of the total (--workers > 1); "
+                "read the aggregated counters on the metrics port"
+            )
         if not name:
             return [
                 m

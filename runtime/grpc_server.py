@@ -327,7 +327,11 @@ def _credentials(endpoint: EndpointConfig) -> grpc.ServerCredentials | None:
 
 
 async def start_grpc_server(
-    endpoint: EndpointConfig, dataplane: DataPlane, health: HealthReporter
+    endpoint: EndpointConfig,
+    dataplane: DataPlane,
+    health: HealthReporter,
+    *,
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """Bind and start; returns the server and its port."""
     # grpcio refuses anything over its own limit with RESOURCE_EXHAUSTED before we see it;
@@ -337,7 +341,8 @@ async def start_grpc_server(
         options=[
             ("grpc.max_receive_message_length", transport_limit),
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
+            # Shared only between the worker processes of one supervisor.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
     service = InferenceService(

@@ -191,6 +191,7 @@ async def start_http_server(
     port: int,
     max_body_bytes: int,
     ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
 ) -> tuple[asyncio.Server, int, set[HttpProtocol]]:
     """Bind and serve; returns the server, its port and the live connections."""
     connections: set[HttpProtocol] = set()
@@ -201,7 +202,19 @@ async def start_http_server(
         port=port,
         ssl=ssl_context,
         reuse_address=True,
+        reuse_port=reuse_port or None,
         backlog=1024,
     )
     bound = server.sockets[0].getsockname()[1]
     return server, int(bound), connections
+
+
+async def start_unix_http_server(
+    handler: Handler, path: str, *, max_body_bytes: int = 1 << 16
+) -> asyncio.Server:
+    """The same protocol on a unix socket (the supervisor reads workers here)."""
+    connections: set[HttpProtocol] = set()
+    loop = asyncio.get_running_loop()
+    return await loop.create_unix_server(
+        lambda: HttpProtocol(handler, max_body_bytes, connections), path=path
+    )

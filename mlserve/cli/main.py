@@ -75,6 +75,11 @@ def _add_serve(sub: Any) -> None:
         help="GROUP[,GROUP]:KEY=VALUE, e.g. model-repository:admin-key=secret",
     )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--workers",
+        help="serving processes sharing the ports (default 1; 'auto' = one per CPU when "
+        "every model is small and on the CPU)",
+    )
 
 
 def _add_client_flags(p: argparse.ArgumentParser) -> None:
@@ -129,6 +134,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if config.workers != 1 and config.worker_socket is None:
+        from mlserve.supervisor import run_supervisor
+
+        return run_supervisor(config, settings)
     try:
         import uvloop
     except ImportError:  # uvloop is optional off Linux/macOS

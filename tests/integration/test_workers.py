@@ -1,0 +1,89 @@
+"""`--workers 2`: two processes share the ports, every request is counted once
+in the merged metrics, and the supervisor drains and exits cleanly."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from mlserve import examples
+from tests.conftest import start_server
+
+
+def scrape(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}/metrics") as response:
+        return response.read().decode()
+
+
+def value(text: str, pattern: str) -> float:
+    match = re.search(pattern + r" ([0-9.e+]+)", text)
+    assert match, pattern
+    return float(match.group(1))
+
+
+def test_two_workers_serve_and_count_once(tmp_path: Path) -> None:
+    examples.write_model(tmp_path, "mlp", examples.mlp_model())
+    server = start_server(tmp_path, "--workers", "2")
+    try:
+        body = json.dumps(
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
+        ).encode()
+        host, port = server.http.rsplit(":", 1)
+        http_requests = 40
+        for _ in range(http_requests):  # a new connection each: the kernel spreads them
+            connection = http.client.HTTPConnection(host, int(port), timeout=10)
+            connection.request("POST", "/v2/models/mlp/infer", body=body)
+            response = connection.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+            connection.close()
+        grpc_requests = 0
+        answers = set()
+        for _ in range(10):
+            client = grpcclient.InferenceServerClient(server.grpc)
+            tensor = grpcclient.InferInput("x", [1, 64], "FP32")
+            tensor.set_data_from_numpy(np.full((1, 64), 0.5, np.float32))
+            for _ in range(3):
+                answers.add(client.infer("mlp", [tensor]).as_numpy("y").tobytes())
+                grpc_requests += 1
+            client.close()
+        assert len(answers) == 1  # every worker serves the same model
+        text = scrape(server.metrics)
+        total = value(text, r'mlserve_request_success_total\{model="mlp",version="1"\}')
+        assert total == http_requests + grpc_requests
+        shares = [
+            value(text, rf'mlserve_worker_request_success_total\{{worker="{i}"\}}') for i in (0, 1)
+        ]
+        assert sum(shares) == total
+        assert min(shares) > 0, f"one worker got everything: {shares}"
+        assert (
+            value(text, r'mlserve_request_duration_seconds_count\{model="mlp",version="1"\}')
+            == total
+        )
+        # Per-worker counters are a share, so the statistics extension is not offered.
+        client = grpcclient.InferenceServerClient(server.grpc)
+        assert "statistics" not in client.get_server_metadata(as_json=True)["extensions"]
+        with pytest.raises(grpcclient.InferenceServerException) as info:
+            client.get_inference_statistics("mlp")
+        assert info.value.status() == str(grpc.StatusCode.UNIMPLEMENTED)
+    finally:
+        assert server.terminate() == 0
+    assert "mlserve stopped" in server.output()
+
+
+def test_explicit_mode_needs_one_worker(tmp_path: Path) -> None:
+    from mlserve.config import server_config_from_mapping
+    from mlserve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="explicit model control needs a single worker"):
+        server_config_from_mapping(
+            {"model_repository": str(tmp_path), "workers": 2, "model_control_mode": "explicit"}
+        )
