@@ -15,7 +15,6 @@ copies and the model)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -230,41 +229,47 @@ class Batcher:
         )
         self._queued += 1
         self._queued_rows += rows
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run_alone, entry)
-        future.add_done_callback(lambda done: self._alone_done(entry, done))
-        return future
+        loop = asyncio.get_running_loop()
+        entry.future = loop.create_future()
+        self._executor.submit(self._run_alone, entry, loop)
+        return entry.future
 
-    def _run_alone(self, entry: Pending) -> BatchResult:
-        """Worker thread: one request, unless its deadline passed while queued."""
+    def _run_alone(self, entry: Pending, loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: one request, unless its deadline passed while queued;
+        the answer goes straight back to the loop (no concurrent.futures wrapper)."""
         start = self._clock()
+        outcome: BatchResult | BaseException
         if entry.deadline_s and start > entry.deadline_s:
-            raise DeadlineExceeded("the request's timeout expired while it waited in the queue")
-        began = time.perf_counter_ns()
-        outputs = self._run(entry.output_names, entry.feeds)
-        return BatchResult(
-            outputs=outputs,
-            queue_ns=int((start - entry.enqueue_s) * 1e9),
-            input_ns=0,
-            infer_ns=time.perf_counter_ns() - began,
-            output_ns=0,
-            batch_rows=entry.rows,
-            batch_requests=1,
-        )
+            outcome = DeadlineExceeded("the request's timeout expired while it waited in the queue")
+        else:
+            began = time.perf_counter_ns()
+            try:
+                outputs = self._run(entry.output_names, entry.feeds)
+            except BaseException as exc:  # delivered to the caller, never lost
+                outcome = exc
+            else:
+                outcome = BatchResult(
+                    outputs=outputs,
+                    queue_ns=int((start - entry.enqueue_s) * 1e9),
+                    input_ns=0,
+                    infer_ns=time.perf_counter_ns() - began,
+                    output_ns=0,
+                    batch_rows=entry.rows,
+                    batch_requests=1,
+                )
+        loop.call_soon_threadsafe(self._alone_done, entry, outcome)
 
-    def _alone_done(self, entry: Pending, done: asyncio.Future[BatchResult]) -> None:
+    def _alone_done(self, entry: Pending, outcome: BatchResult | BaseException) -> None:
         self._queued -= 1
         self._queued_rows -= entry.rows
-        if done.cancelled():
-            return
-        error = done.exception()
-        if error is None:
-            result = done.result()
+        if isinstance(outcome, BatchResult):
             self.stats.batches += 1
-            self.latency.observe(result.batch_rows, result.infer_ns / 1e9)
+            self.latency.observe(outcome.batch_rows, outcome.infer_ns / 1e9)
             if self._on_batch is not None:
-                self._on_batch(result)
-        elif isinstance(error, DeadlineExceeded):
+                self._on_batch(outcome)
+        elif isinstance(outcome, DeadlineExceeded):
             self.stats.expired += 1
+        _resolve(entry, outcome)
 
     def _drop_cancelled(self, entry: Pending, queue: deque[Pending]) -> None:
         """A cancelled request (client gone) gives its queue slot back at once."""
@@ -306,9 +311,12 @@ class Batcher:
                 return
             now = self._clock()
             if settings.batching:
-                keys = [e.key for e in queue]
-                rows = [e.rows for e in queue]
-                chosen, ready = select_batch(keys, rows, settings.policy.max_batch_size)
+                if len(queue) == 1:  # the common case at low load: nothing to scan
+                    chosen, ready = [0], queue[0].rows
+                else:
+                    keys = [e.key for e in queue]
+                    rows = [e.rows for e in queue]
+                    chosen, ready = select_batch(keys, rows, settings.policy.max_batch_size)
                 self._decisions += 1
                 decision = batch_policy.decide(
                     QueueView(
@@ -392,11 +400,21 @@ class Batcher:
     # -- running batches ------------------------------------------------------
 
     def _launch(self, batch: list[Pending], dispatched_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._run_batch, batch)
-        future.add_done_callback(lambda done: self._finish(batch, dispatched_s, done))
+        self._executor.submit(self._run_and_report, batch, dispatched_s, asyncio.get_running_loop())
 
-    def _run_batch(self, batch: list[Pending]) -> list[BatchResult | BaseException]:
+    def _run_and_report(
+        self, batch: list[Pending], dispatched_s: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Worker thread: run the batch and hand the results to the loop."""
+        try:
+            results = self._run_batch(batch, dispatched_s)
+        except BaseException as exc:  # every request still gets an answer
+            results = [exc for _ in batch]
+        loop.call_soon_threadsafe(self._finish, batch, results)
+
+    def _run_batch(
+        self, batch: list[Pending], dispatched_s: float = 0.0
+    ) -> list[BatchResult | BaseException]:
         """Worker thread: gather, run, split. Isolates a failing request."""
         start = time.perf_counter_ns()
         names = batch[0].output_names
@@ -409,7 +427,7 @@ class Batcher:
             if len(batch) == 1:
                 return [exc]
             # Rerun each request alone: only the one(s) at fault get an error.
-            return [r for entry in batch for r in self._run_batch([entry])]
+            return [r for entry in batch for r in self._run_batch([entry], dispatched_s)]
         except MlserveError as exc:
             return [exc for _ in batch]
         rows = [e.rows for e in batch]
@@ -421,11 +439,11 @@ class Batcher:
         done = time.perf_counter_ns()
         total_rows = sum(rows)
         results: list[BatchResult | BaseException] = []
-        for index, _entry in enumerate(batch):
+        for index, entry in enumerate(batch):
             results.append(
                 BatchResult(
                     outputs=[views[index] for views in per_request],
-                    queue_ns=0,
+                    queue_ns=int((dispatched_s - entry.enqueue_s) * 1e9),
                     input_ns=gathered - start,
                     infer_ns=ran - gathered,
                     output_ns=done - ran,
@@ -435,33 +453,20 @@ class Batcher:
             )
         return results
 
-    def _finish(
-        self,
-        batch: list[Pending],
-        dispatched_s: float,
-        done: asyncio.Future[list[BatchResult | BaseException]],
-    ) -> None:
+    def _finish(self, batch: list[Pending], results: list[BatchResult | BaseException]) -> None:
         self._free += 1
         stats = self.stats
         stats.batches += 1
         stats.last_batch_rows = sum(e.rows for e in batch)
         stats.last_batch_requests = len(batch)
-        error = done.exception()
-        results: list[BatchResult | BaseException] = (
-            [error for _ in batch] if error is not None else done.result()
-        )
         first = results[0]
         if isinstance(first, BatchResult) and first.batch_requests == len(batch):
             self.latency.observe(first.batch_rows, first.infer_ns / 1e9)
             if self._on_batch is not None:
                 self._on_batch(first)
-        for entry, outcome in zip(batch, results, strict=True):
-            result = (
-                dataclasses.replace(outcome, queue_ns=int((dispatched_s - entry.enqueue_s) * 1e9))
-                if isinstance(outcome, BatchResult)
-                else outcome
-            )
-            if self.settings.preserve_ordering:
+        preserve = self.settings.preserve_ordering
+        for entry, result in zip(batch, results, strict=True):
+            if preserve:
                 self._held[entry.sequence] = result
             else:
                 _resolve(entry, result)
