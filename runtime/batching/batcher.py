@@ -182,13 +182,35 @@ class Batcher:
             feeds=feeds,
             rows=rows,
             output_names=output_names,
-            key=shape_key(feeds, output_names) if settings.batching else (),
+            key=(),  # computed below, only if the request has to queue
             future=loop.create_future(),
             enqueue_s=now,
             deadline_s=now + timeout if timeout else 0.0,
             sequence=self._sequence,
         )
         self._sequence += 1
+        if self._queued == 0 and self._free > 0 and not settings.preserve_ordering:
+            # Empty queue and a free instance: ask the policy about this request
+            # alone, and if it says go, skip the queue entirely.
+            self._decisions += 1
+            decision = batch_policy.decide(
+                QueueView(
+                    now_s=now,
+                    oldest_enqueue_s=now,
+                    ready_rows=rows,
+                    free_instances=self._free,
+                    busy_instances=settings.instances - self._free,
+                    wait_gain_rows=self._wait_gain,
+                    decisions=self._decisions,
+                ),
+                settings.policy,
+                self.latency.estimate,
+            )
+            if isinstance(decision, SendNow):
+                self._free -= 1
+                self._launch([entry], now)
+                return entry.future
+        entry.key = shape_key(feeds, output_names)
         if entry.deadline_s:
             entry.timer = loop.call_at(
                 loop.time() + timeout, self._expire_one, entry, self._queues[level]
