@@ -33,7 +33,14 @@ from mlserve.errors import (
 from mlserve.ext.batching import gather_rows, select_batch, split_rows
 from mlserve.runtime.batching import policy as batch_policy
 from mlserve.runtime.batching.latency_model import LatencyModel
-from mlserve.runtime.batching.policy import BatchPolicy, Idle, QueueView, SendNow, Wait
+from mlserve.runtime.batching.policy import (
+    BatchPolicy,
+    Decision,
+    Idle,
+    QueueView,
+    SendNow,
+    Wait,
+)
 
 RunFn = Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]]
 ShapeKey = tuple[object, ...]
@@ -192,20 +199,7 @@ class Batcher:
         if self._queued == 0 and self._free > 0 and not settings.preserve_ordering:
             # Empty queue and a free instance: ask the policy about this request
             # alone, and if it says go, skip the queue entirely.
-            self._decisions += 1
-            decision = batch_policy.decide(
-                QueueView(
-                    now_s=now,
-                    oldest_enqueue_s=now,
-                    ready_rows=rows,
-                    free_instances=self._free,
-                    busy_instances=settings.instances - self._free,
-                    wait_gain_rows=self._wait_gain,
-                    decisions=self._decisions,
-                ),
-                settings.policy,
-                self.latency.estimate,
-            )
+            decision = self._decide(now, now, rows)
             if isinstance(decision, SendNow):
                 self._free -= 1
                 self._launch([entry], now)
@@ -325,6 +319,23 @@ class Batcher:
         if entry.timer is not None:
             entry.timer.cancel()
 
+    def _decide(self, now: float, oldest_s: float, ready_rows: int) -> Decision:
+        """Ask the pure policy, describing the queue as it is now."""
+        self._decisions += 1
+        return batch_policy.decide(
+            QueueView(
+                now_s=now,
+                oldest_enqueue_s=oldest_s,
+                ready_rows=ready_rows,
+                free_instances=self._free,
+                busy_instances=self.settings.instances - self._free,
+                wait_gain_rows=self._wait_gain,
+                decisions=self._decisions,
+            ),
+            self.settings.policy,
+            self.latency.estimate,
+        )
+
     def _dispatch(self) -> None:
         settings = self.settings
         while self._free > 0:
@@ -339,20 +350,7 @@ class Batcher:
                     keys = [e.key for e in queue]
                     rows = [e.rows for e in queue]
                     chosen, ready = select_batch(keys, rows, settings.policy.max_batch_size)
-                self._decisions += 1
-                decision = batch_policy.decide(
-                    QueueView(
-                        now_s=now,
-                        oldest_enqueue_s=queue[0].enqueue_s,
-                        ready_rows=ready,
-                        free_instances=self._free,
-                        busy_instances=settings.instances - self._free,
-                        wait_gain_rows=self._wait_gain,
-                        decisions=self._decisions,
-                    ),
-                    settings.policy,
-                    self.latency.estimate,
-                )
+                decision = self._decide(now, queue[0].enqueue_s, ready)
                 if isinstance(decision, Wait):
                     if not self._waited_from_rows:
                         self._waited_from_rows = ready
