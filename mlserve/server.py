@@ -11,6 +11,7 @@ import ssl
 import sys
 
 from mlserve.config import ServerConfig, TlsConfig
+from mlserve.errors import ConfigError
 from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane, ModelControlMode
 from mlserve.runtime.grpc_server import HealthReporter, start_grpc_server
@@ -73,27 +74,34 @@ async def serve(config: ServerConfig) -> int:
     grpc_server = None
     http_server = None
     connections: set[HttpProtocol] = set()
-    if config.grpc.enabled:
-        grpc_server, port = await start_grpc_server(
-            config.grpc, dataplane, health, reuse_port=config.reuse_port
-        )
-        ports.append(f"grpc={config.grpc.address}:{port}")
-    if config.http.enabled:
-        api = HttpApi(
-            dataplane, AccessPolicy(list(config.http.restricted)), config.http.max_input_bytes
-        )
-        http_server, port, connections = await start_http_server(
-            api.handle,
-            host=config.http.address,
-            port=config.http.port,
-            max_body_bytes=config.http.max_input_bytes,
-            ssl_context=_ssl_context(config.http.tls) if config.http.tls else None,
-            reuse_port=config.reuse_port,
-        )
-        ports.append(f"http={config.http.address}:{port}")
-    if config.metrics.enabled:
-        port = metrics.serve(config.metrics.address, config.metrics.port)
-        ports.append(f"metrics={config.metrics.address}:{port}")
+    try:
+        if config.grpc.enabled:
+            grpc_server, port = await start_grpc_server(
+                config.grpc, dataplane, health, reuse_port=config.reuse_port
+            )
+            ports.append(f"grpc={config.grpc.address}:{port}")
+        if config.http.enabled:
+            api = HttpApi(
+                dataplane, AccessPolicy(list(config.http.restricted)), config.http.max_input_bytes
+            )
+            http_server, port, connections = await start_http_server(
+                api.handle,
+                host=config.http.address,
+                port=config.http.port,
+                max_body_bytes=config.http.max_input_bytes,
+                ssl_context=_ssl_context(config.http.tls) if config.http.tls else None,
+                reuse_port=config.reuse_port,
+            )
+            ports.append(f"http={config.http.address}:{port}")
+        if config.metrics.enabled:
+            port = metrics.serve(config.metrics.address, config.metrics.port)
+            ports.append(f"metrics={config.metrics.address}:{port}")
+    except (OSError, RuntimeError) as exc:  # grpcio says RuntimeError("Failed to bind ...")
+        if grpc_server is not None:
+            await grpc_server.stop(0)
+        if http_server is not None:
+            http_server.close()
+        raise ConfigError("ports", f"cannot listen: {exc}") from exc
     worker_socket = None
     if config.worker_socket is not None:
         worker_socket = await start_unix_http_server(

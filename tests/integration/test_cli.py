@@ -53,3 +53,30 @@ def test_models_lists_the_index(server: ServerProcess) -> None:
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert {"name": "mlp", "version": "1", "state": "READY", "reason": ""} in rows
+
+
+def test_a_port_in_use_is_a_clear_error(server: ServerProcess, model_repository: Path) -> None:
+    taken = server.http.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [
+            *CLI,
+            "serve",
+            "--model-repository",
+            str(model_repository),
+            "--http-port",
+            taken,
+            "--http-address",
+            "127.0.0.1",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "cannot listen" in result.stderr and taken in result.stderr
+    assert "Traceback" not in result.stderr
