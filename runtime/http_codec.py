@@ -22,30 +22,26 @@ from mlserve.runtime.tensor_codec import array_from_raw, array_to_raw, check_sha
 _SHARED_MEMORY_KEYS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 
-def _expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise InvalidRequest(message)
-
-
 def _parameters(value: object, where: str) -> Parameters:
     if value is None:
         return {}
-    _expect(isinstance(value, dict), f"{where}.parameters must be a JSON object")
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{where}.parameters must be a JSON object")
     assert isinstance(value, dict)
     for key, item in value.items():
-        _expect(
-            isinstance(item, (bool, int, float, str)),
-            f"{where}.parameters.{key} must be a string, number or boolean",
-        )
+        if not isinstance(item, (bool, int, float, str)):
+            raise InvalidRequest(f"{where}.parameters.{key} must be a string, number or boolean")
     return value
 
 
 def _shape(value: object, name: str) -> tuple[int, ...]:
-    _expect(
+    if not (
         isinstance(value, list)
-        and all(isinstance(d, int) and not isinstance(d, bool) for d in value),
-        f"input '{name}': shape must be a list of integers, got {json.dumps(value)[:80]}",
-    )
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in value)
+    ):
+        raise InvalidRequest(
+            f"input '{name}': shape must be a list of integers, got {json.dumps(value)[:80]}"
+        )
     assert isinstance(value, list)
     return tuple(value)
 
@@ -54,14 +50,13 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: obje
     """JSON `data` (flat or nested, row-major) -> an array of `shape`."""
     dt = lookup_datatype(name, datatype)
     count = check_shape(name, shape)
-    _expect(isinstance(data, list), f"input '{name}': data must be a JSON array")
+    if not isinstance(data, list):
+        raise InvalidRequest(f"input '{name}': data must be a JSON array")
     if dt.name == "BYTES":
         flat = np.array(data, dtype=object).reshape(-1)
         for index, item in enumerate(flat):
-            _expect(
-                isinstance(item, str),
-                f"input '{name}': BYTES element {index} must be a JSON string",
-            )
+            if not isinstance(item, str):
+                raise InvalidRequest(f"input '{name}': BYTES element {index} must be a JSON string")
     else:
         if dt.numpy is None:
             raise InvalidRequest(f"input '{name}': {dt.name} cannot be sent as JSON to onnxruntime")
@@ -71,15 +66,12 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: obje
             raise InvalidRequest(
                 f"input '{name}': data is not a regular array of {dt.name} values ({exc})"
             ) from None
-        if dt.name == "BOOL":
-            _expect(
-                all(isinstance(v, bool) for v in _flatten(data)),
-                f"input '{name}': BOOL data must hold true/false values",
-            )
-    _expect(
-        flat.size == count,
-        f"input '{name}': data holds {flat.size} elements but shape {list(shape)} needs {count}",
-    )
+        if dt.name == "BOOL" and not (all(isinstance(v, bool) for v in _flatten(data))):
+            raise InvalidRequest(f"input '{name}': BOOL data must hold true/false values")
+    if flat.size != count:
+        raise InvalidRequest(
+            f"input '{name}': data holds {flat.size} elements but shape {list(shape)} needs {count}"
+        )
     return flat.reshape(shape)
 
 
@@ -100,75 +92,79 @@ def decode_infer_request(
                 "Inference-Header-Content-Length: 0 (a raw binary body without a JSON header) "
                 "is not supported; send the JSON header with binary_data_size"
             )
-        _expect(
-            0 < header_length <= len(body),
-            f"Inference-Header-Content-Length is {header_length} but the body has "
-            f"{len(body)} bytes",
-        )
+        if not (0 < header_length <= len(body)):
+            raise InvalidRequest(
+                f"Inference-Header-Content-Length is {header_length} but the body has "
+                f"{len(body)} bytes"
+            )
         header, binary = body[:header_length], memoryview(body)[header_length:]
     try:
         doc = json.loads(header)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    _expect(isinstance(doc, dict), "request body must be a JSON object")
+    if not isinstance(doc, dict):
+        raise InvalidRequest("request body must be a JSON object")
     inputs_doc = doc.get("inputs")
-    _expect(
-        isinstance(inputs_doc, list) and len(inputs_doc) > 0,
-        "request must have a non-empty 'inputs' array",
-    )
+    if not (isinstance(inputs_doc, list) and len(inputs_doc) > 0):
+        raise InvalidRequest("request must have a non-empty 'inputs' array")
     offset = 0
     inputs = []
     for index, item in enumerate(inputs_doc):
-        _expect(isinstance(item, dict), f"inputs[{index}] must be a JSON object")
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"inputs[{index}] must be a JSON object")
         name = item.get("name")
-        _expect(isinstance(name, str) and bool(name), f"inputs[{index}].name must be a string")
+        if not (isinstance(name, str) and bool(name)):
+            raise InvalidRequest(f"inputs[{index}].name must be a string")
         datatype = item.get("datatype")
-        _expect(isinstance(datatype, str), f"input '{name}': datatype must be a string")
+        if not isinstance(datatype, str):
+            raise InvalidRequest(f"input '{name}': datatype must be a string")
         shape = _shape(item.get("shape"), name)
         params = _parameters(item.get("parameters"), f"input '{name}'")
         if any(key in params for key in _SHARED_MEMORY_KEYS):
             raise Unsupported(f"input '{name}': shared-memory inputs are not supported")
         size = params.get("binary_data_size")
         if size is not None:
-            _expect(
-                isinstance(size, int) and not isinstance(size, bool) and size >= 0,
-                f"input '{name}': binary_data_size must be a non-negative integer",
-            )
+            if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
+                raise InvalidRequest(
+                    f"input '{name}': binary_data_size must be a non-negative integer"
+                )
             assert isinstance(size, int)
-            _expect("data" not in item, f"input '{name}': give data or binary_data_size, not both")
-            _expect(
-                offset + size <= len(binary),
-                f"input '{name}': binary_data_size {size} at offset {offset} runs past the "
-                f"{len(binary)} bytes of binary data in the body",
-            )
+            if "data" in item:
+                raise InvalidRequest(f"input '{name}': give data or binary_data_size, not both")
+            if offset + size > len(binary):
+                raise InvalidRequest(
+                    f"input '{name}': binary_data_size {size} at offset {offset} runs past the "
+                    f"{len(binary)} bytes of binary data in the body"
+                )
             data = array_from_raw(name, datatype, shape, binary[offset : offset + size])
             offset += size
         else:
-            _expect(
-                "data" in item, f"input '{name}' has neither 'data' nor parameters.binary_data_size"
-            )
+            if "data" not in item:
+                raise InvalidRequest(
+                    f"input '{name}' has neither 'data' nor parameters.binary_data_size"
+                )
             data = array_from_json(name, datatype, shape, item["data"])
         inputs.append(InferInput(name, datatype, shape, data, params))
-    _expect(
-        offset == len(binary),
-        f"the body carries {len(binary) - offset} bytes of binary data that no input's "
-        "binary_data_size accounts for",
-    )
+    if offset != len(binary):
+        raise InvalidRequest(
+            f"the body carries {len(binary) - offset} bytes of binary data that no input's "
+            "binary_data_size accounts for"
+        )
     outputs = []
     outputs_doc = doc.get("outputs", [])
-    _expect(isinstance(outputs_doc, list), "'outputs' must be an array")
+    if not isinstance(outputs_doc, list):
+        raise InvalidRequest("'outputs' must be an array")
     for index, item in enumerate(outputs_doc):
-        _expect(
-            isinstance(item, dict) and isinstance(item.get("name"), str),
-            f"outputs[{index}] must be an object with a string 'name'",
-        )
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str)):
+            raise InvalidRequest(f"outputs[{index}] must be an object with a string 'name'")
         outputs.append(
             RequestedOutput(
                 item["name"], _parameters(item.get("parameters"), f"output '{item['name']}'")
             )
         )
     request_id = doc.get("id", "")
-    _expect(isinstance(request_id, str), "'id' must be a string")
+    if not isinstance(request_id, str):
+        raise InvalidRequest("'id' must be a string")
     return InferRequest(
         model_name=model_name,
         model_version=model_version,
