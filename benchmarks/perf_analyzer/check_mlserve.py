@@ -22,7 +22,8 @@ What it does (stdlib + numpy only):
    `--request-count` and `--profile-export-file`: perf_analyzer's export must
    list exactly that many requests, each with one response, and the server
    must count that many successes and 8x as many rows
-   (`mlserve_inference_rows_total`).
+   (`mlserve_inference_rows_total`). Then the same exact count over gRPC
+   `ModelStreamInfer` (`--streaming`, concurrency 64, 4x as many requests).
 4. Load: per interface (default both), 64 concurrent clients for about 30 s.
    To know exactly how many requests the clients sent, perf_analyzer runs with
    `--request-count N --max-trials 1 --async` (it then sends exactly N requests,
@@ -549,6 +550,7 @@ def counted_run(
     count: int,
     export: bool,
     expect_s: float,
+    streaming: bool = False,
 ) -> PaRun:
     run = PaRun(name, interface, concurrency, batch, "request_count")
     run.sent = count
@@ -566,6 +568,8 @@ def counted_run(
     ]
     if export_path is not None:
         cmd += ["--profile-export-file", str(export_path)]
+    if streaming:
+        cmd.append("--streaming")  # gRPC ModelStreamInfer
     run_pa(
         run,
         cmd,
@@ -744,6 +748,22 @@ def main(argv: list[str] | None = None) -> int:
                         expect_s=10,
                     )
                 )
+        if args.batch_count and "grpc" in interfaces:
+            runs.append(
+                counted_run(
+                    args,
+                    server,
+                    workdir,
+                    "streaming_grpc_c64",
+                    interface="grpc",
+                    concurrency=64,
+                    batch=1,
+                    count=args.batch_count * 4,
+                    export=True,
+                    expect_s=10,
+                    streaming=True,
+                )
+            )
         for iface in load_ifaces:
             thr = next(
                 (
