@@ -54,6 +54,7 @@ class ServerConfig:
     workers: int = 1  # 0 = auto: one per CPU for small CPU models
     # Set by the supervisor for its worker processes only:
     worker_socket: str | None = None  # unix socket serving this worker's metrics
+    worker_peers: tuple[str, ...] = ()  # every worker's socket, for statistics
     reuse_port: bool = False
 
 
@@ -163,6 +164,7 @@ def server_config_from_mapping(data: dict[str, Any]) -> ServerConfig:
         log_level=section.choice("log_level", ("debug", "info", "warning", "error"), "info"),
         workers=_workers(section),
         worker_socket=section.optional_string("worker_socket"),
+        worker_peers=tuple(section.items("worker_peers", lambda v, p: str(v))),
         reuse_port=section.boolean("reuse_port", False),
     )
     if config.workers != 1 and mode == "explicit":

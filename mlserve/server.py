@@ -5,13 +5,14 @@ drains on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import ssl
 import sys
 
 from mlserve.config import ServerConfig, TlsConfig
-from mlserve.errors import ConfigError
+from mlserve.errors import ConfigError, MlserveError
 from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane, ModelControlMode
 from mlserve.runtime.grpc_server import HealthReporter, start_grpc_server
@@ -63,9 +64,8 @@ async def serve(config: ServerConfig) -> int:
         metrics,
         control_mode=mode,
         strict_readiness=config.strict_readiness,
-        # A worker's counters are its own share: the statistics extension needs
-        # cumulative counters, so it is not offered by workers of a supervisor.
-        statistics=config.worker_socket is None,
+        # With --workers N, statistics add up the sibling workers' shares.
+        peers=[p for p in config.worker_peers if p != config.worker_socket],
     )
     health = HealthReporter()
     await health.set_ready(False)
@@ -105,7 +105,7 @@ async def serve(config: ServerConfig) -> int:
     worker_socket = None
     if config.worker_socket is not None:
         worker_socket = await start_unix_http_server(
-            _metrics_text_handler(metrics), config.worker_socket
+            _worker_handler(metrics, dataplane), config.worker_socket
         )
     _announce("mlserve listening: " + " ".join(ports))
 
@@ -155,14 +155,27 @@ async def serve(config: ServerConfig) -> int:
     return 0
 
 
-def _metrics_text_handler(metrics: ServerMetrics) -> Handler:
-    """GET /metrics on a worker's private socket, for the supervisor to merge."""
+def _worker_handler(metrics: ServerMetrics, dataplane: DataPlane) -> Handler:
+    """A worker's private socket: its metrics for the supervisor to merge, and
+    its share of the statistics for its siblings to add up."""
+    from urllib.parse import parse_qs
+
     from prometheus_client import generate_latest
 
     async def handle(request: HttpRequest) -> HttpResponse:
-        if request.path != "/metrics":
-            return HttpResponse(404, b"")
-        return HttpResponse(200, generate_latest(metrics.registry), "text/plain")
+        if request.path == "/metrics":
+            return HttpResponse(200, generate_latest(metrics.registry), "text/plain")
+        if request.path == "/statistics":
+            query = parse_qs(request.query)
+            try:
+                found = dataplane.local_statistics(
+                    query.get("model", [""])[0], query.get("version", [""])[0]
+                )
+            except MlserveError:
+                found = []  # not loaded here (yet): this worker's share is nothing
+            body = [{"name": n, "version": v, "stats": s.to_json()} for n, v, s in found]
+            return HttpResponse(200, json.dumps(body).encode())
+        return HttpResponse(404, b"")
 
     return handle
 

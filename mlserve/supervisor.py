@@ -9,9 +9,10 @@ per worker), restarts a worker that dies, and on SIGTERM passes the signal on
 and waits for them to drain.
 
 For models whose cost is per-request overhead rather than compute, more
-processes buy throughput that one event loop cannot. Limits: explicit model
-control needs one worker (a load would reach one process), and the Triton
-statistics extension is not offered (each worker's counters are a share)."""
+processes buy throughput that one event loop cannot. The worker answering a
+statistics request adds up its siblings' shares (over the same sockets), so
+the statistics extension stays cumulative. Explicit model control needs one
+worker: a load or unload would reach only the process that received it."""
 
 from __future__ import annotations
 
@@ -136,6 +137,7 @@ class Supervisor:
             workers=1,
             allow_metrics=False,
             worker_socket=self.sockets[index],
+            worker_peers=list(self.sockets),
             reuse_port=True,
             http_port=ports.get("http", self.config.http.port),
             grpc_port=ports.get("grpc", self.config.grpc.port),

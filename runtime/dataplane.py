@@ -29,6 +29,7 @@ from mlserve.runtime.metrics import ModelMetrics, ServerMetrics
 from mlserve.runtime.model_config import PLATFORM
 from mlserve.runtime.model_version import ModelVersion
 from mlserve.runtime.repository import IndexEntry, ModelRepository, ModelState
+from mlserve.runtime.worker_peers import VersionStatistics, merge, peer_statistics
 
 _perf_ns = time.perf_counter_ns
 
@@ -80,13 +81,14 @@ class DataPlane:
         *,
         control_mode: ModelControlMode = ModelControlMode.NONE,
         strict_readiness: bool = True,
-        statistics: bool = True,
+        peers: list[str] | None = None,
     ) -> None:
         self.repository = repository
         self.metrics = metrics
         self.control_mode = control_mode
         self.strict_readiness = strict_readiness
-        self.statistics = statistics
+        # Unix sockets of the sibling workers (with --workers N), for statistics.
+        self.peers = peers or []
         self.started = False
         self.draining = False
         self.inflight = 0
@@ -104,10 +106,7 @@ class DataPlane:
         return self.repository.all_ready() if self.strict_readiness else True
 
     def server_metadata(self) -> ServerMetadata:
-        extensions = (
-            EXTENSIONS if self.statistics else tuple(e for e in EXTENSIONS if e != "statistics")
-        )
-        return ServerMetadata("mlserve", __version__, extensions)
+        return ServerMetadata("mlserve", __version__, EXTENSIONS)
 
     def model_ready(self, name: str, version: str = "") -> bool:
         try:
@@ -138,26 +137,30 @@ class DataPlane:
             sha256=model.sha256,
         )
 
-    def model_statistics(self, name: str = "", version: str = "") -> list[ModelVersion]:
-        """The versions whose statistics to report ("" = all models / versions)."""
-        if not self.statistics:
-            raise Unsupported(
-                "this worker's statistics would be a share of the total (--workers > 1); "
-                "read the aggregated counters on the metrics port"
-            )
+    def local_statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]:
+        """This process's statistics ("" = all models / versions)."""
         if not name:
-            return [
+            models = [
                 m
                 for served in self.repository.served().values()
                 for _, m in sorted(served.versions.items())
             ]
-        if version:
-            return [self.repository.resolve(name, version)]
-        served = self.repository.served().get(name)
-        if served is None:
-            self.repository.resolve(name)  # raises the right error
-            raise ModelNotFound(f"model '{name}' is not loaded")
-        return [m for _, m in sorted(served.versions.items())]
+        elif version:
+            models = [self.repository.resolve(name, version)]
+        else:
+            served = self.repository.served().get(name)
+            if served is None:
+                self.repository.resolve(name)  # raises the right error
+                raise ModelNotFound(f"model '{name}' is not loaded")
+            models = [m for _, m in sorted(served.versions.items())]
+        return [(m.name, m.version_str, m.stats) for m in models]
+
+    async def model_statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]:
+        """Cumulative statistics: this process's, plus its sibling workers' if any."""
+        local = self.local_statistics(name, version)
+        if not self.peers:
+            return local
+        return merge(local + await peer_statistics(self.peers, name, version))
 
     # -- repository -----------------------------------------------------------
 

@@ -158,9 +158,9 @@ class InferenceService:
         return pb.ModelConfigResponse(config=proto_views.model_config_proto(model))
 
     async def model_statistics(self, request: pb.ModelStatisticsRequest, _: Any) -> Message:
-        models = self.dataplane.model_statistics(request.name, request.version)
+        found = await self.dataplane.model_statistics(request.name, request.version)
         return pb.ModelStatisticsResponse(
-            model_stats=[proto_views.model_statistics_proto(m) for m in models]
+            model_stats=[proto_views.model_statistics_proto(*item) for item in found]
         )
 
     # -- repository -----------------------------------------------------------

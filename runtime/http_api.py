@@ -107,7 +107,7 @@ class HttpApi:
         if rest == ["stats"]:
             self._method(request.method, "GET")
             self._check("statistics", request)
-            return self._stats("", "")
+            return await self._stats("", "")
         if not rest or not rest[0]:
             raise ModelNotFound(f"no endpoint at {request.path}")
         name = unquote(rest[0])
@@ -154,15 +154,16 @@ class HttpApi:
             return _json(proto_views.to_json_dict(proto_views.model_config_proto(model)))
         if action == "stats":
             self._check("statistics", request)
-            return self._stats(name, version)
+            return await self._stats(name, version)
         raise ModelNotFound(f"no endpoint at {request.path}")
 
-    def _stats(self, name: str, version: str) -> HttpResponse:
-        models = self.dataplane.model_statistics(name, version)
+    async def _stats(self, name: str, version: str) -> HttpResponse:
+        found = await self.dataplane.model_statistics(name, version)
         return _json(
             {
                 "model_stats": [
-                    proto_views.to_json_dict(proto_views.model_statistics_proto(m)) for m in models
+                    proto_views.to_json_dict(proto_views.model_statistics_proto(*item))
+                    for item in found
                 ]
             }
         )

@@ -16,7 +16,7 @@ from mlserve.proto import model_config_pb2 as mc
 from mlserve.runtime import datatypes
 from mlserve.runtime.model_config import BACKEND, PLATFORM
 from mlserve.runtime.model_version import ModelVersion
-from mlserve.runtime.statistics import Duration
+from mlserve.runtime.statistics import Duration, ModelStatistics
 
 
 def model_config_proto(model: ModelVersion) -> mc.ModelConfig:
@@ -75,11 +75,10 @@ def _duration(target: Any, source: Duration) -> None:
     target.ns = source.ns
 
 
-def model_statistics_proto(model: ModelVersion) -> pb.ModelStatistics:
-    stats = model.stats
+def model_statistics_proto(name: str, version: str, stats: ModelStatistics) -> pb.ModelStatistics:
     proto = pb.ModelStatistics(
-        name=model.name,
-        version=model.version_str,
+        name=name,
+        version=version,
         last_inference=stats.last_inference_ms,
         inference_count=stats.inference_count,
         execution_count=stats.execution_count,
