@@ -167,12 +167,6 @@ def server_config_from_mapping(data: dict[str, Any]) -> ServerConfig:
         worker_peers=tuple(section.items("worker_peers", lambda v, p: str(v))),
         reuse_port=section.boolean("reuse_port", False),
     )
-    if config.workers != 1 and mode == "explicit":
-        raise ConfigError(
-            "workers",
-            "explicit model control needs a single worker: a load or unload would reach only "
-            "the worker that received it",
-        )
     section.reject_unknown()
     return config
 

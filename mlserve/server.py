@@ -156,8 +156,9 @@ async def serve(config: ServerConfig) -> int:
 
 
 def _worker_handler(metrics: ServerMetrics, dataplane: DataPlane) -> Handler:
-    """A worker's private socket: its metrics for the supervisor to merge, and
-    its share of the statistics for its siblings to add up."""
+    """A worker's private socket: its metrics for the supervisor to merge, its
+    share of the statistics for its siblings to add up, and the explicit loads
+    and unloads a sibling received."""
     from urllib.parse import parse_qs
 
     from prometheus_client import generate_latest
@@ -175,6 +176,19 @@ def _worker_handler(metrics: ServerMetrics, dataplane: DataPlane) -> Handler:
                 found = []  # not loaded here (yet): this worker's share is nothing
             body = [{"name": n, "version": v, "stats": s.to_json()} for n, v, s in found]
             return HttpResponse(200, json.dumps(body).encode())
+        parts = request.path.split("/")
+        if request.method == "POST" and len(parts) == 4 and parts[1] == "control":
+            action, name = parts[2], parts[3]
+            try:
+                if action == "load":
+                    await dataplane.load_model(name, from_peer=True)
+                elif action == "unload":
+                    await dataplane.unload_model(name, from_peer=True)
+                else:
+                    return HttpResponse(404, b"")
+            except MlserveError as exc:
+                return HttpResponse(500, json.dumps({"error": exc.message}).encode())
+            return HttpResponse(200, b"")
         return HttpResponse(404, b"")
 
     return handle

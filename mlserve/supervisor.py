@@ -10,9 +10,9 @@ and waits for them to drain.
 
 For models whose cost is per-request overhead rather than compute, more
 processes buy throughput that one event loop cannot. The worker answering a
-statistics request adds up its siblings' shares (over the same sockets), so
-the statistics extension stays cumulative. Explicit model control needs one
-worker: a load or unload would reach only the process that received it."""
+statistics request adds up its siblings' shares, and one receiving an
+explicit load or unload passes it on (over the same sockets), so every
+worker serves the same models and the statistics stay cumulative."""
 
 from __future__ import annotations
 

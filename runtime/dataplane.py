@@ -29,7 +29,12 @@ from mlserve.runtime.metrics import ModelMetrics, ServerMetrics
 from mlserve.runtime.model_config import PLATFORM
 from mlserve.runtime.model_version import ModelVersion
 from mlserve.runtime.repository import IndexEntry, ModelRepository, ModelState
-from mlserve.runtime.worker_peers import VersionStatistics, merge, peer_statistics
+from mlserve.runtime.worker_peers import (
+    VersionStatistics,
+    merge,
+    peer_control,
+    peer_statistics,
+)
 
 _perf_ns = time.perf_counter_ns
 
@@ -181,13 +186,17 @@ class DataPlane:
                     entries.append(IndexEntry(name, "", ModelState.UNAVAILABLE, "not loaded"))
         return sorted(entries, key=lambda e: (e.name, e.version))
 
-    async def load_model(self, name: str) -> None:
+    async def load_model(self, name: str, *, from_peer: bool = False) -> None:
         self._check_control("load")
         await self.repository.load(name)
+        if self.peers and not from_peer:
+            await peer_control(self.peers, "load", name)
 
-    async def unload_model(self, name: str) -> None:
+    async def unload_model(self, name: str, *, from_peer: bool = False) -> None:
         self._check_control("unload")
         await self.repository.unload(name)
+        if self.peers and not from_peer:
+            await peer_control(self.peers, "unload", name)
 
     def _check_control(self, action: str) -> None:
         if self.control_mode is not ModelControlMode.EXPLICIT:

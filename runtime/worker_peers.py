@@ -1,6 +1,7 @@
-"""Asking the sibling worker processes of one supervisor for their share of
-the statistics (over their private unix sockets), so the statistics extension
-reports cumulative counters however many workers share the ports."""
+"""Talking to the sibling worker processes of one supervisor over their
+private unix sockets: their share of the statistics (so the statistics
+extension stays cumulative however many workers share the ports), and
+explicit loads and unloads (so every worker serves the same models)."""
 
 from __future__ import annotations
 
@@ -16,17 +17,26 @@ VersionStatistics = tuple[str, str, ModelStatistics]
 _TIMEOUT_S = 5.0
 
 
-async def _get_json(socket_path: str, target: str) -> Any:
+async def _get_json(
+    socket_path: str, target: str, *, method: str = "GET", timeout_s: float = _TIMEOUT_S
+) -> Any:
     reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(socket_path), _TIMEOUT_S)
     try:
-        writer.write(f"GET {target} HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n".encode())
-        raw = await asyncio.wait_for(reader.read(), _TIMEOUT_S)
+        writer.write(
+            f"{method} {target} HTTP/1.1\r\nHost: worker\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        raw = await asyncio.wait_for(reader.read(), timeout_s)
     finally:
         writer.close()
     head, _, body = raw.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
-        raise InternalError(f"worker {socket_path} answered {head.splitlines()[:1]!r}")
-    return json.loads(body)
+        try:
+            message = json.loads(body)["error"]
+        except (ValueError, KeyError, TypeError):
+            message = head.splitlines()[0].decode(errors="replace") if head else "no answer"
+        raise InternalError(f"a sibling worker answered: {message}")
+    return json.loads(body) if body else None
 
 
 async def peer_statistics(peers: list[str], name: str, version: str) -> list[VersionStatistics]:
@@ -56,3 +66,18 @@ def merge(parts: list[VersionStatistics]) -> list[VersionStatistics]:
     return [
         (n, v, s) for (n, v), s in sorted(merged.items(), key=lambda kv: (kv[0][0], int(kv[0][1])))
     ]
+
+
+async def peer_control(peers: list[str], action: str, name: str) -> None:
+    """Have every sibling worker load or unload `name` too (explicit mode);
+    raises naming the first that failed."""
+    results = await asyncio.gather(
+        *(
+            _get_json(path, f"/control/{action}/{name}", method="POST", timeout_s=600)
+            for path in peers
+        ),
+        return_exceptions=True,
+    )
+    for path, result in zip(peers, results, strict=True):
+        if isinstance(result, BaseException):
+            raise InternalError(f"{action} of '{name}' failed on worker {path}: {result}")

@@ -11,7 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tritonclient.grpc as grpcclient
 
 from mlserve import examples
@@ -85,11 +84,39 @@ def test_two_workers_serve_and_count_once(tmp_path: Path) -> None:
     assert "mlserve stopped" in server.output()
 
 
-def test_explicit_mode_needs_one_worker(tmp_path: Path) -> None:
-    from mlserve.config import server_config_from_mapping
-    from mlserve.errors import ConfigError
+def test_explicit_load_and_unload_reach_every_worker(tmp_path: Path) -> None:
+    examples.write_model(tmp_path, "alpha", examples.scaled_model(3.0))
+    server = start_server(
+        tmp_path, "--workers", "2", "--model-control-mode", "explicit", "--load-model", "alpha"
+    )
+    try:
 
-    with pytest.raises(ConfigError, match="explicit model control needs a single worker"):
-        server_config_from_mapping(
-            {"model_repository": str(tmp_path), "workers": 2, "model_control_mode": "explicit"}
-        )
+        def infer_everywhere() -> list[str]:
+            """One request per new connection, so both workers are asked."""
+            outcomes = []
+            for _ in range(16):
+                client = grpcclient.InferenceServerClient(server.grpc)
+                tensor = grpcclient.InferInput("x", [1, 4], "FP32")
+                tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
+                try:
+                    value = client.infer("alpha", [tensor]).as_numpy("y")[0, 0]
+                    outcomes.append(f"ok {value}")
+                except grpcclient.InferenceServerException as exc:
+                    outcomes.append(exc.status())
+                client.close()
+            return outcomes
+
+        assert set(infer_everywhere()) == {"ok 3.0"}
+        grpcclient.InferenceServerClient(server.grpc).unload_model("alpha")
+        assert set(infer_everywhere()) == {"StatusCode.UNAVAILABLE"}
+        grpcclient.InferenceServerClient(server.grpc).load_model("alpha")
+        assert set(infer_everywhere()) == {"ok 3.0"}
+        shares = [
+            value(
+                scrape(server.metrics), rf'mlserve_worker_request_success_total\{{worker="{i}"\}}'
+            )
+            for i in (0, 1)
+        ]
+        assert min(shares) > 0, f"one worker got everything: {shares}"
+    finally:
+        assert server.terminate() == 0
