@@ -9,7 +9,9 @@ Servers run pinned to core 0 (`taskset -c 0`), h2load to core 1. h2load sends a
 precomputed ModelInfer frame over h2c (`-c 1 -m C`: one connection, C
 concurrent streams, as a gRPC channel does); it ignores grpc-status, so
 successes are counted on the server (metrics delta) and any shortfall is
-reported. Server CPU per request comes from /proc. Results go to
+reported. Server CPU per request comes from /proc. Where perf_analyzer is set
+up (benchmarks/perf_analyzer/setup.sh) it adds p50/p99 latency for unary gRPC,
+gRPC streaming and HTTP (binary) at the same concurrencies. Results go to
 benchmarks/results/<date>-<host>/results.json and results.md. Issue 4 adds the
 peers (MLServer, KServe), HTTP with wrk, and plots."""
 
@@ -113,6 +115,34 @@ def metric_total(metrics: str, name: str, model: str) -> float:
     return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
 
 
+PERF_ANALYZER = Path(__file__).resolve().parents[1] / "perf_analyzer" / "perf_analyzer"
+
+
+def perf_analyzer(
+    model: str, mode: str, port: int, concurrency: int, *, seconds: float, work: Path
+) -> dict[str, float]:
+    """Throughput and p50/p99 from Triton's perf_analyzer (benchmarks/perf_analyzer/setup.sh)."""
+    csv_file = work / f"pa-{model}-{mode}-{concurrency}.csv"
+    command = [
+        "taskset", "-c", CLIENT_CPU, str(PERF_ANALYZER), "-m", model,
+        "-i", "http" if mode == "http" else "grpc", "-u", f"127.0.0.1:{port}",
+        "--concurrency-range", str(concurrency), "--measurement-interval",
+        str(int(seconds * 1000)), "-f", str(csv_file),
+    ]  # fmt: skip
+    if mode == "grpc-streaming":
+        command.append("--streaming")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0 or not csv_file.exists():
+        return {"error": float(proc.returncode)}
+    header, row = csv_file.read_text().splitlines()[:2]
+    values = dict(zip(header.split(","), row.split(","), strict=False))
+    return {
+        "rps": float(values["Inferences/Second"]),
+        "p50_us": float(values["p50 latency"]),
+        "p99_us": float(values["p99 latency"]),
+    }
+
+
 class Server:
     """A server process pinned to the server core, stopped with SIGTERM."""
 
@@ -196,6 +226,7 @@ def main() -> None:
         },
         "raw_onnxruntime_rows_per_s": {},
         "runs": [],
+        "latency": [],
     }
     for model in models:
         results["raw_onnxruntime_rows_per_s"][model] = raw_onnxruntime(
@@ -285,6 +316,19 @@ def main() -> None:
                         "cpu_us_per_request": cpu / max(ok, 1) * 1e6,
                     }
                 )
+        if PERF_ANALYZER.exists():
+            for variant in frames:
+                for mode in ("grpc", "grpc-streaming", "http"):
+                    for c in concurrencies:
+                        port = http_port if mode == "http" else grpc_port
+                        results["latency"].append(
+                            {
+                                "model": variant,
+                                "mode": mode,
+                                "concurrency": c,
+                                **perf_analyzer(variant, mode, port, c, seconds, work),
+                            }
+                        )
     finally:
         server.stop()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -301,6 +345,23 @@ def main() -> None:
             f"{run['mean_us']:.0f} | {run['cpu_us_per_request']:.0f} | "
             f"{int(run.get('server_successes', run['done']))}/{int(run['done'])} |"
         )
+    if results["latency"]:
+        lines += [
+            "",
+            "| model | mode (perf_analyzer) | conc | infer/s | p50 us | p99 us |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for run in results["latency"]:
+            if "rps" in run:
+                lines.append(
+                    f"| {run['model']} | {run['mode']} | {run['concurrency']} | "
+                    f"{run['rps']:.0f} | {run['p50_us']:.0f} | {run['p99_us']:.0f} |"
+                )
+            else:
+                lines.append(
+                    f"| {run['model']} | {run['mode']} | {run['concurrency']} | "
+                    "perf_analyzer failed | | |"
+                )
     lines.append("")
     lines.append("| model | raw onnxruntime rows/s at batch 1 / 8 / 32 / 128 (1 thread, core 0) |")
     lines.append("| --- | --- |")
