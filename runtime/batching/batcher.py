@@ -5,12 +5,14 @@ instance frees, `_dispatch` asks the pure policy what to do; a batch is formed
 only when an instance is free (so under load the queue, and the next batch,
 grow by themselves). A batch is gathered into one contiguous buffer per input,
 run on the version's thread pool, and its outputs are split back into views
-for each request. With batching off every batch holds one request, through
-the same queue, limits and deadlines.
+for each request. With batching off each request goes straight to the
+version's threads (their own queue orders the work), under the same queue
+limit and deadlines.
 
-Everything here runs on the event loop thread except `_run_batch`, which runs
-on a worker thread (gather, onnxruntime, split; the GIL is released for the
-copies and the model)."""
+Everything here runs on the event loop thread except `_run_and_report` /
+`_run_batch` and `_run_alone`, which run on a worker thread (gather,
+onnxruntime, split; the GIL is released for the copies and the model) and
+hand their results back with `call_soon_threadsafe`."""
 
 from __future__ import annotations
 
