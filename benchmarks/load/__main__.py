@@ -326,7 +326,7 @@ def main() -> None:
                                 "model": variant,
                                 "mode": mode,
                                 "concurrency": c,
-                                **perf_analyzer(variant, mode, port, c, seconds, work),
+                                **perf_analyzer(variant, mode, port, c, seconds=seconds, work=work),
                             }
                         )
     finally:
