@@ -120,7 +120,7 @@ PERF_ANALYZER = Path(__file__).resolve().parents[1] / "perf_analyzer" / "perf_an
 
 def perf_analyzer(
     model: str, mode: str, port: int, concurrency: int, *, seconds: float, work: Path
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Throughput and p50/p99 from Triton's perf_analyzer (benchmarks/perf_analyzer/setup.sh)."""
     csv_file = work / f"pa-{model}-{mode}-{concurrency}.csv"
     command = [
@@ -133,7 +133,9 @@ def perf_analyzer(
         command.append("--streaming")
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     if proc.returncode != 0 or not csv_file.exists():
-        return {"error": float(proc.returncode)}
+        # perf_analyzer exits non-zero when no window pair was stable within
+        # its trials, as well as on errors: keep its last words to tell which.
+        return {"error": float(proc.returncode), "output": (proc.stdout + proc.stderr)[-400:]}
     header, row = csv_file.read_text().splitlines()[:2]
     values = dict(zip(header.split(","), row.split(","), strict=False))
     return {
