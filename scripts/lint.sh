@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lint and type-check: ruff (lint + format) on the tree, mypy --strict on the
-# package, and the generated protobuf modules checked against proto/*.proto.
+# package (and plain mypy on benchmarks/), and the generated protobuf modules
+# checked against proto/*.proto.
 #
 # mypy cannot follow setup.py's package_dir mapping (runtime/ -> mlserve.runtime),
 # so it checks a shadow tree of symlinks laid out as the installed package.
@@ -23,5 +24,9 @@ for component in runtime router ext proto; do
 done
 (cd "$shadow" && MYPYPATH=. "$PWD/../../$VENV/bin/mypy" --config-file ../../pyproject.toml \
     -p mlserve)
+
+# benchmarks/ is not shipped: checked, but not under --strict.
+"$VENV/bin/mypy" --config-file benchmarks/mypy.ini benchmarks/load benchmarks/micro \
+    benchmarks/perf_analyzer/check_mlserve.py
 
 PYTHON="$PWD/$PY" scripts/gen_proto.sh --check

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ SERVER_CPU = "0"
 CLIENT_CPU = "1"
 PATH = "/inference.GRPCInferenceService/ModelInfer"
 SHAPES = {"identity": (16,), "mlp": (64,), "convnet": (3, 32, 32)}
-BUILDERS = {
+BUILDERS: dict[str, Callable[[], bytes]] = {
     "identity": examples.identity_model,
     "mlp": examples.mlp_model,
     "convnet": examples.convnet_model,

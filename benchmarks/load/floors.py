@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -90,6 +91,7 @@ async def http_floor(port: int, body: bytes) -> None:
 def main() -> None:
     kind, port, path = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     payload = path.read_bytes()
+    run: Callable[..., Any]
     try:
         import uvloop
 

@@ -62,8 +62,8 @@ def main() -> None:
     }
     print(f"{'kernel':24} {'requests':>8} {'py us':>10} {'cy us':>10} {'cy/py':>7}")
     for requests in (1, 8, 64):
-        py_cases = cases(*modules["py"], requests)
-        cy_cases = cases(*modules["cy"], requests)
+        py_cases = cases(modules["py"][0], modules["py"][1], requests)
+        cy_cases = cases(modules["cy"][0], modules["cy"][1], requests)
         for name in py_cases:
             py = measure(py_cases[name], args.repeat)
             cy = measure(cy_cases[name], args.repeat)
