@@ -36,6 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from mlserve.config import ServerConfig
+from mlserve.errors import MlserveError
+from mlserve.runtime.repository_layout import RepositoryLayout
 
 log = logging.getLogger("mlserve.supervisor")
 SMALL_MODELS_BYTES = 64 * 1024 * 1024
@@ -43,12 +45,15 @@ SMALL_MODELS_BYTES = 64 * 1024 * 1024
 
 def auto_workers(config: ServerConfig) -> int:
     """One worker per usable CPU when every model is small and on the CPU, else one."""
-    total = 0
-    for path in config.model_repository.rglob("*.onnx"):
-        total += path.stat().st_size
-    for path in config.model_repository.glob("*/config.yaml"):
-        if "cuda" in path.read_text(encoding="utf-8"):
+    layout = RepositoryLayout(config.model_repository)
+    for name in layout.model_names():
+        try:
+            device = layout.read_config(name, layout.model_dir(name)).device
+        except MlserveError:
+            continue  # the workers will report it; it does not change the count
+        if device != "cpu":
             return 1
+    total = sum(path.stat().st_size for path in config.model_repository.rglob("*.onnx"))
     return len(os.sched_getaffinity(0)) if total <= SMALL_MODELS_BYTES else 1
 
 

@@ -218,9 +218,7 @@ class DataPlane:
         except MlserveError as exc:
             self.metrics.unrouted(exc.kind.value)
             raise
-        metrics = model.metrics
-        if metrics is None:
-            metrics = model.metrics = self.metrics.for_model(model.name, model.version_str)
+        metrics = model.metrics or self._bind_metrics(model)
         model.inflight += 1
         self.inflight += 1
         self._idle.clear()
@@ -289,6 +287,11 @@ class DataPlane:
         model.stats.record_failure(total_ns=_perf_ns() - arrival)
         metrics.failure(reason)
 
+    def _bind_metrics(self, model: ModelVersion) -> ModelMetrics:
+        """A version's counters, looked up once and kept on the version."""
+        model.metrics = self.metrics.for_model(model.name, model.version_str)
+        return model.metrics
+
     def count_rejected(self, model_name: str, model_version: str, error: MlserveError) -> None:
         """Count a request the transport could not even decode."""
         try:
@@ -296,9 +299,7 @@ class DataPlane:
         except MlserveError:
             self.metrics.unrouted(error.kind.value)
             return
-        metrics = model.metrics
-        if metrics is None:
-            metrics = model.metrics = self.metrics.for_model(model.name, model.version_str)
+        metrics = model.metrics or self._bind_metrics(model)
         model.stats.record_failure(total_ns=0)
         metrics.failure(error.kind.value)
 

@@ -84,8 +84,6 @@ class BatcherStatistics:
     expired: int = 0
     rejected_full: int = 0
     batches: int = 0
-    last_batch_rows: int = 0
-    last_batch_requests: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,8 +477,6 @@ class Batcher:
         self._free += 1
         stats = self.stats
         stats.batches += 1
-        stats.last_batch_rows = sum(e.rows for e in batch)
-        stats.last_batch_requests = len(batch)
         first = results[0]
         if isinstance(first, BatchResult) and first.batch_requests == len(batch):
             self.latency.observe(first.batch_rows, first.infer_ns / 1e9)

@@ -73,3 +73,17 @@ def test_restrictions_check_the_header() -> None:
     policy.check("inference", None)
     with pytest.raises(Exception, match="send header 'admin-key'"):
         policy.check("statistics", "wrong")
+
+
+def test_auto_workers_one_per_cpu_only_for_small_cpu_models(tmp_path: Path) -> None:
+    import os
+
+    from mlserve import examples
+    from mlserve.supervisor import auto_workers
+
+    examples.write_model(tmp_path, "m", examples.identity_model())
+    config = server_config_from_mapping({"model_repository": str(tmp_path), "workers": "auto"})
+    assert config.workers == 0
+    assert auto_workers(config) == len(os.sched_getaffinity(0))
+    (tmp_path / "m" / "config.yaml").write_text("device: cuda:0\n")
+    assert auto_workers(config) == 1
