@@ -5,6 +5,7 @@ Triton's binary tensor data extension (`Inference-Header-Content-Length`,
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -81,11 +82,59 @@ def _flatten(data: Any) -> list[Any]:
     return [data]
 
 
+@dataclass(frozen=True, slots=True)
+class _InputHeader:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    parameters: Parameters
+    binary_size: int  # -1 when the data is inline JSON
+    data: object  # the inline JSON data, or None
+
+
+@dataclass(frozen=True, slots=True)
+class _RequestHeader:
+    """A request's JSON header, parsed and validated; shared by every request
+    that sends the same header bytes, so its parts are never mutated."""
+
+    inputs: tuple[_InputHeader, ...]
+    outputs: list[RequestedOutput]
+    id: str
+    parameters: Parameters
+    cacheable: bool  # every input is binary: nothing per request is in it
+
+
+class _HeaderCache:
+    """Parsed headers by their bytes. A client sending binary tensors repeats
+    the same JSON header on every call, so steady-state requests skip JSON
+    parsing and validation; bounded, oldest entry evicted first."""
+
+    def __init__(self, max_entries: int = 512, max_header_bytes: int = 4096) -> None:
+        self.max_entries = max_entries
+        self.max_header_bytes = max_header_bytes
+        self._entries: dict[bytes, _RequestHeader] = {}
+
+    def get(self, header: bytes) -> _RequestHeader:
+        found = self._entries.get(header)
+        if found is not None:
+            return found
+        parsed = _parse_header(header)
+        if parsed.cacheable and len(header) <= self.max_header_bytes:
+            if len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]
+            self._entries[header] = parsed
+        return parsed
+
+
+_HEADERS = _HeaderCache()
+
+
 def decode_infer_request(
     model_name: str, model_version: str, body: bytes, header_length: int | None, arrival_ns: int
 ) -> InferRequest:
     if header_length is None:
-        header, binary = body, memoryview(b"")
+        parsed = _parse_header(body)
+        binary = memoryview(b"")
     else:
         if header_length == 0:
             raise Unsupported(
@@ -97,7 +146,41 @@ def decode_infer_request(
                 f"Inference-Header-Content-Length is {header_length} but the body has "
                 f"{len(body)} bytes"
             )
-        header, binary = body[:header_length], memoryview(body)[header_length:]
+        parsed = _HEADERS.get(body[:header_length])
+        binary = memoryview(body)[header_length:]
+    offset = 0
+    inputs = []
+    for item in parsed.inputs:
+        name = item.name
+        size = item.binary_size
+        if size >= 0:
+            if offset + size > len(binary):
+                raise InvalidRequest(
+                    f"input '{name}': binary_data_size {size} at offset {offset} runs past the "
+                    f"{len(binary)} bytes of binary data in the body"
+                )
+            data = array_from_raw(name, item.datatype, item.shape, binary[offset : offset + size])
+            offset += size
+        else:
+            data = array_from_json(name, item.datatype, item.shape, item.data)
+        inputs.append(InferInput(name, item.datatype, item.shape, data, item.parameters))
+    if offset != len(binary):
+        raise InvalidRequest(
+            f"the body carries {len(binary) - offset} bytes of binary data that no input's "
+            "binary_data_size accounts for"
+        )
+    return InferRequest(
+        model_name=model_name,
+        model_version=model_version,
+        inputs=inputs,
+        outputs=parsed.outputs,
+        id=parsed.id,
+        parameters=parsed.parameters,
+        arrival_ns=arrival_ns,
+    )
+
+
+def _parse_header(header: bytes) -> _RequestHeader:
     try:
         doc = json.loads(header)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -107,7 +190,6 @@ def decode_infer_request(
     inputs_doc = doc.get("inputs")
     if not (isinstance(inputs_doc, list) and len(inputs_doc) > 0):
         raise InvalidRequest("request must have a non-empty 'inputs' array")
-    offset = 0
     inputs = []
     for index, item in enumerate(inputs_doc):
         if not isinstance(item, dict):
@@ -128,28 +210,15 @@ def decode_infer_request(
                 raise InvalidRequest(
                     f"input '{name}': binary_data_size must be a non-negative integer"
                 )
-            assert isinstance(size, int)
             if "data" in item:
                 raise InvalidRequest(f"input '{name}': give data or binary_data_size, not both")
-            if offset + size > len(binary):
-                raise InvalidRequest(
-                    f"input '{name}': binary_data_size {size} at offset {offset} runs past the "
-                    f"{len(binary)} bytes of binary data in the body"
-                )
-            data = array_from_raw(name, datatype, shape, binary[offset : offset + size])
-            offset += size
+            inputs.append(_InputHeader(name, datatype, shape, params, size, None))
         else:
             if "data" not in item:
                 raise InvalidRequest(
                     f"input '{name}' has neither 'data' nor parameters.binary_data_size"
                 )
-            data = array_from_json(name, datatype, shape, item["data"])
-        inputs.append(InferInput(name, datatype, shape, data, params))
-    if offset != len(binary):
-        raise InvalidRequest(
-            f"the body carries {len(binary) - offset} bytes of binary data that no input's "
-            "binary_data_size accounts for"
-        )
+            inputs.append(_InputHeader(name, datatype, shape, params, -1, item["data"]))
     outputs = []
     outputs_doc = doc.get("outputs", [])
     if not isinstance(outputs_doc, list):
@@ -165,14 +234,12 @@ def decode_infer_request(
     request_id = doc.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidRequest("'id' must be a string")
-    return InferRequest(
-        model_name=model_name,
-        model_version=model_version,
-        inputs=inputs,
+    return _RequestHeader(
+        inputs=tuple(inputs),
         outputs=outputs,
         id=request_id,
         parameters=_parameters(doc.get("parameters"), "request"),
-        arrival_ns=arrival_ns,
+        cacheable=all(item.binary_size >= 0 for item in inputs),
     )
 
 
@@ -184,11 +251,44 @@ def _json_data(array: np.ndarray, datatype: str) -> list[Any]:
     return data
 
 
+_ResponseKey = tuple[str, str, tuple[tuple[str, str, tuple[int, ...], int], ...]]
+_RESPONSE_HEADERS: dict[_ResponseKey, bytes] = {}
+_MAX_RESPONSE_HEADERS = 512
+
+
 def encode_infer_response(
     response: InferResponse, request_parameters: Parameters
 ) -> tuple[bytes, int | None]:
     """Returns the body and, when it carries binary tensors, the JSON header length."""
     binary_default = bool(request_parameters.get("binary_data_output", False))
+    blobs = []
+    for output in response.outputs:
+        if not response.output_parameters.get(output.name, {}).get("binary_data", binary_default):
+            return _encode_with_json(response, binary_default)
+        blobs.append(array_to_raw(output.data, output.datatype))
+    if response.id or not blobs:
+        return _encode_with_json(response, binary_default)
+    # Every output binary and no id: the header depends only on names, types
+    # and shapes, which repeat from call to call; build it once.
+    key = (
+        response.model_name,
+        response.model_version,
+        tuple(
+            (o.name, o.datatype, o.shape, len(raw))
+            for o, raw in zip(response.outputs, blobs, strict=True)
+        ),
+    )
+    header = _RESPONSE_HEADERS.get(key)
+    if header is None:
+        body, length = _encode_with_json(response, binary_default)
+        header = body[:length]
+        if len(_RESPONSE_HEADERS) >= _MAX_RESPONSE_HEADERS:
+            del _RESPONSE_HEADERS[next(iter(_RESPONSE_HEADERS))]
+        _RESPONSE_HEADERS[key] = header
+    return b"".join((header, *blobs)), len(header)
+
+
+def _encode_with_json(response: InferResponse, binary_default: bool) -> tuple[bytes, int | None]:
     outputs = []
     blobs = []
     for output in response.outputs:

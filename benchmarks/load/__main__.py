@@ -128,8 +128,11 @@ def perf_analyzer(
         "taskset", "-c", CLIENT_CPU, str(PERF_ANALYZER), "-m", model,
         "-i", "http" if mode == "http" else "grpc", "-u", f"127.0.0.1:{port}",
         "--concurrency-range", str(concurrency), "--measurement-interval",
-        str(int(seconds * 1000)), "-f", str(csv_file),
+        str(int(seconds * 1000)), "-f", str(csv_file), "--async",
     ]  # fmt: skip
+    # --async: in its default sync mode (one thread per concurrent request)
+    # perf_analyzer 2.51 starves itself on one core once the server is fast and
+    # never closes its second window (seen at 10k+ infer/s, concurrency 64).
     if mode == "grpc-streaming":
         command.append("--streaming")
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)

@@ -125,6 +125,68 @@ def test_http_encode_binary_and_json_outputs() -> None:
     assert none is None and json.loads(plain)["outputs"][0]["data"] == [1.0, 2.0]
 
 
+def _binary_request(shape: list[int], size: int) -> bytes:
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": shape,
+                    "parameters": {"binary_data_size": size},
+                }
+            ]
+        }
+    ).encode()
+
+
+def test_http_repeated_header_decodes_each_body_on_its_own() -> None:
+    """The parsed-header cache must never carry one request's data or size
+    errors over to the next request that sends the same header."""
+    header = _binary_request([1, 2], 8)
+    first = http_codec.decode_infer_request(
+        "m", "", header + np.float32([1, 2]).tobytes(), len(header), 0
+    )
+    second = http_codec.decode_infer_request(
+        "m", "", header + np.float32([3, 4]).tobytes(), len(header), 0
+    )
+    assert first.inputs[0].data.tolist() == [[1, 2]]
+    assert second.inputs[0].data.tolist() == [[3, 4]]
+    with pytest.raises(InvalidRequest, match="runs past the 4 bytes"):
+        http_codec.decode_infer_request("m", "", header + bytes(4), len(header), 0)
+    with pytest.raises(InvalidRequest, match="4 bytes of binary data that no input"):
+        http_codec.decode_infer_request("m", "", header + bytes(12), len(header), 0)
+
+
+def test_http_header_cache_is_bounded() -> None:
+    cache = http_codec._HeaderCache(max_entries=4)
+    headers = [_binary_request([1, n], 4 * n) for n in range(1, 11)]
+    for header in headers:
+        assert cache.get(header).inputs[0].shape[1] == json.loads(header)["inputs"][0]["shape"][1]
+    assert len(cache._entries) == 4
+    assert list(cache._entries) == headers[-4:]
+
+
+def test_http_encode_repeated_binary_responses() -> None:
+    """Cached response headers follow each response's shape, and an id is
+    always echoed."""
+
+    def encode(rows: int, request_id: str = "") -> dict:
+        data = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2)
+        response = InferResponse("m", "1", request_id, [InferOutput("y", "FP32", data.shape, data)])
+        body, json_length = http_codec.encode_infer_response(response, {"binary_data_output": True})
+        assert json_length is not None
+        assert np.frombuffer(body[json_length:], "<f4").tolist() == data.reshape(-1).tolist()
+        return json.loads(body[:json_length])
+
+    for rows in (1, 3, 1, 3):
+        doc = encode(rows)
+        assert doc["outputs"][0]["shape"] == [rows, 2]
+        assert doc["outputs"][0]["parameters"] == {"binary_data_size": rows * 8}
+        assert "id" not in doc
+    assert encode(3, "req-9")["id"] == "req-9"
+
+
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
