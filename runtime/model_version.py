@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ import numpy as np
 from mlserve.errors import ConfigError, InvalidRequest
 from mlserve.runtime import datatypes
 from mlserve.runtime.batching.batcher import Batcher, BatcherSettings, BatchResult
+from mlserve.runtime.batching.instance_pool import InstancePool
 from mlserve.runtime.batching.policy import BatchPolicy
 from mlserve.runtime.inference_types import InferInput, RequestedOutput
 from mlserve.runtime.model_config import ModelConfig, TensorSpec
@@ -88,9 +88,7 @@ class ModelVersion:
         self.input_specs: dict[str, TensorSpec] = {t.name: t for t in config.inputs}
         self.output_specs: dict[str, TensorSpec] = {t.name: t for t in config.outputs}
         self.output_names: list[str] = [t.name for t in config.outputs]
-        self._executor = ThreadPoolExecutor(
-            max_workers=config.instance_count, thread_name_prefix=f"ort-{self.name}-{version}"
-        )
+        self._executor = InstancePool(config.instance_count, f"ort-{self.name}-{version}")
         self.batcher = Batcher(
             batcher_settings(config), session.run, self._executor, on_batch=self._on_batch
         )
@@ -238,4 +236,4 @@ class ModelVersion:
         self.close()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False)
+        self._executor.shutdown()

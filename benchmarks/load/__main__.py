@@ -204,6 +204,9 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,convnet")
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--no-perf-analyzer", action="store_true", help="h2load figures only (faster)"
+    )
     args = parser.parse_args()
     models = ["identity"] if args.quick else args.models.split(",")
     concurrencies = [1, 8] if args.quick else [int(c) for c in args.concurrency.split(",")]
@@ -322,7 +325,7 @@ def main() -> None:
                         "cpu_us_per_request": cpu / max(ok, 1) * 1e6,
                     }
                 )
-        if PERF_ANALYZER.exists():
+        if PERF_ANALYZER.exists() and not args.no_perf_analyzer:
             for variant in frames:
                 for mode in ("grpc", "grpc-streaming", "http"):
                     for c in concurrencies:

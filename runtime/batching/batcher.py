@@ -20,7 +20,6 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +33,7 @@ from mlserve.errors import (
 )
 from mlserve.ext.batching import gather_rows, select_batch, split_rows
 from mlserve.runtime.batching import policy as batch_policy
+from mlserve.runtime.batching.instance_pool import InstancePool
 from mlserve.runtime.batching.latency_model import LatencyModel
 from mlserve.runtime.batching.policy import (
     BatchPolicy,
@@ -113,7 +113,7 @@ class Batcher:
         self,
         settings: BatcherSettings,
         run: RunFn,
-        executor: ThreadPoolExecutor,
+        executor: InstancePool,
         *,
         clock: Callable[[], float] = time.monotonic,
         on_batch: Callable[[BatchResult], None] | None = None,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 
 from mlserve.errors import DeadlineExceeded, InferenceFailed, Overloaded
 from mlserve.runtime.batching.batcher import Batcher, BatcherSettings, BatchResult
+from mlserve.runtime.batching.instance_pool import InstancePool
 from mlserve.runtime.batching.policy import BatchPolicy
 
 
@@ -48,8 +48,8 @@ def make(
     instances: int = 1,
     batching: bool = True,
     **kw: object,
-) -> tuple[Batcher, ThreadPoolExecutor]:
-    executor = ThreadPoolExecutor(max_workers=instances)
+) -> tuple[Batcher, InstancePool]:
+    executor = InstancePool(instances, "test")
     settings_ = BatcherSettings(
         policy=BatchPolicy(max_batch_size=max_batch),
         batching=batching,
