@@ -11,8 +11,9 @@ VENV=${MLSERVE_VENV:-.venv}
 # Debian packages: a C compiler for the Cython extensions, and the load tools the
 # benchmarks use. Installed only when missing, so a warm machine skips apt.
 need=()
-for pkg in gcc python3-dev; do :; done
 command -v gcc >/dev/null || need+=(gcc)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq "${need[@]}"

@@ -1,19 +1,23 @@
-"""Load benchmark: mlserve (batching off and on) against raw onnxruntime in
-process (the limit) and an empty grpcio servicer (the transport floor), in one
-run on this machine.
+"""Load benchmark: mlserve against raw onnxruntime in process (the limit), the
+transport floors, and the peers people would pick instead (MLServer, KServe),
+in one run on this machine.
 
-    .venv/bin/python -m benchmarks.load [--quick] [--models mlp,convnet]
-                                         [--concurrency 1,8,32,64] [--seconds 5]
+    .venv/bin/python -m benchmarks.load [--quick] [--models identity,mlp,convnet]
+        [--concurrency 1,8,32,64] [--seconds 3] [--windows 2] [--no-peers]
+        [--no-perf-analyzer]
 
-Servers run pinned to core 0 (`taskset -c 0`), h2load to core 1. h2load sends a
-precomputed ModelInfer frame over h2c (`-c 1 -m C`: one connection, C
-concurrent streams, as a gRPC channel does); it ignores grpc-status, so
-successes are counted on the server (metrics delta) and any shortfall is
-reported. Server CPU per request comes from /proc. Where perf_analyzer is set
-up (benchmarks/perf_analyzer/setup.sh) it adds p50/p99 latency for unary gRPC,
-gRPC streaming and HTTP (binary) at the same concurrencies. Results go to
-benchmarks/results/<date>-<host>/results.json and results.md. Issue 4 adds the
-peers (MLServer, KServe), HTTP with wrk, and plots."""
+Every server runs pinned to core 0 (`taskset -c 0`), every load generator to
+core 1. gRPC load is h2load over h2c (one connection, C streams, as one gRPC
+channel; ModelStreamInfer as streams of 16 messages), HTTP load is wrk (C
+keep-alive connections; V2 JSON, and the binary tensor extension where the
+server has it). Successes are counted on the server for mlserve, from the
+answer bytes for gRPC peers (an error answer carries no message), and as 2xx
+for wrk. Before a server is timed its answer is checked against onnxruntime
+with tritonclient. Server CPU is the process tree's, from /proc. Peers come
+from benchmarks/peers/setup.sh; perf_analyzer from
+benchmarks/perf_analyzer/setup.sh; both are skipped when not set up.
+
+Writes benchmarks/results/<date>-<host>/: results.json, results.md, <model>.png."""
 
 from __future__ import annotations
 
@@ -21,365 +25,397 @@ import argparse
 import json
 import os
 import platform
-import re
-import signal
-import socket
-import struct
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 
-from mlserve import __version__, examples
+from benchmarks.load import drivers, report, servers, verify, workload
+from benchmarks.load.drivers import LoadFigures
+from benchmarks.load.servers import Server
+from mlserve import __version__
 from mlserve.proto import grpc_service_pb2 as pb
 
-SERVER_CPU = "0"
-CLIENT_CPU = "1"
-PATH = "/inference.GRPCInferenceService/ModelInfer"
-SHAPES = {"identity": (16,), "mlp": (64,), "convnet": (3, 32, 32)}
-BUILDERS: dict[str, Callable[[], bytes]] = {
-    "identity": examples.identity_model,
-    "mlp": examples.mlp_model,
-    "convnet": examples.convnet_model,
-}
+Run = dict[str, Any]
+MLSERVE_MODES = ("grpc", "grpc-stream", "http-binary", "http-json")
+PEER_MODES = ("grpc", "http-json")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class Runner:
+    """Holds the settings and the request bodies; measures one point at a time."""
 
+    def __init__(self, work: Path, concurrency: list[int], seconds: float, windows: int) -> None:
+        self.work = work
+        self.concurrency = concurrency
+        self.seconds = seconds
+        self.windows = windows
+        self.runs: list[Run] = []
 
-def frame(model: str, rows: int = 1) -> bytes:
-    request = pb.ModelInferRequest(model_name=model)
-    shape = (rows, *SHAPES[model.split("_", maxsplit=1)[0]])
-    request.inputs.add(name="x", datatype="FP32", shape=shape)
-    request.raw_input_contents.append(np.ones(shape, np.float32).tobytes())
-    data = request.SerializeToString()
-    return b"\x00" + struct.pack(">I", len(data)) + data
+    def body(self, model: str, mode: str) -> tuple[Path, int | None]:
+        """The request body file for a model and mode (and the binary header length)."""
+        path = self.work / f"{model}.{mode}.body"
+        length = None
+        if mode == "grpc":
+            data = workload.grpc_frame(model)
+        elif mode == "grpc-stream":
+            data = workload.grpc_frame(model, workload.STREAM_MESSAGES)
+        elif mode == "http-json":
+            data = workload.http_json_body(model)
+        else:
+            data, length = workload.http_binary_body(model)
+        path.write_bytes(data)
+        return path, length
 
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def h2load(port: int, frame_file: Path, concurrency: int, seconds: float) -> dict[str, float]:
-    command = [
-        "taskset",
-        "-c",
-        CLIENT_CPU,
-        "h2load",
-        "-c",
-        "1",
-        "-m",
-        str(concurrency),
-        "-D",
-        str(max(1, round(seconds))),
-        f"--data={frame_file}",
-        "-H",
-        "content-type: application/grpc",
-        "-H",
-        "te: trailers",
-        f"http://127.0.0.1:{port}{PATH}",
-    ]
-    proc = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 60, check=False
-    )
-    out = proc.stdout + proc.stderr
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
-    rate = re.search(r"finished in ([0-9.]+)s, ([0-9.]+) req/s", out)
-    latency = re.search(
-        r"time for request:\s+([0-9.]+)(us|ms|s)\s+([0-9.]+)(us|ms|s)\s+"
-        r"([0-9.]+)(us|ms|s)",
-        out,
-    )
-    if not (done and rate):
-        raise RuntimeError(f"h2load output not understood:\n{out}")
-    scale = {"us": 1.0, "ms": 1e3, "s": 1e6}
-    mean_us = float(latency.group(5)) * scale[latency.group(6)] if latency else float("nan")
-    return {"done": float(done.group(1)), "rps": float(rate.group(2)), "mean_us": mean_us}
-
-
-def metric_total(metrics: str, name: str, model: str) -> float:
-    with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    pattern = rf'^{name}\{{model="{model}",version="1"\}} ([0-9.e+]+)$'
-    return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
-
-
-PERF_ANALYZER = Path(__file__).resolve().parents[1] / "perf_analyzer" / "perf_analyzer"
-
-
-def perf_analyzer(
-    model: str, mode: str, port: int, concurrency: int, *, seconds: float, work: Path
-) -> dict[str, Any]:
-    """Throughput and p50/p99 from Triton's perf_analyzer (benchmarks/perf_analyzer/setup.sh)."""
-    csv_file = work / f"pa-{model}-{mode}-{concurrency}.csv"
-    command = [
-        "taskset", "-c", CLIENT_CPU, str(PERF_ANALYZER), "-m", model,
-        "-i", "http" if mode == "http" else "grpc", "-u", f"127.0.0.1:{port}",
-        "--concurrency-range", str(concurrency), "--measurement-interval",
-        str(int(seconds * 1000)), "-f", str(csv_file), "--async",
-    ]  # fmt: skip
-    # --async: in its default sync mode (one thread per concurrent request)
-    # perf_analyzer 2.51 starves itself on one core once the server is fast and
-    # never closes its second window (seen at 10k+ infer/s, concurrency 64).
-    if mode == "grpc-streaming":
-        command.append("--streaming")
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    if proc.returncode != 0 or not csv_file.exists():
-        # perf_analyzer exits non-zero when no window pair was stable within
-        # its trials, as well as on errors: keep its last words to tell which.
-        return {"error": float(proc.returncode), "output": (proc.stdout + proc.stderr)[-400:]}
-    header, row = csv_file.read_text().splitlines()[:2]
-    values = dict(zip(header.split(","), row.split(","), strict=False))
-    return {
-        "rps": float(values["Inferences/Second"]),
-        "p50_us": float(values["p50 latency"]),
-        "p99_us": float(values["p99 latency"]),
-    }
-
-
-class Server:
-    """A server process pinned to the server core, stopped with SIGTERM."""
-
-    def __init__(self, command: list[str], ready_pattern: str) -> None:
-        self.process = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, *command],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+    def load(self, server: Server, model: str, mode: str, c: int, seconds: float) -> LoadFigures:
+        body, header_length = self.body(model, mode)
+        if mode == "grpc":
+            return drivers.h2load(server.ports.grpc, body, c, seconds)
+        if mode == "grpc-stream":
+            return drivers.h2load(server.ports.grpc, body, c, seconds, path=drivers.STREAM_PATH)
+        url = f"/v2/models/{model}/infer"
+        if mode == "http-json":
+            return drivers.wrk(server.ports.http, url, body, c, seconds)
+        return drivers.wrk(
+            server.ports.http,
+            url,
+            body,
+            c,
+            seconds,
+            content_type="application/octet-stream",
+            header_length=header_length,
         )
-        assert self.process.stdout is not None
-        self.lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if re.search(ready_pattern, line):
+
+    def measure(
+        self,
+        server: Server,
+        variant: str,
+        mode: str,
+        successes: SuccessCounter,
+        **labels: Any,
+    ) -> None:
+        """Warm up, then `windows` windows per concurrency; medians recorded."""
+        self.load(server, variant, mode, max(self.concurrency), 1)
+        for c in self.concurrency:
+            windows = []
+            for _ in range(self.windows):
+                successes.begin()
+                before = server.cpu_seconds()
+                figures = self.load(server, variant, mode, c, self.seconds)
+                cpu = server.cpu_seconds() - before
+                ok = successes.end(figures)
+                windows.append(
+                    {
+                        **asdict(figures),
+                        "successes": ok,
+                        "rps": ok / figures.seconds if figures.seconds else 0.0,
+                        "cpu_us": cpu / ok * 1e6 if ok else float("nan"),
+                    }
+                )
+            run: Run = {
+                "server": server.name,
+                "mode": mode,
+                "variant": variant,
+                "concurrency": c,
+                **labels,
+                "windows": windows,
+            }
+            for field in ("rps", "cpu_us", "p50_us", "p99_us"):
+                run[field] = statistics.median(w[field] for w in windows)
+            run["client_requests"] = sum(w["requests"] for w in windows)
+            run["successes"] = sum(w["successes"] for w in windows)
+            self.runs.append(run)
+            print(
+                f"  {server.name:8} {variant:18} {mode:12} c={c:<3} {run['rps']:9.0f}/s "
+                f"cpu {run['cpu_us']:7.1f} us  p50 {run['p50_us']:9.0f} us",
+                flush=True,
+            )
+
+
+def frame(model: str) -> bytes:
+    """One length-prefixed ModelInferRequest for `model` (for h2load by hand)."""
+    return workload.grpc_frame(model)
+
+
+class SuccessCounter:
+    """Counts a window's successes: `begin` before it, `end` after it."""
+
+    def __init__(self, end: Callable[[LoadFigures], float]) -> None:
+        self._end = end
+
+    def begin(self) -> None:
+        pass
+
+    def end(self, figures: LoadFigures) -> float:
+        return self._end(figures)
+
+
+class MlserveCounter(SuccessCounter):
+    """Successes from mlserve's own counter, read around each window."""
+
+    def __init__(self, server: Server, model: str) -> None:
+        self._read = lambda: servers.mlserve_successes(server, model)
+        self._start = 0.0
+
+    def begin(self) -> None:
+        """Wait for the answers still owed to the last load (its client has
+        gone, the server finishes them), so they do not count here."""
+        self._start = self._read()
+        for _ in range(40):
+            time.sleep(0.05)
+            now = self._read()
+            if now == self._start:
                 return
-        raise RuntimeError("server did not start:\n" + "".join(self.lines))
+            self._start = now
 
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
+    def end(self, figures: LoadFigures) -> float:
+        return self._read() - self._start
 
 
-def raw_onnxruntime(model_file: Path, shape: tuple[int, ...], threads: int) -> dict[int, float]:
-    """Rows per second at batch 1, 8, 32, 128, pinned like the server."""
-    os.sched_setaffinity(0, {int(SERVER_CPU)})
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-    out = {}
-    for batch in (1, 8, 32, 128):
-        x = np.ones((batch, *shape), np.float32)
-        for _ in range(20):
-            session.run(None, {"x": x})
-        runs, start = 0, time.perf_counter()
-        while time.perf_counter() - start < 1.0:
-            session.run(None, {"x": x})
-            runs += 1
-        out[batch] = runs * batch / (time.perf_counter() - start)
-    os.sched_setaffinity(0, os.sched_getaffinity(0) | {0, 1})
-    return out
+def answer_counter(server: Server, model: str, mode: str) -> SuccessCounter:
+    """Successes of a server that is not mlserve: 2xx for HTTP; for gRPC, the
+    answer bytes over one answer's size (an error answer carries no message)."""
+    if mode.startswith("http"):
+        return SuccessCounter(lambda f: float(f.requests - f.bad))
+    answer = servers.grpc_answer(server.ports.grpc, workload.infer_message(model))
+    return bytes_counter(answer, streaming=mode == "grpc-stream")
+
+
+def bytes_counter(answer: bytes, *, streaming: bool) -> SuccessCounter:
+    per_message = len(answer) + 5
+    if streaming:  # each stream answer is ModelStreamInferResponse{infer_response: answer}
+        wrapped = pb.ModelStreamInferResponse()
+        wrapped.infer_response.ParseFromString(answer)
+        per_message = wrapped.ByteSize() + 5
+    return SuccessCounter(lambda f: float(f.data_bytes // per_message))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="identity only, short windows")
-    parser.add_argument("--models", default="mlp,convnet")
+    parser.add_argument("--quick", action="store_true", help="identity, mlserve only, ~1 min")
+    parser.add_argument("--models", default="identity,mlp,convnet")
     parser.add_argument("--concurrency", default="1,8,32,64")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument(
-        "--no-perf-analyzer", action="store_true", help="h2load figures only (faster)"
-    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="per window")
+    parser.add_argument("--windows", type=int, default=2, help="measured windows per point")
+    parser.add_argument("--no-peers", action="store_true", help="mlserve and floors only")
+    parser.add_argument("--no-perf-analyzer", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    models = ["identity"] if args.quick else args.models.split(",")
-    concurrencies = [1, 8] if args.quick else [int(c) for c in args.concurrency.split(",")]
-    seconds = 2.0 if args.quick else args.seconds
-    threads = 1  # the server gets one core; so does raw onnxruntime
+    quick = args.quick
+    models = ["identity"] if quick else args.models.split(",")
+    concurrency = [1, 8] if quick else [int(c) for c in args.concurrency.split(",")]
+    seconds, windows = (1.0, 1) if quick else (args.seconds, args.windows)
+    threads = 1  # every server gets one core; so does raw onnxruntime
     work = Path(tempfile.mkdtemp(prefix="mlserve-bench-"))
     repo = work / "models"
-    session = f"session:\n  intra_op_threads: {threads}\nwarmup: {{kind: random}}\n"
-    for model in models:
-        examples.write_model(repo, model, BUILDERS[model](), config=session)
-        examples.write_model(
-            repo,
-            f"{model}_batched",
-            BUILDERS[model](),
-            config=(session + "max_batch_size: 128\ndynamic_batching: {}\n"),
-        )
+    workload.write_repository(repo, models, threads)
+    runner = Runner(work, concurrency, seconds, windows)
     results: dict[str, Any] = {
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": sys.version},
         "versions": {"mlserve": __version__, "onnxruntime": ort.__version__},
         "settings": {
-            "server_cpu": SERVER_CPU,
-            "client_cpu": CLIENT_CPU,
+            "server_cpu": servers.SERVER_CPU,
+            "client_cpu": drivers.CLIENT_CPU,
             "seconds": seconds,
+            "windows": windows,
+            "concurrency": concurrency,
             "intra_op_threads": threads,
             "h2load": "-c 1 -m C",
+            "wrk": "-t 1 -c C",
+            "stream_messages": workload.STREAM_MESSAGES,
         },
+        "models": models,
         "raw_onnxruntime_rows_per_s": {},
-        "runs": [],
-        "latency": [],
+        "runs": runner.runs,
+        "perf_analyzer": [],
     }
+    expected = {}
     for model in models:
-        results["raw_onnxruntime_rows_per_s"][model] = raw_onnxruntime(
-            repo / model / "1" / "model.onnx", SHAPES[model], threads
+        model_file = repo / model / "1" / "model.onnx"
+        expected[model] = workload.expected_output(model_file, model)
+        results["raw_onnxruntime_rows_per_s"][model] = workload.raw_onnxruntime(
+            model_file, workload.SHAPES[model], threads, int(servers.SERVER_CPU)
         )
-    # The transport floor: an empty grpcio servicer with a fixed answer.
-    answer = work / "answer.bin"
+        print(f"raw onnxruntime {model}: {results['raw_onnxruntime_rows_per_s'][model]}")
+
+    run_floors(runner, work)
+    run_mlserve(
+        runner, repo, models, expected, results, skip_perf_analyzer=quick or args.no_perf_analyzer
+    )
+    if not (quick or args.no_peers):
+        run_peers(runner, repo, models, expected)
+
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out_dir = args.out / f"{stamp}-{platform.node()}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    table = report.markdown(results)
+    (out_dir / "results.md").write_text(table)
+    pictures = report.plots(results, out_dir)
+    print(table)
+    print(f"written to {out_dir} ({', '.join(p.name for p in pictures)})")
+
+
+def run_floors(runner: Runner, work: Path) -> None:
+    """What the transports alone cost: fixed answers, no model."""
     reply = pb.ModelInferResponse(model_name="floor", model_version="1")
     reply.outputs.add(name="y", datatype="FP32", shape=[1, 10])
     reply.raw_output_contents.append(bytes(40))
-    answer.write_bytes(reply.SerializeToString())
-    floor_port = free_port()
-    floor = Server(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.load.floors",
-            "grpc-unary",
-            str(floor_port),
-            str(answer),
-        ],
-        r"floor listening",
+    grpc_answer = work / "floor.grpc"
+    grpc_answer.write_bytes(reply.SerializeToString())
+    stream_answer = work / "floor.stream"
+    wrapped = pb.ModelStreamInferResponse()
+    wrapped.infer_response.CopyFrom(reply)
+    stream_answer.write_bytes(wrapped.SerializeToString())
+    http_answer = work / "floor.http"
+    http_answer.write_bytes(
+        b'{"model_name":"floor","model_version":"1","outputs":[{"name":"y","datatype":"FP32",'
+        b'"shape":[1,10],"data":[0,0,0,0,0,0,0,0,0,0]}]}'
     )
-    frames = {}
-    for model in models:
-        for variant in (model, f"{model}_batched"):
-            frames[variant] = work / f"{variant}.frame"
-            frames[variant].write_bytes(frame(variant))
-    try:
-        h2load(floor_port, frames[models[0]], max(concurrencies), 1)  # warm-up
-        for c in concurrencies:
-            cpu0 = cpu_seconds(floor.process.pid)
-            load = h2load(floor_port, frames[models[0]], c, seconds)
-            cpu = cpu_seconds(floor.process.pid) - cpu0
-            results["runs"].append(
-                {
-                    "server": "grpcio-empty-unary",
-                    "model": "-",
-                    "concurrency": c,
-                    **load,
-                    "cpu_us_per_request": cpu / max(load["done"], 1) * 1e6,
-                }
+    for kind, answer, mode in (
+        ("grpc-unary", grpc_answer, "grpc"),
+        ("grpc-stream", stream_answer, "grpc-stream"),
+        ("http", http_answer, "http-json"),
+    ):
+        server = servers.start_floor(kind, answer)
+        server.name = "floor"
+        try:
+            count = (
+                SuccessCounter(lambda f: float(f.requests - f.bad))
+                if mode.startswith("http")
+                else bytes_counter(grpc_answer.read_bytes(), streaming=mode == "grpc-stream")
             )
-    finally:
-        floor.stop()
-    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    server = Server(
-        [
-            sys.executable,
-            "-m",
-            "mlserve.cli.main",
-            "serve",
-            "--model-repository",
-            str(repo),
-            "--grpc-port",
-            str(grpc_port),
-            "--http-port",
-            str(http_port),
-            "--metrics-port",
-            str(metrics_port),
-            "--grpc-address",
-            "127.0.0.1",
-            "--http-address",
-            "127.0.0.1",
-            "--metrics-address",
-            "127.0.0.1",
-        ],
-        r"mlserve ready: True",
-    )
-    metrics = f"127.0.0.1:{metrics_port}"
+            runner.measure(server, "identity", mode, count, model="-", batched=False)
+        finally:
+            server.stop()
+
+
+def run_mlserve(
+    runner: Runner,
+    repo: Path,
+    models: list[str],
+    expected: dict[str, Any],
+    results: dict[str, Any],
+    *,
+    skip_perf_analyzer: bool,
+) -> None:
+    server = servers.start_mlserve(repo)
     try:
-        for variant, frame_file in frames.items():
-            h2load(grpc_port, frame_file, max(concurrencies), 1)  # warm-up
-            for c in concurrencies:
-                ok0 = metric_total(metrics, "mlserve_request_success_total", variant)
-                cpu0 = cpu_seconds(server.process.pid)
-                load = h2load(grpc_port, frame_file, c, seconds)
-                cpu = cpu_seconds(server.process.pid) - cpu0
-                ok = metric_total(metrics, "mlserve_request_success_total", variant) - ok0
-                results["runs"].append(
-                    {
-                        "server": "mlserve-grpcio",
-                        "model": variant,
-                        "concurrency": c,
-                        **load,
-                        "server_successes": ok,
-                        "cpu_us_per_request": cpu / max(ok, 1) * 1e6,
-                    }
-                )
-        if PERF_ANALYZER.exists() and not args.no_perf_analyzer:
-            for variant in frames:
-                for mode in ("grpc", "grpc-streaming", "http"):
-                    for c in concurrencies:
-                        port = http_port if mode == "http" else grpc_port
-                        results["latency"].append(
+        for model in models:
+            for variant, batched in ((model, False), (f"{model}_batched", True)):
+                problems = [
+                    verify.check_answer("grpc", server.ports.grpc, variant, expected[model]),
+                    verify.check_answer("http", server.ports.http, variant, expected[model]),
+                ]
+                for mode in MLSERVE_MODES:
+                    labels = {"model": model, "batched": batched}
+                    problem = "; ".join(p for p in problems if p)
+                    if problem:
+                        runner.runs.append(
                             {
-                                "model": variant,
+                                "server": "mlserve",
                                 "mode": mode,
-                                "concurrency": c,
-                                **perf_analyzer(variant, mode, port, c, seconds=seconds, work=work),
+                                **labels,
+                                "error": problem,
+                                "concurrency": 0,
                             }
                         )
+                        continue
+                    runner.measure(server, variant, mode, MlserveCounter(server, variant), **labels)
+        if not skip_perf_analyzer and drivers.PERF_ANALYZER.exists():
+            side_by_side(runner, server, models, results)
     finally:
         server.stop()
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    out_dir = Path("benchmarks/results") / f"{stamp}-{platform.node()}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    lines = [
-        "| server | model | conc | req/s | mean latency us | server CPU us/req | ok |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for run in results["runs"]:
-        lines.append(
-            f"| {run['server']} | {run['model']} | {run['concurrency']} | {run['rps']:.0f} | "
-            f"{run['mean_us']:.0f} | {run['cpu_us_per_request']:.0f} | "
-            f"{int(run.get('server_successes', run['done']))}/{int(run['done'])} |"
-        )
-    if results["latency"]:
-        lines += [
-            "",
-            "| model | mode (perf_analyzer) | conc | infer/s | p50 us | p99 us |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for run in results["latency"]:
-            if "rps" in run:
-                lines.append(
-                    f"| {run['model']} | {run['mode']} | {run['concurrency']} | "
-                    f"{run['rps']:.0f} | {run['p50_us']:.0f} | {run['p99_us']:.0f} |"
+
+
+def side_by_side(
+    runner: Runner, server: Server, models: list[str], results: dict[str, Any]
+) -> None:
+    """perf_analyzer's view of mlserve at the lowest and highest concurrency."""
+    ours_mode = {"grpc": "grpc", "grpc-streaming": "grpc-stream", "http": "http-binary"}
+    for model in models:
+        variant = f"{model}_batched"
+        for mode in ("grpc", "grpc-streaming", "http"):
+            for c in sorted({min(runner.concurrency), max(runner.concurrency)}):
+                port = server.ports.http if mode == "http" else server.ports.grpc
+                row = drivers.perf_analyzer(
+                    variant, mode, port, c, seconds=max(runner.seconds, 2.0), work=runner.work
                 )
-            else:
-                lines.append(
-                    f"| {run['model']} | {run['mode']} | {run['concurrency']} | "
-                    "perf_analyzer failed | | |"
+                ours = [
+                    r["rps"]
+                    for r in runner.runs
+                    if r.get("variant") == variant
+                    and r["mode"] == ours_mode[mode]
+                    and r["concurrency"] == c
+                    and "rps" in r
+                ]
+                results["perf_analyzer"].append(
+                    {
+                        "model": variant,
+                        "mode": mode,
+                        "concurrency": c,
+                        **row,
+                        "ours_rps": ours[0] if ours else float("nan"),
+                    }
                 )
-    lines.append("")
-    lines.append("| model | raw onnxruntime rows/s at batch 1 / 8 / 32 / 128 (1 thread, core 0) |")
-    lines.append("| --- | --- |")
-    for model, rates in results["raw_onnxruntime_rows_per_s"].items():
-        lines.append(f"| {model} | " + " / ".join(f"{r:.0f}" for r in rates.values()) + " |")
-    table = "\n".join(lines)
-    (out_dir / "results.md").write_text(table + "\n")
-    print(table)
-    print(f"\nwritten to {out_dir}")
+
+
+def run_peers(runner: Runner, repo: Path, models: list[str], expected: dict[str, Any]) -> None:
+    available = servers.peers_available()
+    starters = {"mlserver": servers.start_mlserver, "kserve": servers.start_kserve}
+    for peer, start in starters.items():
+        if not available[peer]:
+            print(f"{peer}: not set up (benchmarks/peers/setup.sh); skipped")
+            continue
+        try:
+            server = start(repo, models)
+        except RuntimeError as exc:
+            runner.runs.append(
+                {
+                    "server": peer,
+                    "mode": "-",
+                    "model": "-",
+                    "concurrency": 0,
+                    "error": str(exc)[-500:],
+                }
+            )
+            continue
+        try:
+            for model in models:
+                for mode in PEER_MODES:
+                    protocol = "grpc" if mode == "grpc" else "http"
+                    labels = {"model": model, "batched": False}
+                    problem = verify.check_answer(
+                        protocol,
+                        server.ports.grpc if protocol == "grpc" else server.ports.http,
+                        model,
+                        expected[model],
+                        binary=False,
+                    )
+                    if problem:
+                        runner.runs.append(
+                            {
+                                "server": peer,
+                                "mode": mode,
+                                **labels,
+                                "error": problem,
+                                "concurrency": 0,
+                            }
+                        )
+                        continue
+                    runner.measure(
+                        server, model, mode, answer_counter(server, model, mode), **labels
+                    )
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

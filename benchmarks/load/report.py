@@ -1,0 +1,175 @@
+"""results.json -> results.md (tables with the ratios mlserve/peer and
+mlserve/limit) and PNG plots (throughput and latency against concurrency)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+Run = dict[str, Any]
+
+
+def _key(run: Run) -> str:
+    return f"{run['server']} {run['mode']}" + (" batching" if run.get("batched") else "")
+
+
+def _fmt(value: float, digits: int = 0) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    runs: list[Run] = results["runs"]
+    concurrencies = results["settings"]["concurrency"]
+    lines = [
+        f"Server on core {results['settings']['server_cpu']}, load generator on core "
+        f"{results['settings']['client_cpu']}; {results['settings']['windows']} window(s) of "
+        f"{results['settings']['seconds']} s per point, median shown. Throughput counts "
+        "successes only (server-side counts for mlserve, response bytes for gRPC peers, 2xx "
+        "for wrk). CPU = server process tree CPU time per success.",
+        "",
+    ]
+    for model in results["models"]:
+        raw = results["raw_onnxruntime_rows_per_s"].get(model, {})
+        best_raw = max(raw.values(), default=float("nan"))
+        lines += [
+            f"### {model}",
+            "",
+            "raw onnxruntime rows/s (1 thread, server core), batch "
+            + " / ".join(f"{b}: {_fmt(r)}" for b, r in raw.items()),
+            "",
+            "| server / mode | "
+            + " | ".join(f"c={c} req/s | CPU us" for c in concurrencies)
+            + " | best vs raw |",
+            "| --- | " + " | ".join("--- | ---" for _ in concurrencies) + " | --- |",
+        ]
+        keyed: dict[str, dict[int, Run]] = {}
+        for run in runs:
+            if run["model"] in (model, "-"):
+                keyed.setdefault(_key(run), {})[run["concurrency"]] = run
+        for key, by_c in keyed.items():
+            cells = []
+            for c in concurrencies:
+                point = by_c.get(c)
+                if point is None:
+                    cells.append("- | -")
+                elif "error" in point:
+                    cells.append("error | -")
+                else:
+                    cells.append(f"{_fmt(point['rps'])} | {_fmt(point['cpu_us'])}")
+            best = max((r.get("rps", 0.0) for r in by_c.values()), default=0.0)
+            vs_raw = f"{best / best_raw:.0%}" if best_raw > 0 else "-"
+            lines.append(f"| {key} | " + " | ".join(cells) + f" | {vs_raw} |")
+        lines += ["", *_ratios(runs, model, concurrencies), ""]
+    errors = [r for r in runs if "error" in r]
+    if errors:
+        lines += ["### Not timed (wrong or failed answers)", ""]
+        lines += [f"- {_key(r)} {r['model']}: {r['error']}" for r in errors]
+        lines.append("")
+    if results.get("perf_analyzer"):
+        lines += [
+            "### mlserve by perf_analyzer, beside h2load/wrk",
+            "",
+            "| model | mode | c | perf_analyzer infer/s | p50 us | p99 us | h2load/wrk req/s |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in results["perf_analyzer"]:
+            if "rps" in row:
+                lines.append(
+                    f"| {row['model']} | {row['mode']} | {row['concurrency']} | "
+                    f"{_fmt(row['rps'])} | {_fmt(row['p50_us'])} | {_fmt(row['p99_us'])} | "
+                    f"{_fmt(row.get('ours_rps', float('nan')))} |"
+                )
+            else:
+                lines.append(
+                    f"| {row['model']} | {row['mode']} | {row['concurrency']} | "
+                    f"failed ({row.get('error')}) | | | |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _ratios(runs: list[Run], model: str, concurrencies: list[int]) -> list[str]:
+    """mlserve's best setting against each peer and floor, per protocol, at the top concurrency."""
+    top = max(concurrencies)
+
+    def best(server: str, modes: tuple[str, ...]) -> float:
+        values = [
+            r["rps"]
+            for r in runs
+            if r["server"] == server
+            and r["model"] in (model, "-")
+            and r["mode"] in modes
+            and r["concurrency"] == top
+            and "rps" in r
+        ]
+        return max(values, default=float("nan"))
+
+    out = []
+    for label, modes in (("gRPC", ("grpc",)), ("HTTP", ("http-binary", "http-json"))):
+        ours = best("mlserve", modes)
+        for peer in ("mlserver", "kserve"):
+            theirs = best(peer, ("grpc",) if label == "gRPC" else ("http-json",))
+            if not math.isnan(ours) and not math.isnan(theirs) and theirs > 0:
+                out.append(f"- {label}, c={top}: mlserve / {peer} = {ours / theirs:.1f}x")
+    return out
+
+
+def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Throughput and p50/p99 latency against concurrency, one figure per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for model in results["models"]:
+        series: dict[str, list[Run]] = {}
+        for run in results["runs"]:
+            if run["model"] in (model, "-") and "rps" in run:
+                series.setdefault(_key(run), []).append(run)
+        if not series:
+            continue
+        fig, (ax_rps, ax_lat) = plt.subplots(1, 2, figsize=(13, 5))
+        for key, points in sorted(series.items()):
+            points.sort(key=lambda r: r["concurrency"])
+            cs = [r["concurrency"] for r in points]
+            style = ":" if key.startswith("floor") else "-"
+            ax_rps.plot(cs, [r["rps"] for r in points], marker="o", linestyle=style, label=key)
+            line = ax_lat.plot(cs, [r["p50_us"] / 1e3 for r in points], marker="o", label=key)
+            ax_lat.plot(
+                cs,
+                [r["p99_us"] / 1e3 for r in points],
+                marker="x",
+                linestyle="--",
+                color=line[0].get_color(),
+            )
+        raw = results["raw_onnxruntime_rows_per_s"].get(model, {})
+        if raw:
+            ax_rps.axhline(
+                max(raw.values()), color="black", linestyle=":", label="raw onnxruntime best"
+            )
+        ax_rps.set(
+            title=f"{model}: successes/s (floors dotted)",
+            xlabel="concurrency",
+            ylabel="req/s",
+            xscale="log",
+            yscale="log",
+        )
+        ax_lat.set(
+            title=f"{model}: latency p50 (o) / p99 (x, dashed)",
+            xlabel="concurrency",
+            ylabel="ms",
+            xscale="log",
+            yscale="log",
+        )
+        for axis in (ax_rps, ax_lat):
+            axis.set_xticks(results["settings"]["concurrency"])
+            axis.set_xticklabels([str(c) for c in results["settings"]["concurrency"]])
+            axis.minorticks_off()
+        ax_rps.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"{model}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,128 @@
+"""What the load runner sends: the benchmark models, their request bodies
+(gRPC frames, V2 JSON and binary HTTP bodies), and raw onnxruntime in process,
+the limit every server is read against."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from mlserve import examples
+from mlserve.proto import grpc_service_pb2 as pb
+
+SHAPES: dict[str, tuple[int, ...]] = {"identity": (16,), "mlp": (64,), "convnet": (3, 32, 32)}
+BUILDERS: dict[str, Callable[[], bytes]] = {
+    "identity": examples.identity_model,
+    "mlp": examples.mlp_model,
+    "convnet": examples.convnet_model,
+}
+RAW_BATCHES = (1, 8, 32, 128)
+# Messages per h2load request on ModelStreamInfer: one HTTP/2 stream carries
+# this many requests and gets as many answers, as a streaming client sends.
+STREAM_MESSAGES = 16
+
+
+def base_model(variant: str) -> str:
+    """`mlp_batched` -> `mlp`."""
+    return variant.split("_", maxsplit=1)[0]
+
+
+def sample(model: str, rows: int = 1) -> np.ndarray:
+    """The one input every server gets, so every answer can be checked."""
+    shape = (rows, *SHAPES[base_model(model)])
+    return (np.arange(np.prod(shape), dtype=np.float32).reshape(shape) % 7) / 7
+
+
+def write_repository(repo: Path, models: list[str], threads: int) -> None:
+    """Each model twice: `<m>` with batching off, `<m>_batched` with dynamic batching."""
+    session = f"session:\n  intra_op_threads: {threads}\nwarmup: {{kind: random}}\n"
+    for model in models:
+        onnx_bytes = BUILDERS[model]()
+        examples.write_model(repo, model, onnx_bytes, config=session)
+        examples.write_model(
+            repo,
+            f"{model}_batched",
+            onnx_bytes,
+            config=session + "max_batch_size: 128\ndynamic_batching: {}\n",
+        )
+
+
+def infer_message(model: str) -> bytes:
+    request = pb.ModelInferRequest(model_name=model)
+    x = sample(model)
+    request.inputs.add(name="x", datatype="FP32", shape=x.shape)
+    request.raw_input_contents.append(x.tobytes())
+    return request.SerializeToString()
+
+
+def grpc_frame(model: str, messages: int = 1) -> bytes:
+    """Length-prefixed ModelInferRequest(s): the body h2load sends per stream."""
+    data = infer_message(model)
+    return (b"\x00" + struct.pack(">I", len(data)) + data) * messages
+
+
+def http_json_body(model: str) -> bytes:
+    x = sample(model)
+    doc = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+        ]
+    }
+    return json.dumps(doc).encode()
+
+
+def http_binary_body(model: str) -> tuple[bytes, int]:
+    """Triton's binary tensor extension: JSON header, then raw tensors."""
+    x = sample(model)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": list(x.shape),
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    return header + x.tobytes(), len(header)
+
+
+def expected_output(model_file: Path, model: str) -> np.ndarray:
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    out: np.ndarray = session.run(["y"], {"x": sample(model)})[0]
+    return out
+
+
+def raw_onnxruntime(
+    model_file: Path, shape: tuple[int, ...], threads: int, cpu: int, seconds: float = 1.0
+) -> dict[int, float]:
+    """Rows per second at each of RAW_BATCHES, pinned to the server's core."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        out = {}
+        for batch in RAW_BATCHES:
+            x = np.ones((batch, *shape), np.float32)
+            for _ in range(20):
+                session.run(None, {"x": x})
+            runs, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                session.run(None, {"x": x})
+                runs += 1
+            out[batch] = runs * batch / (time.perf_counter() - start)
+        return out
+    finally:
+        os.sched_setaffinity(0, before)

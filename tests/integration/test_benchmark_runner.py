@@ -1,0 +1,50 @@
+"""The load benchmark runner keeps working: `python -m benchmarks.load --quick`
+(identity model, mlserve and the transport floors, h2load and wrk) writes its
+results, checks mlserve's answers, and counts every success on the server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_run_writes_results_for_every_mode(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.load", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (out_dir,) = tmp_path.iterdir()
+    results = json.loads((out_dir / "results.json").read_text())
+    assert (out_dir / "results.md").read_text().startswith("Server on core 0")
+    assert (out_dir / "identity.png").stat().st_size > 10_000
+    runs = results["runs"]
+    assert not [r for r in runs if "error" in r]
+    mlserve = [r for r in runs if r["server"] == "mlserve"]
+    modes = {(r["mode"], r["batched"], r["concurrency"]) for r in mlserve}
+    assert modes == {
+        (mode, batched, c)
+        for mode in ("grpc", "grpc-stream", "http-binary", "http-json")
+        for batched in (False, True)
+        for c in (1, 8)
+    }
+    for run in mlserve:
+        assert run["rps"] > 0 and run["cpu_us"] > 0
+        # h2load and wrk count the answers they saw; the server counts its
+        # successes: every answer was one, and at most the requests still in
+        # flight when a window closed went unseen (streams carry 16 each).
+        per_request = 16 if run["mode"] == "grpc-stream" else 1
+        seen = run["client_requests"] * per_request
+        in_flight = len(run["windows"]) * run["concurrency"] * per_request
+        assert seen <= run["successes"] <= seen + in_flight, run
+    floors = {r["mode"] for r in runs if r["server"] == "floor"}
+    assert floors == {"grpc", "grpc-stream", "http-json"}
+    assert set(results["raw_onnxruntime_rows_per_s"]["identity"]) == {"1", "8", "32", "128"}
