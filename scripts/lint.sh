@@ -26,7 +26,7 @@ done
     -p mlserve)
 
 # benchmarks/ is not shipped: checked, but not under --strict.
-"$VENV/bin/mypy" --config-file benchmarks/mypy.ini benchmarks/load benchmarks/micro \
+"$VENV/bin/mypy" --config-file benchmarks/mypy.ini benchmarks/load benchmarks/micro benchmarks/peers \
     benchmarks/perf_analyzer/check_mlserve.py
 
 PYTHON="$PWD/$PY" scripts/gen_proto.sh --check

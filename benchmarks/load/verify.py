@@ -28,7 +28,10 @@ def check_answer(
             http_input = triton_http.InferInput("x", list(x.shape), "FP32")
             http_input.set_data_from_numpy(x, binary_data=binary)
             output = triton_http.InferRequestedOutput("y", binary_data=binary)
-            got = http_client.infer(model, [http_input], outputs=[output]).as_numpy("y")
+            # KServe reads a body without Content-Type as binary-extension data.
+            headers = None if binary else {"Content-Type": "application/json"}
+            answer = http_client.infer(model, [http_input], outputs=[output], headers=headers)
+            got = answer.as_numpy("y")
             http_client.close()
     except Exception as exc:  # any client or server failure is the finding
         return f"{protocol}: {type(exc).__name__}: {str(exc)[:300]}"
