@@ -3,13 +3,14 @@ compression, and the one table mapping error kinds to HTTP status codes."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 import zlib
 from typing import Any
 from urllib.parse import unquote
+
+import orjson
 
 from mlserve.errors import ErrorKind, InternalError, InvalidRequest, MlserveError, ModelNotFound
 from mlserve.runtime import http_codec, proto_views
@@ -35,7 +36,7 @@ _NOT_READY = HttpResponse(503, b"", "text/plain")
 
 
 def _json(doc: Any, status: int = 200) -> HttpResponse:
-    return HttpResponse(status, json.dumps(doc, separators=(",", ":")).encode())
+    return HttpResponse(status, orjson.dumps(doc))
 
 
 def error_response(error: MlserveError) -> HttpResponse:
@@ -204,7 +205,7 @@ class HttpApi:
 
     def _json_body(self, request: HttpRequest) -> dict[str, Any]:
         try:
-            doc = json.loads(self._decoded_body(request))
+            doc = orjson.loads(self._decoded_body(request))
         except ValueError as exc:
             raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):

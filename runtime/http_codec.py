@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from mlserve.errors import InvalidRequest, Unsupported
 from mlserve.runtime.inference_types import (
@@ -182,7 +183,7 @@ def decode_infer_request(
 
 def _parse_header(header: bytes) -> _RequestHeader:
     try:
-        doc = json.loads(header)
+        doc = orjson.loads(header)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -243,10 +244,14 @@ def _parse_header(header: bytes) -> _RequestHeader:
     )
 
 
-def _json_data(array: np.ndarray, datatype: str) -> list[Any]:
+def _json_data(array: np.ndarray, datatype: str) -> np.ndarray | list[Any]:
+    """A tensor as V2 JSON `data`: flat, row-major. Numeric arrays go to
+    orjson as they are (it writes them without a Python float per element)."""
     flat = array.reshape(-1)
     if datatype == "BYTES":
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
+    if (flat.dtype.kind in "biuf" and flat.dtype.itemsize > 1) or flat.dtype.kind == "b":
+        return np.ascontiguousarray(flat)
     data: list[Any] = flat.tolist()
     return data
 
@@ -312,7 +317,7 @@ def _encode_with_json(response: InferResponse, binary_default: bool) -> tuple[by
     if response.id:
         doc["id"] = response.id
     doc["outputs"] = outputs
-    header = json.dumps(doc, separators=(",", ":")).encode()
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return header, None
     return b"".join((header, *blobs)), len(header)
