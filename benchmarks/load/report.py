@@ -58,7 +58,8 @@ def markdown(results: dict[str, Any]) -> str:
                 else:
                     cells.append(f"{_fmt(point['rps'])} | {_fmt(point['cpu_us'])}")
             best = max((r.get("rps", 0.0) for r in by_c.values()), default=0.0)
-            vs_raw = f"{best / best_raw:.0%}" if best_raw > 0 else "-"
+            floor = key.startswith("floor")  # answers without running the model
+            vs_raw = f"{best / best_raw:.0%}" if best_raw > 0 and not floor else "-"
             lines.append(f"| {key} | " + " | ".join(cells) + f" | {vs_raw} |")
         lines += ["", *_ratios(runs, model, concurrencies), ""]
     errors = [r for r in runs if "error" in r]
@@ -108,7 +109,7 @@ def _ratios(runs: list[Run], model: str, concurrencies: list[int]) -> list[str]:
     for label, modes in (("gRPC", ("grpc",)), ("HTTP", ("http-binary", "http-json"))):
         ours = best("mlserve", modes)
         for peer in ("mlserver", "kserve"):
-            theirs = best(peer, ("grpc",) if label == "gRPC" else ("http-json",))
+            theirs = best(peer, ("grpc",) if label == "gRPC" else ("http-binary", "http-json"))
             if not math.isnan(ours) and not math.isnan(theirs) and theirs > 0:
                 out.append(f"- {label}, c={top}: mlserve / {peer} = {ours / theirs:.1f}x")
     return out
