@@ -13,6 +13,7 @@ from setuptools import setup
 PACKAGE_DIR = {
     "mlserve": "mlserve",
     "mlserve.cli": "mlserve/cli",
+    "mlserve.bench": "mlserve/bench",
     "mlserve.runtime": "runtime",
     "mlserve.runtime.batching": "runtime/batching",
     "mlserve.router": "router",

@@ -1,4 +1,4 @@
-"""`mlserve serve | infer | models | --version`.
+"""`mlserve serve | infer | models | bench | --version`.
 
 Flags of `serve` use Triton's names and defaults; any of them can also be
 given in a YAML file (`--config`), which the flags override."""
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mlserve._version import __version__
+from mlserve.bench.options import add_bench_parser, run_from_args
 from mlserve.errors import MlserveError
 
 
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_flags(infer)
     models = sub.add_parser("models", help="list the repository index of a running server")
     _add_client_flags(models)
+    add_bench_parser(sub)
     return parser
 
 
@@ -167,7 +169,12 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runners = {"serve": _run_serve, "infer": _run_infer, "models": _run_models}
+    runners = {
+        "serve": _run_serve,
+        "infer": _run_infer,
+        "models": _run_models,
+        "bench": run_from_args,
+    }
     try:
         return runners[args.command](args)
     except MlserveError as exc:
