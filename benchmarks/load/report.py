@@ -130,19 +130,19 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
                 series.setdefault(_key(run), []).append(run)
         if not series:
             continue
-        fig, (ax_rps, ax_lat) = plt.subplots(1, 2, figsize=(13, 5))
-        for key, points in sorted(series.items()):
+        fig, (ax_rps, ax_lat) = plt.subplots(1, 2, figsize=(15, 5.5))
+        palette = plt.get_cmap("tab20")
+        for index, (key, points) in enumerate(sorted(series.items())):
+            color = palette(index % 20)
             points.sort(key=lambda r: r["concurrency"])
             cs = [r["concurrency"] for r in points]
             style = ":" if key.startswith("floor") else "-"
-            ax_rps.plot(cs, [r["rps"] for r in points], marker="o", linestyle=style, label=key)
-            line = ax_lat.plot(cs, [r["p50_us"] / 1e3 for r in points], marker="o", label=key)
+            ax_rps.plot(
+                cs, [r["rps"] for r in points], marker="o", linestyle=style, color=color, label=key
+            )
+            ax_lat.plot(cs, [r["p50_us"] / 1e3 for r in points], marker="o", color=color)
             ax_lat.plot(
-                cs,
-                [r["p99_us"] / 1e3 for r in points],
-                marker="x",
-                linestyle="--",
-                color=line[0].get_color(),
+                cs, [r["p99_us"] / 1e3 for r in points], marker="x", linestyle="--", color=color
             )
         raw = results["raw_onnxruntime_rows_per_s"].get(model, {})
         if raw:
@@ -167,8 +167,8 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
             axis.set_xticks(results["settings"]["concurrency"])
             axis.set_xticklabels([str(c) for c in results["settings"]["concurrency"]])
             axis.minorticks_off()
-        ax_rps.legend(fontsize=7)
-        fig.tight_layout()
+        fig.legend(*ax_rps.get_legend_handles_labels(), loc="center right", fontsize=8)
+        fig.tight_layout(rect=(0, 0, 0.86, 1))
         path = out_dir / f"{model}.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
