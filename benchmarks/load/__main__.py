@@ -221,7 +221,11 @@ def main() -> None:
     runner = Runner(work, concurrency, seconds, windows)
     results: dict[str, Any] = {
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": sys.version},
-        "versions": {"mlserve": __version__, "onnxruntime": ort.__version__},
+        "versions": {
+            "mlserve": __version__,
+            "onnxruntime": ort.__version__,
+            **servers.tool_versions(),
+        },
         "settings": {
             "server_cpu": servers.SERVER_CPU,
             "client_cpu": drivers.CLIENT_CPU,

@@ -126,6 +126,30 @@ def peers_available() -> dict[str, bool]:
     return {"mlserver": MLSERVER_PYTHON.exists(), "kserve": KSERVE_PYTHON.exists()}
 
 
+def tool_versions() -> dict[str, str]:
+    """Versions of the load generators and of the peers, for results.json."""
+    probes = {
+        "h2load": ["h2load", "--version"],
+        "wrk": ["wrk", "-v"],
+        "mlserver": [str(MLSERVER_PYTHON), "-c", "import mlserver; print(mlserver.__version__)"],
+        "kserve": [
+            str(KSERVE_PYTHON),
+            "-c",
+            "from importlib.metadata import version; print(version('kserve'))",
+        ],
+    }
+    out = {}
+    for name, command in probes.items():
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        except OSError:
+            out[name] = "not installed"
+            continue
+        text = (proc.stdout + proc.stderr).strip().splitlines()
+        out[name] = text[0] if text else f"exit {proc.returncode}"
+    return out
+
+
 def start_mlserver(repo: Path, models: list[str]) -> Server:
     ports = Ports.pick()
     command = [
