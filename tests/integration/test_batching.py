@@ -235,11 +235,13 @@ def test_bad_schedule_parameters(batching_server: ServerProcess) -> None:
 def test_latency_budget_refuses_up_front_with_retry_after(tmp_path: Path) -> None:
     """A model with max_latency_ms learns its compute time, then refuses work
     that would finish late (UNAVAILABLE / 503 + Retry-After) instead of queueing it."""
+    # 64 rows take about 6 ms here: one request fits the 30 ms budget with room
+    # to spare, 16 queued requests (about 90 ms of work) do not.
     examples.write_model(
         tmp_path,
         "budget",
-        examples.matmul_chain_model(512, 12),
-        config="max_batch_size: 64\ndynamic_batching:\n  max_latency_ms: 60\n",
+        examples.matmul_chain_model(512, 32),
+        config="max_batch_size: 64\ndynamic_batching:\n  max_latency_ms: 30\n",
     )
     server = start_server(tmp_path)
     try:
