@@ -51,18 +51,9 @@ from kserve.protocol.grpc.server import GRPCServer  # noqa: E402
 from kserve.protocol.grpc.servicer import InferenceServicer  # noqa: E402
 from kserve.protocol.rest.server import RESTServer  # noqa: E402
 from kserve.utils.numpy_codec import from_np_dtype  # noqa: E402
+from peer_common import ORT_TYPES, model_file  # noqa: E402
 
 HOST = "127.0.0.1"
-ORT_TYPES: dict[str, Any] = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
 
 
 class OnnxModel(Model):
@@ -161,17 +152,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--intra-op-threads", type=int, default=1)
     parser.add_argument("--ready-timeout-s", type=float, default=120.0)
     return parser.parse_args(argv)
-
-
-def model_file(repository: Path, name: str) -> Path:
-    """The highest numbered version's model.onnx (Triton layout)."""
-    versions = [p for p in (repository / name).iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise SystemExit(f"no version folder under {repository / name}")
-    path = max(versions, key=lambda p: int(p.name)) / "model.onnx"
-    if not path.is_file():
-        raise SystemExit(f"missing {path}")
-    return path
 
 
 def quiet_logging() -> None:

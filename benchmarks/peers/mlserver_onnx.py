@@ -24,19 +24,9 @@ from mlserver.codecs import NumpyCodec
 from mlserver.errors import InferenceError
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
+from peer_common import ORT_TYPES
 
 THREADS_ENV = "MLSERVER_ONNX_INTRA_OP_THREADS"
-# onnxruntime element types -> numpy, for the types the benchmark models use.
-ORT_TYPES: dict[str, Any] = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
 
 
 def intra_op_threads(extra: dict[str, Any] | None) -> int:

@@ -34,6 +34,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from peer_common import model_file
+
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 
@@ -54,17 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--intra-op-threads", type=int, default=1)
     parser.add_argument("--ready-timeout-s", type=float, default=120.0)
     return parser.parse_args(argv)
-
-
-def model_file(repository: Path, name: str) -> Path:
-    """The highest numbered version's model.onnx (Triton layout)."""
-    versions = [p for p in (repository / name).iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise SystemExit(f"no version folder under {repository / name}")
-    path = max(versions, key=lambda p: int(p.name)) / "model.onnx"
-    if not path.is_file():
-        raise SystemExit(f"missing {path}")
-    return path.resolve()
 
 
 def write_settings(args: argparse.Namespace, names: list[str], folder: Path) -> None:
