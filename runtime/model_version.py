@@ -119,10 +119,14 @@ class ModelVersion:
                 )
             shape = tensor.shape
             dims = spec.dims
-            ok = len(shape) == len(dims) + self.batching
-            if ok:
-                tail = shape[1:] if self.batching else shape
-                ok = all(d < 0 or s == d for s, d in zip(tail, dims, strict=True))
+            tail = shape[1:] if self.batching else shape
+            # Fixed dims (the usual case) compare as tuples; -1 dims take the loop.
+            ok = tail == dims or (
+                len(shape) == len(dims) + self.batching
+                and -1 in dims
+                and all(d < 0 or s == d for s, d in zip(tail, dims, strict=True))
+            )
+            ok = ok and len(shape) == len(dims) + self.batching
             if ok and self.batching:
                 batch = shape[0]
                 ok = 1 <= batch <= self.max_batch_size

@@ -15,12 +15,11 @@ from mlserve.runtime import datatypes
 
 def check_shape(name: str, shape: tuple[int, ...]) -> int:
     """Element count of `shape`; refuses negative dimensions."""
-    for dim in shape:
-        if dim < 0:
-            raise InvalidRequest(
-                f"input '{name}': shape {list(shape)} has a negative dimension; "
-                "request shapes must be concrete"
-            )
+    if shape and min(shape) < 0:
+        raise InvalidRequest(
+            f"input '{name}': shape {list(shape)} has a negative dimension; "
+            "request shapes must be concrete"
+        )
     return math.prod(shape)
 
 
