@@ -131,10 +131,16 @@ def decode_infer_request(message: pb.ModelInferRequest, arrival_ns: int) -> Infe
     )
 
 
-def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
-    message = pb.ModelInferResponse(
-        model_name=response.model_name, model_version=response.model_version, id=response.id
-    )
+def encode_infer_response(
+    response: InferResponse, message: pb.ModelInferResponse | None = None
+) -> pb.ModelInferResponse:
+    """The response message; fills `message` in place when given (a stream
+    answer's `infer_response`, so nothing is copied)."""
+    if message is None:
+        message = pb.ModelInferResponse()
+    message.model_name = response.model_name
+    message.model_version = response.model_version
+    message.id = response.id
     outputs = message.outputs
     raw = message.raw_output_contents
     for output in response.outputs:

@@ -233,13 +233,13 @@ class InferenceService:
                     raise
                 response = await self.dataplane.infer(infer_request)
                 reply = pb.ModelStreamInferResponse()
-                reply.infer_response.CopyFrom(encode_infer_response(response))
+                encode_infer_response(response, reply.infer_response)
             except MlserveError as exc:
                 reply = _error_reply(exc.message, request)
             except Exception as exc:  # a bug: answer this request, keep the stream
                 log.exception("unhandled error in ModelStreamInfer")
                 reply = _error_reply(f"internal error: {exc!r}", request)
-            await answers.put(reply)
+            answers.put_nowait(reply)
 
         async def read_all() -> None:
             try:
@@ -250,7 +250,7 @@ class InferenceService:
                 while tasks:
                     await asyncio.gather(*tasks, return_exceptions=True)
             finally:
-                await answers.put(None)
+                answers.put_nowait(None)
 
         reader = asyncio.get_running_loop().create_task(read_all())
         try:
