@@ -50,16 +50,21 @@ def h2load(
             command, capture_output=True, text=True, timeout=seconds + 60, check=False
         )
         times = _h2load_log(Path(log.name))
-    out = proc.stdout + proc.stderr
+    return h2load_figures(proc.stdout + proc.stderr, times)
+
+
+def h2load_figures(out: str, times: np.ndarray) -> LoadFigures:
+    """h2load's summary and its per-request times -> one window's figures."""
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
-    rate = re.search(r"finished in ([0-9.]+)s, ([0-9.]+) req/s", out)
+    # "finished in 2.00s" or, for a window just under a second, "999.95ms".
+    rate = re.search(r"finished in ([0-9.]+)(ms|s), ([0-9.]+) req/s", out)
     data = re.search(r"traffic: .*?\((\d+)\) data", out)
     if not (done and rate and data):
         raise RuntimeError(f"h2load output not understood:\n{out[-2000:]}")
     return LoadFigures(
-        seconds=float(rate.group(1)),
+        seconds=float(rate.group(1)) / (1000 if rate.group(2) == "ms" else 1),
         requests=int(done.group(2)),
-        rps=float(rate.group(2)),
+        rps=float(rate.group(3)),
         p50_us=_percentile(times, 50),
         p99_us=_percentile(times, 99),
         mean_us=float(times.mean()) if times.size else float("nan"),

@@ -1,0 +1,37 @@
+"""The load runner reads h2load's summary as h2load prints it, including a
+window that closes just under one second (printed in ms: it once broke the
+runner's --quick run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.load.drivers import h2load_figures
+
+_SUMMARY = """
+finished in {finished}, {rps} req/s, 107.45KB/s
+requests: 56 total, 57 started, 56 done, 55 succeeded, 1 failed, 0 errored, 0 timeout
+status codes: 57 2xx, 0 3xx, 0 4xx, 0 5xx
+traffic: 107.45KB (110029) total, 246B (246) headers (space savings 94.67%), 96.55KB (98863) data
+"""
+
+
+@pytest.mark.parametrize(
+    ("finished", "seconds"), [("999.95ms", 0.99995), ("2.00s", 2.0), ("1.5s", 1.5)]
+)
+def test_h2load_summary(finished: str, seconds: float) -> None:
+    times = np.array([100.0, 200.0, 300.0, 400.0])
+    figures = h2load_figures(_SUMMARY.format(finished=finished, rps="56.00"), times)
+    assert figures.seconds == pytest.approx(seconds)
+    assert figures.rps == 56.0
+    assert figures.requests == 55
+    assert figures.bad == 1
+    assert figures.data_bytes == 98863
+    assert figures.p50_us == 250.0
+    assert figures.mean_us == 250.0
+
+
+def test_h2load_output_without_a_summary_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="not understood"):
+        h2load_figures("connect failed\n", np.empty(0))
