@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 import grpc
 import numpy as np
 
-from mlserve.errors import MlserveError
+from mlserve.errors import MlserveError, ModelNotFound, ModelUnavailable
 from mlserve.proto import grpc_service_pb2 as pb
 from mlserve.runtime import datatypes
 from mlserve.runtime.tensor_codec import array_from_raw, array_to_raw
@@ -32,7 +32,25 @@ class TensorInfo:
     shape: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorInfo, ...]
+
+
+def error_text(body: bytes, limit: int = 300) -> str:
+    """A V2 error body's message ({"error": ...}) or the body itself, shortened."""
+    try:
+        text = str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        text = body.decode("utf-8", errors="replace").strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class V2Client(Protocol):
+    def metadata(self, model: str, version: str = "") -> ModelMetadata: ...
     def inputs(self, model: str, version: str = "") -> list[TensorInfo]: ...
     def infer(
         self, model: str, inputs: dict[str, np.ndarray], version: str = ""
@@ -46,6 +64,7 @@ def _datatype_of(array: np.ndarray) -> str:
 
 class GrpcClient:
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        self._url = url
         self._channel = grpc.insecure_channel(url)
         self._timeout = timeout_s
 
@@ -61,9 +80,37 @@ class GrpcClient:
         except grpc.RpcError as exc:
             raise ClientError(f"{exc.code().name}: {exc.details()}") from None
 
+    def metadata(self, model: str, version: str = "") -> ModelMetadata:
+        """The model's metadata; nothing listening and no such model get their own errors."""
+        call = self._channel.unary_unary(
+            f"/{SERVICE}/ModelMetadata",
+            request_serializer=pb.ModelMetadataRequest.SerializeToString,
+            response_deserializer=pb.ModelMetadataResponse.FromString,
+        )
+        try:
+            meta = call(pb.ModelMetadataRequest(name=model, version=version), timeout=self._timeout)
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details()
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise ModelUnavailable(
+                    f"no gRPC server answers at {self._url}: {details}"
+                ) from None
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise ModelNotFound(
+                    f"model {model!r} is not on the server at {self._url}: {details}"
+                ) from None
+            raise ClientError(
+                f"model {model!r}: metadata request failed: {code.name}: {details}"
+            ) from None
+        return ModelMetadata(
+            name=meta.name,
+            versions=tuple(meta.versions),
+            platform=meta.platform,
+            inputs=tuple(TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in meta.inputs),
+        )
+
     def inputs(self, model: str, version: str = "") -> list[TensorInfo]:
-        meta = self._call("ModelMetadata", pb.ModelMetadataRequest(name=model, version=version))
-        return [TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in meta.inputs]
+        return list(self.metadata(model, version).inputs)
 
     def infer(
         self, model: str, inputs: dict[str, np.ndarray], version: str = ""
@@ -116,10 +163,56 @@ class HttpClient:
         path = f"/v2/models/{quote(model, safe='')}"
         return f"{path}/versions/{version}" if version else path
 
+    def metadata(self, model: str, version: str = "") -> ModelMetadata:
+        """The model's metadata; nothing listening and no such model get their own errors."""
+        url = f"{self._host}:{self._port}"
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        try:
+            try:
+                connection.connect()
+            except OSError as exc:
+                raise ModelUnavailable(
+                    f"no HTTP server answers at {url}: {exc.strerror or exc}"
+                ) from None
+            connection.request("GET", self._model_path(model, version))
+            response = connection.getresponse()
+            body = response.read()
+        except OSError as exc:
+            raise ModelUnavailable(f"HTTP server at {url} failed: {exc}") from None
+        except http.client.HTTPException:
+            raise ModelUnavailable(
+                f"the server at {url} does not answer HTTP/1.1 (is that the HTTP port?)"
+            ) from None
+        finally:
+            connection.close()
+        if response.status == 404:
+            raise ModelNotFound(
+                f"model {model!r} is not on the server at {url}: {error_text(body)}"
+            )
+        if response.status != 200:
+            raise ClientError(
+                f"model {model!r}: metadata request failed: HTTP {response.status}: "
+                f"{error_text(body)}"
+            )
+        try:
+            doc = json.loads(body)
+            inputs = tuple(
+                TensorInfo(str(t["name"]), str(t["datatype"]), tuple(int(d) for d in t["shape"]))
+                for t in doc["inputs"]
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ClientError(
+                f"model {model!r}: metadata from {url} is not V2 JSON: {exc!r}"
+            ) from None
+        return ModelMetadata(
+            name=str(doc.get("name", model)),
+            versions=tuple(str(v) for v in doc.get("versions", ())),
+            platform=str(doc.get("platform", "")),
+            inputs=inputs,
+        )
+
     def inputs(self, model: str, version: str = "") -> list[TensorInfo]:
-        data, _ = self._request("GET", self._model_path(model, version))
-        meta = json.loads(data)
-        return [TensorInfo(t["name"], t["datatype"], tuple(t["shape"])) for t in meta["inputs"]]
+        return list(self.metadata(model, version).inputs)
 
     def infer(
         self, model: str, inputs: dict[str, np.ndarray], version: str = ""

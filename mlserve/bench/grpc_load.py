@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from mlserve.bench.model_metadata import SERVICE
 from mlserve.bench.recorder import StepPlan, StepRecorder, wait_until
+from mlserve.client import SERVICE
 
 _now = time.monotonic_ns
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]

@@ -15,8 +15,8 @@ import asyncio
 import time
 from typing import cast
 
-from mlserve.bench.model_metadata import error_text
 from mlserve.bench.recorder import StepPlan, StepRecorder, wait_until
+from mlserve.client import error_text
 
 _now = time.monotonic_ns
 RECONNECT_PAUSE_S = 0.1

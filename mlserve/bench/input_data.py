@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlserve.bench.model_metadata import ModelMetadata, TensorSpec
 from mlserve.bench.settings import BenchSettings
+from mlserve.client import ModelMetadata, TensorInfo
 from mlserve.errors import InvalidRequest
 from mlserve.runtime import datatypes
 
@@ -55,17 +55,17 @@ def rows_per_request(metadata: ModelMetadata, inputs: list[InputTensor]) -> int:
     return 1
 
 
-def _with_datatype(spec: TensorSpec, overrides: dict[str, str]) -> TensorSpec:
+def _with_datatype(spec: TensorInfo, overrides: dict[str, str]) -> TensorInfo:
     datatype = overrides.get(spec.name, overrides.get("", spec.datatype))
     if datatype not in datatypes.BY_NAME:
         raise InvalidRequest(
             f"input {spec.name!r} has datatype {datatype!r}, which mlserve bench cannot "
             "generate; give --datatype NAME:TYPE"
         )
-    return TensorSpec(spec.name, datatype, spec.shape)
+    return TensorInfo(spec.name, datatype, spec.shape)
 
 
-def _shape(spec: TensorSpec, settings: BenchSettings) -> tuple[int, ...]:
+def _shape(spec: TensorInfo, settings: BenchSettings) -> tuple[int, ...]:
     given = settings.shapes.get(spec.name, settings.shapes.get(""))
     if given is not None:
         check_shape(spec, given)
@@ -81,7 +81,7 @@ def _shape(spec: TensorSpec, settings: BenchSettings) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:
+def check_shape(spec: TensorInfo, shape: tuple[int, ...]) -> None:
     """The request shape must have the model's rank and its fixed dimensions."""
     if not spec.shape:  # a server that does not say: trust the user
         return
@@ -113,7 +113,7 @@ def _random(rng: np.random.Generator, datatype: str, shape: tuple[int, ...]) -> 
     return rng.integers(0, 16, size=shape).astype(dtype)
 
 
-def _read_file(path: Path, specs: list[TensorSpec], batch_size: int) -> dict[str, np.ndarray]:
+def _read_file(path: Path, specs: list[TensorInfo], batch_size: int) -> dict[str, np.ndarray]:
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -149,7 +149,7 @@ def _read_file(path: Path, specs: list[TensorSpec], batch_size: int) -> dict[str
     return out
 
 
-def _as_datatype(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+def _as_datatype(spec: TensorInfo, array: np.ndarray) -> np.ndarray:
     if spec.datatype == "BYTES":
         return array.astype(object)
     if spec.datatype == "BF16":

@@ -9,8 +9,8 @@ from __future__ import annotations
 import http.client
 import socket
 
-from mlserve.bench.model_metadata import SERVICE, ServerRefused, error_text
 from mlserve.bench.settings import BenchSettings
+from mlserve.client import SERVICE, ClientError, error_text
 from mlserve.errors import InvalidRequest, ModelNotFound, ModelUnavailable, Unsupported
 
 TIMEOUT_S = 30.0
@@ -36,7 +36,7 @@ def _refused(settings: BenchSettings, status: str, message: str) -> Exception:
         return ModelUnavailable(text)
     if status in ("UNIMPLEMENTED", "HTTP 501"):
         return Unsupported(text)
-    return ServerRefused(text)
+    return ClientError(text)
 
 
 def _probe_unary(settings: BenchSettings, request: bytes) -> None:
@@ -62,7 +62,7 @@ def _probe_stream(settings: BenchSettings, request: bytes) -> None:
         except grpc.RpcError as exc:
             raise _refused(settings, exc.code().name, exc.details()) from None
     if len(replies) != 1:
-        raise ServerRefused(
+        raise ClientError(
             f"model {settings.model!r}: ModelStreamInfer answered one request with "
             f"{len(replies)} responses; mlserve bench expects one"
         )

@@ -14,10 +14,10 @@ from typing import Any, TextIO
 
 from mlserve._version import __version__
 from mlserve.bench.input_data import InputTensor
-from mlserve.bench.model_metadata import ModelMetadata
 from mlserve.bench.settings import BenchSettings
 from mlserve.bench.summary import PERCENTILES, LevelSummary
 from mlserve.bench.wire import EncodedRequest
+from mlserve.client import ModelMetadata
 
 _COLUMNS = (
     ("concurrency", 11),
