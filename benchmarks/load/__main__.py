@@ -139,11 +139,6 @@ class Runner:
             )
 
 
-def frame(model: str) -> bytes:
-    """One length-prefixed ModelInferRequest for `model` (for h2load by hand)."""
-    return workload.grpc_frame(model)
-
-
 class SuccessCounter:
     """Counts a window's successes: `begin` before it, `end` after it."""
 

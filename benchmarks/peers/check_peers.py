@@ -36,7 +36,7 @@ import onnxruntime as ort
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from benchmarks.load.__main__ import frame
+from benchmarks.load.workload import grpc_frame
 from mlserve import examples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,7 +155,7 @@ def check_answers(peer: str, repo: Path, ports: dict[str, int], model: str) -> l
 
 def h2load(peer: str, ports: dict[str, int], model: str, n: int, work: Path) -> str:
     data = work / f"{model}.frame"
-    data.write_bytes(frame(model))
+    data.write_bytes(grpc_frame(model))
     before = answered(peer, ports, model)
     out = subprocess.run(
         ["taskset", "-c", "1", "h2load", "-c", "1", "-m", "8", "-n", str(n), f"--data={data}",
