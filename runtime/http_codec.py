@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import orjson
@@ -20,6 +20,9 @@ from mlserve.runtime.inference_types import (
     RequestedOutput,
 )
 from mlserve.runtime.tensor_codec import array_from_raw, array_to_raw, check_shape, lookup_datatype
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 _SHARED_MEMORY_KEYS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
@@ -105,25 +108,40 @@ class _RequestHeader:
     cacheable: bool  # every input is binary: nothing per request is in it
 
 
+class _BoundedCache(Generic[_K, _V]):
+    """A dict that holds at most `max_entries`, evicting the oldest first:
+    for the per-call work a client repeats (the same JSON header, the same
+    response shape), done once and kept without letting memory grow."""
+
+    def __init__(self, max_entries: int = 512) -> None:
+        self.max_entries = max_entries
+        self.entries: dict[_K, _V] = {}
+
+    def get(self, key: _K) -> _V | None:
+        return self.entries.get(key)
+
+    def put(self, key: _K, value: _V) -> None:
+        if len(self.entries) >= self.max_entries:
+            del self.entries[next(iter(self.entries))]
+        self.entries[key] = value
+
+
 class _HeaderCache:
     """Parsed headers by their bytes. A client sending binary tensors repeats
     the same JSON header on every call, so steady-state requests skip JSON
-    parsing and validation; bounded, oldest entry evicted first."""
+    parsing and validation."""
 
     def __init__(self, max_entries: int = 512, max_header_bytes: int = 4096) -> None:
-        self.max_entries = max_entries
         self.max_header_bytes = max_header_bytes
-        self._entries: dict[bytes, _RequestHeader] = {}
+        self.parsed: _BoundedCache[bytes, _RequestHeader] = _BoundedCache(max_entries)
 
     def get(self, header: bytes) -> _RequestHeader:
-        found = self._entries.get(header)
+        found = self.parsed.get(header)
         if found is not None:
             return found
         parsed = _parse_header(header)
         if parsed.cacheable and len(header) <= self.max_header_bytes:
-            if len(self._entries) >= self.max_entries:
-                del self._entries[next(iter(self._entries))]
-            self._entries[header] = parsed
+            self.parsed.put(header, parsed)
         return parsed
 
 
@@ -257,8 +275,7 @@ def _json_data(array: np.ndarray, datatype: str) -> np.ndarray | list[Any]:
 
 
 _ResponseKey = tuple[str, str, tuple[tuple[str, str, tuple[int, ...], int], ...]]
-_RESPONSE_HEADERS: dict[_ResponseKey, bytes] = {}
-_MAX_RESPONSE_HEADERS = 512
+_RESPONSE_HEADERS: _BoundedCache[_ResponseKey, bytes] = _BoundedCache()
 
 
 def encode_infer_response(
@@ -287,9 +304,7 @@ def encode_infer_response(
     if header is None:
         body, length = _encode_with_json(response, binary_default)
         header = body[:length]
-        if len(_RESPONSE_HEADERS) >= _MAX_RESPONSE_HEADERS:
-            del _RESPONSE_HEADERS[next(iter(_RESPONSE_HEADERS))]
-        _RESPONSE_HEADERS[key] = header
+        _RESPONSE_HEADERS.put(key, header)
     return b"".join((header, *blobs)), len(header)
 
 

@@ -163,8 +163,8 @@ def test_http_header_cache_is_bounded() -> None:
     headers = [_binary_request([1, n], 4 * n) for n in range(1, 11)]
     for header in headers:
         assert cache.get(header).inputs[0].shape[1] == json.loads(header)["inputs"][0]["shape"][1]
-    assert len(cache._entries) == 4
-    assert list(cache._entries) == headers[-4:]
+    assert len(cache.parsed.entries) == 4
+    assert list(cache.parsed.entries) == headers[-4:]
 
 
 def test_http_encode_repeated_binary_responses() -> None:
