@@ -136,7 +136,8 @@ class HttpProtocol(asyncio.Protocol):
     #
     # Each request's handler coroutine is driven here rather than wrapped in
     # an asyncio Task: a Task costs a WeakSet registration in Python on 3.11
-    # and a loop round trip before its first step, about 5 us a request. A
+    # and a loop round trip before its first step: 2.9 us for create_task + await
+    # against 0.2 us for driving the coroutine (timeit under uvloop). A
     # handler that answers without waiting runs to the end inside
     # data_received; one that awaits a future is resumed from that future's
     # done callback, as a Task would be. Requests on one connection are
