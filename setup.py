@@ -22,6 +22,14 @@ PACKAGE_DIR = {
 }
 
 
+def _have_nghttp2() -> bool:
+    """The native gRPC transport needs libnghttp2's headers at build time."""
+    import sysconfig
+
+    dirs = ["/usr/include", "/usr/local/include", sysconfig.get_config_var("INCLUDEDIR") or ""]
+    return any(os.path.isfile(os.path.join(d, "nghttp2", "nghttp2.h")) for d in dirs if d)
+
+
 def _extensions() -> list:
     if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1":
         return []
@@ -45,6 +53,18 @@ def _extensions() -> list:
             extra_compile_args=strict,
         ),
     ]
+    if _have_nghttp2():
+        modules.append(
+            Extension(
+                "mlserve.ext._grpc_h2",
+                ["ext/_grpc_h2.pyx"],
+                libraries=["nghttp2"],
+                extra_compile_args=strict,
+            )
+        )
+    else:
+        print("mlserve: no nghttp2/nghttp2.h (Debian: libnghttp2-dev); the native gRPC")
+        print("mlserve: transport is not built and `serve` will use grpcio")
     return cythonize(
         modules,
         language_level=3,

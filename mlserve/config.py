@@ -6,7 +6,7 @@ line override the file. Defaults and flag names follow Triton's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,13 @@ class EndpointConfig:
     tls: TlsConfig | None = None
     restricted: tuple[Restriction, ...] = ()
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    # gRPC only: the transport, and server keepalive PINGs (gRPC's defaults).
+    impl: str = "native"
+    keepalive_time_s: float = 7200.0
+    keepalive_timeout_s: float = 20.0
+
+
+GRPC_IMPLS = ("native", "grpcio")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +128,16 @@ def _endpoint(
     )
 
 
+def _grpc_options(section: Section, endpoint: EndpointConfig) -> EndpointConfig:
+    """Triton's keepalive flags (milliseconds), and which gRPC transport serves."""
+    return replace(
+        endpoint,
+        impl=section.choice("grpc_impl", GRPC_IMPLS, "native"),
+        keepalive_time_s=section.integer("grpc_keepalive_time", 7_200_000, minimum=1) / 1000,
+        keepalive_timeout_s=section.integer("grpc_keepalive_timeout", 20_000, minimum=1) / 1000,
+    )
+
+
 def server_config_from_mapping(data: dict[str, Any]) -> ServerConfig:
     """Validate a flat settings mapping (file keys or flags) into a ServerConfig."""
     section = Section(data)
@@ -145,13 +162,16 @@ def server_config_from_mapping(data: dict[str, Any]) -> ServerConfig:
             tls=True,
             max_input_key="http_max_input_size",
         ),
-        grpc=_endpoint(
+        grpc=_grpc_options(
             section,
-            "grpc",
-            8001,
-            restricted_key="grpc_restricted_protocol",
-            tls=True,
-            max_input_key="grpc_max_input_size",
+            _endpoint(
+                section,
+                "grpc",
+                8001,
+                restricted_key="grpc_restricted_protocol",
+                tls=True,
+                max_input_key="grpc_max_input_size",
+            ),
         ),
         metrics=_endpoint(
             section, "metrics", 8002, restricted_key=None, tls=False, max_input_key=None

@@ -13,9 +13,11 @@ import sys
 
 from mlserve.config import ServerConfig, TlsConfig
 from mlserve.errors import ConfigError, MlserveError
+from mlserve.runtime import grpc_native
 from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane, ModelControlMode
-from mlserve.runtime.grpc_server import HealthReporter, start_grpc_server
+from mlserve.runtime.grpc_server import GrpcioServer, start_grpc_server
+from mlserve.runtime.grpc_service import HealthReporter
 from mlserve.runtime.http_api import HttpApi
 from mlserve.runtime.http_server import (
     Handler,
@@ -71,15 +73,13 @@ async def serve(config: ServerConfig) -> int:
     await health.set_ready(False)
 
     ports: list[str] = []
-    grpc_server = None
+    grpc_server: GrpcioServer | grpc_native.NativeGrpcServer | None = None
     http_server = None
     connections: set[HttpProtocol] = set()
     try:
         if config.grpc.enabled:
-            grpc_server, port = await start_grpc_server(
-                config.grpc, dataplane, health, reuse_port=config.reuse_port
-            )
-            ports.append(f"grpc={config.grpc.address}:{port}")
+            grpc_server = await _start_grpc(config, dataplane, health)
+            ports.append(f"grpc={config.grpc.address}:{grpc_server.port}")
         if config.http.enabled:
             api = HttpApi(
                 dataplane, AccessPolicy(list(config.http.restricted)), config.http.max_input_bytes
@@ -107,6 +107,8 @@ async def serve(config: ServerConfig) -> int:
         worker_socket = await start_unix_http_server(
             _worker_handler(metrics, dataplane), config.worker_socket
         )
+    if grpc_server is not None:
+        ports.append(f"grpc_impl={grpc_server.impl}")
     _announce("mlserve listening: " + " ".join(ports))
 
     if mode is ModelControlMode.EXPLICIT:
@@ -192,6 +194,24 @@ def _worker_handler(metrics: ServerMetrics, dataplane: DataPlane) -> Handler:
         return HttpResponse(404, b"")
 
     return handle
+
+
+async def _start_grpc(
+    config: ServerConfig, dataplane: DataPlane, health: HealthReporter
+) -> GrpcioServer | grpc_native.NativeGrpcServer:
+    """The configured gRPC transport; grpcio when the native one was not built."""
+    endpoint = config.grpc
+    if endpoint.impl == "native":
+        if grpc_native.AVAILABLE:
+            return await grpc_native.start_native_grpc_server(
+                endpoint,
+                dataplane,
+                health,
+                ssl_context=_ssl_context(endpoint.tls) if endpoint.tls else None,
+                reuse_port=config.reuse_port,
+            )
+        _announce(f"mlserve: {grpc_native.UNAVAILABLE_REASON}; serving gRPC on grpcio")
+    return await start_grpc_server(endpoint, dataplane, health, reuse_port=config.reuse_port)
 
 
 async def _track_readiness(dataplane: DataPlane, health: HealthReporter) -> None:

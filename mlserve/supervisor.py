@@ -196,6 +196,11 @@ class Supervisor:
                 self.config.metrics.port, addr=self.config.metrics.address, registry=registry
             )
             announce.append(f"metrics={self.config.metrics.address}:{metrics_server.server_port}")
+        if self.config.grpc.enabled:
+            from mlserve.runtime import grpc_native
+
+            impl = self.config.grpc.impl if grpc_native.AVAILABLE else "grpcio"
+            announce.append(f"grpc_impl={impl}")
         print("mlserve listening: " + " ".join(announce), flush=True)
         for event in self.ready:
             while not event.wait(0.1):

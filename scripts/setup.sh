@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${MLSERVE_VENV:-.venv}
 
-# Debian packages: a C compiler for the Cython extensions, and the load tools the
-# benchmarks use. Installed only when missing, so a warm machine skips apt.
+# Debian packages: a C compiler and libnghttp2's headers for the Cython extensions
+# (the native gRPC transport links libnghttp2), and the load tools the benchmarks
+# use. Installed only when missing, so a warm machine skips apt.
 need=()
 command -v gcc >/dev/null || need+=(gcc)
+[ -f /usr/include/nghttp2/nghttp2.h ] || need+=(libnghttp2-dev)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then

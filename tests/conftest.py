@@ -30,6 +30,7 @@ class ServerProcess:
     http: str = ""
     metrics: str = ""
     ready: bool = False
+    grpc_impl: str = ""
     lines: list[str] = field(default_factory=list)
     pump: threading.Thread | None = None
 
@@ -65,10 +66,24 @@ class ServerProcess:
                 self.process.stdout.close()
 
 
+GRPC_IMPLS = ("native", "grpcio")
+_grpc_impl = {"current": GRPC_IMPLS[0]}
+
+
+@pytest.fixture(scope="session", params=GRPC_IMPLS)
+def grpc_impl(request: pytest.FixtureRequest) -> str:
+    """The gRPC transport the servers of these tests run (integration tests run
+    under each one: tests/integration/conftest.py asks for it)."""
+    _grpc_impl["current"] = request.param
+    return str(request.param)
+
+
 def start_server(
     repository: Path, *extra: str, wait_ready: bool = True, env: dict[str, str] | None = None
 ) -> ServerProcess:
-    """Start `mlserve serve` on free loopback ports; returns once it is ready."""
+    """Start `mlserve serve` on free loopback ports; returns once it is ready.
+    The gRPC transport is the current `grpc_impl` unless `extra` names one."""
+    impl = () if "--grpc-impl" in extra else ("--grpc-impl", _grpc_impl["current"])
     command = [
         sys.executable,
         "-m",
@@ -88,6 +103,7 @@ def start_server(
         "127.0.0.1",
         "--metrics-address",
         "127.0.0.1",
+        *impl,
         *extra,
     ]
     process = subprocess.Popen(
@@ -151,7 +167,7 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(model_repository: Path) -> Iterator[ServerProcess]:
+def server(model_repository: Path, grpc_impl: str) -> Iterator[ServerProcess]:
     """One shared server over `model_repository` (tests must not change its state)."""
     process = start_server(
         model_repository, "--http-max-input-size", "1048576", "--grpc-max-input-size", "1048576"

@@ -59,6 +59,17 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--exit-timeout-secs", type=float, help="drain grace period (default 30)")
     p.add_argument("--http-max-input-size", type=int, help="bytes (default 64 MiB)")
     p.add_argument("--grpc-max-input-size", type=int, help="bytes (default 64 MiB)")
+    p.add_argument(
+        "--grpc-impl",
+        choices=("native", "grpcio"),
+        help="gRPC transport: native (HTTP/2 on libnghttp2, the default) or grpcio",
+    )
+    p.add_argument(
+        "--grpc-keepalive-time", type=int, help="ms without traffic before a PING (7200000)"
+    )
+    p.add_argument(
+        "--grpc-keepalive-timeout", type=int, help="ms to wait for the PING's ack (20000)"
+    )
     for proto in ("grpc", "http"):
         p.add_argument(f"--{proto}-use-ssl", type=_bool, nargs="?", const=True)
         p.add_argument(f"--{proto}-use-ssl-mutual", type=_bool, nargs="?", const=True)

@@ -9,7 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _under_each_grpc_impl() -> None:
+    """Once, not per transport: the runner starts its own servers in every mode."""
 
 
 def test_quick_run_writes_results_for_every_mode(tmp_path: Path) -> None:

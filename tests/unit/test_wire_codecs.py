@@ -11,7 +11,8 @@ import pytest
 from mlserve.errors import ErrorKind, InvalidRequest, Overloaded, Unsupported
 from mlserve.proto import grpc_service_pb2 as pb
 from mlserve.runtime import grpc_codec, http_codec
-from mlserve.runtime.grpc_server import STATUS_BY_KIND as GRPC_STATUS
+from mlserve.runtime.grpc_server import status_code
+from mlserve.runtime.grpc_service import STATUS_BY_KIND as GRPC_STATUS
 from mlserve.runtime.http_api import STATUS_BY_KIND as HTTP_STATUS
 from mlserve.runtime.http_api import error_response
 from mlserve.runtime.inference_types import InferOutput, InferResponse
@@ -19,7 +20,9 @@ from mlserve.runtime.inference_types import InferOutput, InferResponse
 
 def test_every_error_kind_has_one_status_per_transport() -> None:
     assert set(GRPC_STATUS) == set(ErrorKind) == set(HTTP_STATUS)
-    assert GRPC_STATUS[ErrorKind.INVALID_ARGUMENT] is grpc.StatusCode.INVALID_ARGUMENT
+    assert status_code(GRPC_STATUS[ErrorKind.INVALID_ARGUMENT]) is grpc.StatusCode.INVALID_ARGUMENT
+    for kind, number in GRPC_STATUS.items():  # the numbers are grpcio's codes, by name
+        assert status_code(number).name == kind.name
     assert HTTP_STATUS[ErrorKind.NOT_FOUND] == 404
     assert HTTP_STATUS[ErrorKind.UNAVAILABLE] == 503
     assert HTTP_STATUS[ErrorKind.RESOURCE_EXHAUSTED] == 429

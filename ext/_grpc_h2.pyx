@@ -1,0 +1,925 @@
+# cython: language_level=3
+"""gRPC over HTTP/2 on libnghttp2: the native transport's per-request protocol work.
+
+An `H2Connection` is the asyncio Protocol of one client connection. It feeds
+the bytes it receives to an nghttp2 server session; nghttp2's callbacks (C
+functions here) collect each stream's headers and gRPC length-prefixed
+messages. After each read, every completed request is handed to Python with
+one call: `handler(stream)` for a unary RPC, `handler(stream, message)` for
+each message of a streaming one (and `handler(stream, None)` when the client
+half-closes). Python answers through the stream (`reply`, `send`, `finish`);
+framing, response headers and trailers (`grpc-status`, percent-encoded
+`grpc-message`) are built here, and everything nghttp2 has to send goes out in
+one transport write per read or per event-loop turn.
+
+The transport knows nothing of V2: a route table maps `:path` to a handler."""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport int32_t, uint8_t, uint32_t
+from libc.string cimport memcmp, memcpy
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+import zlib
+
+
+cdef extern from "nghttp2/nghttp2.h":
+    ctypedef struct nghttp2_session:
+        pass
+    ctypedef struct nghttp2_session_callbacks:
+        pass
+    ctypedef struct nghttp2_option:
+        pass
+
+    ctypedef struct nghttp2_frame_hd:
+        size_t length
+        int32_t stream_id
+        uint8_t type
+        uint8_t flags
+
+    ctypedef struct nghttp2_headers:
+        nghttp2_frame_hd hd
+        int cat
+
+    ctypedef union nghttp2_frame:
+        nghttp2_frame_hd hd
+        nghttp2_headers headers
+
+    ctypedef struct nghttp2_nv:
+        uint8_t *name
+        uint8_t *value
+        size_t namelen
+        size_t valuelen
+        uint8_t flags
+
+    ctypedef union nghttp2_data_source:
+        int fd
+        void *ptr
+
+    ctypedef ssize_t (*nghttp2_data_source_read_callback)(
+        nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+        uint32_t *data_flags, nghttp2_data_source *source, void *user_data) noexcept
+
+    ctypedef struct nghttp2_data_provider:
+        nghttp2_data_source source
+        nghttp2_data_source_read_callback read_callback
+
+    ctypedef struct nghttp2_settings_entry:
+        int32_t settings_id
+        uint32_t value
+
+    ctypedef int (*nghttp2_on_begin_headers_callback)(
+        nghttp2_session *session, const nghttp2_frame *frame, void *user_data) noexcept
+    ctypedef int (*nghttp2_on_header_callback)(
+        nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+        size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+        void *user_data) noexcept
+    ctypedef int (*nghttp2_on_frame_recv_callback)(
+        nghttp2_session *session, const nghttp2_frame *frame, void *user_data) noexcept
+    ctypedef int (*nghttp2_on_data_chunk_recv_callback)(
+        nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
+        size_t len, void *user_data) noexcept
+    ctypedef int (*nghttp2_on_stream_close_callback)(
+        nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+        void *user_data) noexcept
+
+    int nghttp2_session_callbacks_new(nghttp2_session_callbacks **callbacks_ptr)
+    void nghttp2_session_callbacks_del(nghttp2_session_callbacks *callbacks)
+    void nghttp2_session_callbacks_set_on_begin_headers_callback(
+        nghttp2_session_callbacks *cbs, nghttp2_on_begin_headers_callback cb)
+    void nghttp2_session_callbacks_set_on_header_callback(
+        nghttp2_session_callbacks *cbs, nghttp2_on_header_callback cb)
+    void nghttp2_session_callbacks_set_on_frame_recv_callback(
+        nghttp2_session_callbacks *cbs, nghttp2_on_frame_recv_callback cb)
+    void nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+        nghttp2_session_callbacks *cbs, nghttp2_on_data_chunk_recv_callback cb)
+    void nghttp2_session_callbacks_set_on_stream_close_callback(
+        nghttp2_session_callbacks *cbs, nghttp2_on_stream_close_callback cb)
+
+    int nghttp2_option_new(nghttp2_option **option_ptr)
+    void nghttp2_option_del(nghttp2_option *option)
+    void nghttp2_option_set_max_outbound_ack(nghttp2_option *option, size_t val)
+    void nghttp2_option_set_max_settings(nghttp2_option *option, size_t val)
+    void nghttp2_option_set_stream_reset_rate_limit(
+        nghttp2_option *option, unsigned long long burst, unsigned long long rate)
+    void nghttp2_option_set_max_continuations(nghttp2_option *option, size_t val)
+    void nghttp2_option_set_max_deflate_dynamic_table_size(nghttp2_option *option, size_t val)
+
+    int nghttp2_session_server_new2(
+        nghttp2_session **session_ptr, const nghttp2_session_callbacks *callbacks,
+        void *user_data, const nghttp2_option *option)
+    void nghttp2_session_del(nghttp2_session *session)
+    ssize_t nghttp2_session_mem_recv(nghttp2_session *session, const uint8_t *data, size_t inlen)
+    ssize_t nghttp2_session_mem_send(nghttp2_session *session, const uint8_t **data_ptr)
+    int nghttp2_session_want_read(nghttp2_session *session)
+    int nghttp2_session_want_write(nghttp2_session *session)
+    int nghttp2_session_resume_data(nghttp2_session *session, int32_t stream_id)
+    int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *session)
+    int nghttp2_session_set_local_window_size(
+        nghttp2_session *session, uint8_t flags, int32_t stream_id, int32_t window_size)
+    int nghttp2_submit_settings(
+        nghttp2_session *session, uint8_t flags, const nghttp2_settings_entry *iv, size_t niv)
+    int nghttp2_submit_response(
+        nghttp2_session *session, int32_t stream_id, const nghttp2_nv *nva, size_t nvlen,
+        const nghttp2_data_provider *data_prd)
+    int nghttp2_submit_trailer(
+        nghttp2_session *session, int32_t stream_id, const nghttp2_nv *nva, size_t nvlen)
+    int nghttp2_submit_rst_stream(
+        nghttp2_session *session, uint8_t flags, int32_t stream_id, uint32_t error_code)
+    int nghttp2_submit_goaway(
+        nghttp2_session *session, uint8_t flags, int32_t last_stream_id, uint32_t error_code,
+        const uint8_t *opaque_data, size_t opaque_data_len)
+    int nghttp2_submit_ping(nghttp2_session *session, uint8_t flags, const uint8_t *opaque_data)
+    const char *nghttp2_strerror(int lib_error_code)
+
+    enum:
+        NGHTTP2_DATA
+        NGHTTP2_HEADERS
+        NGHTTP2_PING
+        NGHTTP2_FLAG_NONE
+        NGHTTP2_FLAG_END_STREAM
+        NGHTTP2_FLAG_ACK
+        NGHTTP2_HCAT_REQUEST
+        NGHTTP2_DATA_FLAG_EOF
+        NGHTTP2_DATA_FLAG_NO_END_STREAM
+        NGHTTP2_ERR_DEFERRED
+        NGHTTP2_ERR_CALLBACK_FAILURE
+        NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+        NGHTTP2_NO_ERROR
+        NGHTTP2_INTERNAL_ERROR
+        NGHTTP2_NV_FLAG_NONE
+        NGHTTP2_NV_FLAG_NO_COPY_NAME
+        NGHTTP2_NV_FLAG_NO_COPY_VALUE
+        NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
+        NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE
+        NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
+        NGHTTP2_SETTINGS_ENABLE_PUSH
+
+
+# gRPC status codes used by the transport itself (the data plane's come from Python).
+cdef enum:
+    _INTERNAL = 13
+    _UNIMPLEMENTED = 12
+    _RESOURCE_EXHAUSTED = 8
+    _INVALID_ARGUMENT = 3
+    _FRAME_PREFIX = 5
+    _MAX_TRAILERS = 16
+
+cdef nghttp2_session_callbacks *_callbacks = NULL
+
+
+cdef inline double _now() noexcept nogil:
+    """time.monotonic() (CLOCK_MONOTONIC, the clock Python uses for it)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef inline Py_ssize_t _be32(const uint8_t *p) noexcept:
+    return (<Py_ssize_t>p[0] << 24) | (<Py_ssize_t>p[1] << 16) | (<Py_ssize_t>p[2] << 8) | p[3]
+
+
+cdef inline bint _is(const uint8_t *name, size_t namelen, const char *literal, size_t n) noexcept:
+    return namelen == n and memcmp(name, literal, n) == 0
+
+
+cdef double _parse_timeout(const uint8_t *value, size_t n) noexcept:
+    """`grpc-timeout`: up to 8 digits and a unit (H M S m u n); -1 if malformed."""
+    cdef double amount = 0
+    cdef size_t i
+    cdef uint8_t unit
+    if n < 2 or n > 9:
+        return -1
+    for i in range(n - 1):
+        if value[i] < 48 or value[i] > 57:
+            return -1
+        amount = amount * 10 + (value[i] - 48)
+    unit = value[n - 1]
+    if unit == 72:  # H
+        return amount * 3600
+    if unit == 77:  # M
+        return amount * 60
+    if unit == 83:  # S
+        return amount
+    if unit == 109:  # m
+        return amount * 1e-3
+    if unit == 117:  # u
+        return amount * 1e-6
+    if unit == 110:  # n
+        return amount * 1e-9
+    return -1
+
+
+def percent_encode(message: str) -> bytes:
+    """`grpc-message` encoding: UTF-8, then %XX for bytes outside 0x20-0x7E and '%'."""
+    raw = message.encode("utf-8", "replace")
+    out = bytearray()
+    for byte in raw:
+        if byte < 0x20 or byte > 0x7E or byte == 0x25:
+            out += b"%%%02X" % byte
+        else:
+            out.append(byte)
+    return bytes(out)
+
+
+cdef class Route:
+    """What a `:path` leads to: the handler, and whether the RPC streams requests."""
+
+    cdef readonly object handler
+    cdef readonly bint streaming
+    cdef readonly str message_name
+
+    def __init__(self, handler, bint streaming, str message_name):
+        self.handler = handler
+        self.streaming = streaming
+        self.message_name = message_name
+
+
+cdef class H2Connection
+
+
+cdef class H2Stream:
+    """One RPC. Python answers through `reply` (unary) or `send` + `finish`."""
+
+    cdef readonly int32_t stream_id
+    cdef readonly Route route
+    cdef readonly bytes path
+    cdef readonly object payload  # the unary request message (bytes), once complete
+    cdef readonly list metadata  # [(name, value)] custom request metadata, names lower-case
+    cdef readonly double deadline  # time.monotonic() seconds; 0 = none
+    cdef public object user  # per-stream state of a streaming handler
+    cdef H2Connection conn
+    cdef bytearray inbuf  # gRPC bytes received and not yet split into messages
+    cdef bytearray out  # framed response messages not yet taken by nghttp2
+    cdef Py_ssize_t out_pos
+    cdef object encoding  # the request's grpc-encoding, or None
+    cdef Py_ssize_t header_bytes
+    cdef int error_status  # a transport-level refusal found while reading (0 = none)
+    cdef str error_message
+    cdef bint is_post, is_grpc, remote_closed, responded, done, deferred, closed
+    cdef int status
+    cdef bytes status_message
+    cdef list trailers
+
+    def __cinit__(self):
+        self.metadata = []
+        self.inbuf = bytearray()
+        self.out = bytearray()
+
+    @property
+    def open(self) -> bool:
+        """False once the stream is closed or reset (answers are then dropped)."""
+        return not self.closed and not self.done
+
+    def time_remaining(self):
+        """Seconds until the client's `grpc-timeout` runs out, or None."""
+        if self.deadline == 0:
+            return None
+        return self.deadline - _now()
+
+    def metadata_value(self, str key):
+        for name, value in self.metadata:
+            if name == key:
+                return value
+        return None
+
+    def reply(self, bytes message):
+        """Answer a unary RPC: one message and status OK."""
+        self._append(message)
+        self._finish(0, b"", None)
+
+    def send(self, bytes message):
+        """Send one message on a streaming RPC."""
+        self._append(message)
+        self._kick()
+
+    def finish(self, int status, str message="", trailers=None):
+        """End the RPC with this status (and trailing metadata [(name, value)])."""
+        self._finish(status, percent_encode(message) if message else b"", trailers)
+
+    cdef _append(self, bytes message):
+        if self.done or self.closed:
+            return
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(message)
+        cdef uint8_t prefix[5]
+        prefix[0] = 0
+        prefix[1] = (n >> 24) & 0xFF
+        prefix[2] = (n >> 16) & 0xFF
+        prefix[3] = (n >> 8) & 0xFF
+        prefix[4] = n & 0xFF
+        self.out += (<char*>prefix)[:5]
+        self.out += message
+
+    cdef _finish(self, int status, bytes message, object trailers):
+        if self.done or self.closed:
+            return
+        self.done = True
+        self.status = status
+        self.status_message = message
+        self.trailers = list(trailers) if trailers else None
+        self._kick()
+
+    cdef _kick(self):
+        """Start or resume the response, and have the connection write soon."""
+        if self.closed:
+            return
+        cdef H2Connection conn = self.conn
+        if not self.responded:
+            self.responded = True
+            if self.done and not self.out:
+                conn._trailers_only(self)
+            else:
+                conn._submit_response(self)
+        elif self.deferred:
+            self.deferred = False
+            nghttp2_session_resume_data(conn.session, self.stream_id)
+        conn._want_flush()
+
+    cdef _refuse(self, int status, str message):
+        """A transport-level error found while reading: answered once headers are in."""
+        if self.error_status == 0:
+            self.error_status = status
+            self.error_message = message
+
+
+cdef class H2Connection:
+    """The asyncio Protocol of one HTTP/2 connection (h2c or TLS with ALPN h2)."""
+
+    cdef nghttp2_session *session
+    cdef object transport
+    cdef dict routes
+    cdef dict streams
+    cdef list ready
+    cdef object loop
+    cdef object registry  # the server's set of live connections
+    cdef Py_ssize_t max_message
+    cdef Py_ssize_t max_header_bytes
+    cdef uint32_t max_streams
+    cdef bint in_read, flush_scheduled, write_paused, read_paused, goaway_sent
+    cdef readonly double last_activity
+    cdef readonly double ping_sent  # when our keepalive PING went out (0 = none pending)
+    cdef readonly Py_ssize_t requests
+
+    def __cinit__(self):
+        self.session = NULL
+
+    def __init__(
+        self,
+        dict routes,
+        object registry,
+        *,
+        Py_ssize_t max_message,
+        Py_ssize_t max_header_bytes=16384,
+        uint32_t max_streams=1000,
+    ):
+        self.routes = routes
+        self.registry = registry
+        self.streams = {}
+        self.ready = []
+        self.max_message = max_message
+        self.max_header_bytes = max_header_bytes
+        self.max_streams = max_streams
+
+    def __dealloc__(self):
+        if self.session != NULL:
+            nghttp2_session_del(self.session)
+            self.session = NULL
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport):
+        import asyncio
+
+        self.transport = transport
+        self.loop = asyncio.get_running_loop()
+        self.last_activity = _now()
+        self.registry.add(self)
+        cdef nghttp2_option *option
+        nghttp2_option_new(&option)
+        nghttp2_option_set_max_outbound_ack(option, 1000)  # PING / SETTINGS floods
+        nghttp2_option_set_max_settings(option, 32)
+        nghttp2_option_set_stream_reset_rate_limit(option, 1000, 33)  # CVE-2023-44487
+        nghttp2_option_set_max_continuations(option, 8)  # CONTINUATION floods
+        rv = nghttp2_session_server_new2(&self.session, _callbacks, <void*>self, option)
+        nghttp2_option_del(option)
+        if rv != 0:
+            transport.close()
+            raise MemoryError(nghttp2_strerror(rv).decode())
+        cdef nghttp2_settings_entry settings[4]
+        settings[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
+        settings[0].value = self.max_streams
+        settings[1].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE
+        settings[1].value = 1 << 20
+        settings[2].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
+        settings[2].value = <uint32_t>self.max_header_bytes
+        settings[3].settings_id = NGHTTP2_SETTINGS_ENABLE_PUSH
+        settings[3].value = 0
+        nghttp2_submit_settings(self.session, NGHTTP2_FLAG_NONE, settings, 4)
+        nghttp2_session_set_local_window_size(self.session, NGHTTP2_FLAG_NONE, 0, 16 << 20)
+        self._flush()
+
+    def connection_lost(self, exc):
+        self.registry.discard(self)
+        self.transport = None
+        for stream in self.streams.values():
+            (<H2Stream>stream).closed = True
+        self.streams.clear()
+        self.ready.clear()
+
+    def data_received(self, bytes data):
+        if self.session == NULL or self.transport is None:
+            return
+        self.last_activity = _now()
+        self.in_read = True
+        cdef ssize_t rv = nghttp2_session_mem_recv(
+            self.session, <const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        self.in_read = False
+        if rv < 0:  # nghttp2 queued a GOAWAY where the protocol asks for one
+            self.ready.clear()
+            self._flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.ready:
+            self._dispatch()
+        self._flush()
+
+    def eof_received(self):
+        return False  # close our side too
+
+    def pause_writing(self):
+        """The client reads slower than we answer: stop reading its requests too."""
+        self.write_paused = True
+        if self.transport is not None and not self.read_paused:
+            self.transport.pause_reading()
+            self.read_paused = True
+
+    def resume_writing(self):
+        self.write_paused = False
+        if self.transport is not None and self.read_paused:
+            self.transport.resume_reading()
+            self.read_paused = False
+        self._flush()
+
+    # -- control (called by the server) --------------------------------------
+
+    def shutdown(self):
+        """GOAWAY: finish the streams we have, accept no new ones, then close."""
+        if self.session == NULL or self.goaway_sent or self.transport is None:
+            return
+        self.goaway_sent = True
+        nghttp2_submit_goaway(
+            self.session, NGHTTP2_FLAG_NONE,
+            nghttp2_session_get_last_proc_stream_id(self.session), NGHTTP2_NO_ERROR, NULL, 0)
+        self._flush()
+
+    def ping(self):
+        """A keepalive PING; `ping_sent` stays set until the client acknowledges it."""
+        if self.session == NULL or self.transport is None:
+            return
+        nghttp2_submit_ping(self.session, NGHTTP2_FLAG_NONE, NULL)
+        self.ping_sent = _now()
+        self._flush()
+
+    def abort(self):
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def active_streams(self) -> int:
+        return len(self.streams)
+
+    # -- answering ---------------------------------------------------------
+
+    cdef _dispatch(self):
+        cdef list ready = self.ready
+        self.ready = []
+        cdef H2Stream stream
+        cdef Route route
+        for item in ready:
+            stream = <H2Stream>item[0]
+            if stream.closed:
+                continue
+            route = stream.route
+            self.requests += 1
+            try:
+                if route.streaming:
+                    route.handler(stream, item[1])
+                else:
+                    route.handler(stream)
+            except Exception as exc:  # a handler bug: answer this RPC, keep the connection
+                stream.finish(_INTERNAL, f"internal error: {exc!r}")
+
+    cdef _want_flush(self):
+        if self.in_read or self.flush_scheduled or self.transport is None:
+            return
+        self.flush_scheduled = True
+        self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self):
+        self.flush_scheduled = False
+        self._flush()
+
+    cdef _flush(self):
+        """Everything nghttp2 has to send, in one write."""
+        if self.session == NULL or self.transport is None or self.write_paused:
+            return
+        cdef const uint8_t *chunk
+        cdef ssize_t n
+        cdef bytearray pending = None
+        cdef bytes first = None
+        while True:
+            n = nghttp2_session_mem_send(self.session, &chunk)
+            if n < 0:
+                self.transport.close()
+                return
+            if n == 0:
+                break
+            if first is None:
+                first = PyBytes_FromStringAndSize(<const char*>chunk, n)
+            else:
+                if pending is None:
+                    pending = bytearray(first)
+                pending += (<const char*>chunk)[:n]
+        if pending is not None:
+            self.transport.write(pending)
+        elif first is not None:
+            self.transport.write(first)
+        if not nghttp2_session_want_read(self.session) and not nghttp2_session_want_write(
+            self.session
+        ):
+            self.transport.close()
+
+    cdef _submit_response(self, H2Stream stream):
+        cdef nghttp2_nv nva[3]
+        _static_nv(&nva[0], b":status", b"200")
+        _static_nv(&nva[1], b"content-type", b"application/grpc")
+        _static_nv(&nva[2], b"grpc-accept-encoding", b"identity,deflate,gzip")
+        cdef nghttp2_data_provider provider
+        provider.source.ptr = <void*>stream
+        provider.read_callback = _read_body
+        nghttp2_submit_response(self.session, stream.stream_id, nva, 3, &provider)
+
+    cdef _trailers_only(self, H2Stream stream):
+        """An answer without messages: one HEADERS frame that ends the stream."""
+        cdef nghttp2_nv nva[3 + 2 + _MAX_TRAILERS]
+        cdef size_t n
+        if stream.is_grpc:
+            _static_nv(&nva[0], b":status", b"200")
+        else:
+            _static_nv(&nva[0], b":status", b"415")
+        _static_nv(&nva[1], b"content-type", b"application/grpc")
+        _static_nv(&nva[2], b"grpc-accept-encoding", b"identity,deflate,gzip")
+        keep = _status_nv(stream, &nva[3], &n)
+        nghttp2_submit_response(self.session, stream.stream_id, nva, 3 + n, NULL)
+        del keep
+        # No RST_STREAM(NO_ERROR) to cut the client's upload short: grpc-core clients
+        # report that as INTERNAL instead of the status sent. The rest of the request
+        # is read and dropped unbuffered (_data ignores a stream that is done).
+
+    # -- reading (from nghttp2's callbacks) ---------------------------------
+
+    cdef int _begin_headers(self, const nghttp2_frame *frame):
+        if frame.hd.type != NGHTTP2_HEADERS or frame.headers.cat != NGHTTP2_HCAT_REQUEST:
+            return 0
+        cdef H2Stream stream = H2Stream.__new__(H2Stream)
+        stream.stream_id = frame.hd.stream_id
+        stream.conn = self
+        self.streams[frame.hd.stream_id] = stream
+        return 0
+
+    cdef int _header(
+        self, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+        const uint8_t *value, size_t valuelen,
+    ):
+        found = self.streams.get(frame.hd.stream_id)
+        if found is None:
+            return 0
+        cdef H2Stream stream = <H2Stream>found
+        if frame.headers.cat != NGHTTP2_HCAT_REQUEST:
+            return 0  # request trailers: nothing in them for us
+        stream.header_bytes += namelen + valuelen + 32
+        if stream.header_bytes > self.max_header_bytes:
+            stream._refuse(
+                _RESOURCE_EXHAUSTED,
+                f"request metadata is over the server's limit of {self.max_header_bytes} bytes",
+            )
+            return 0
+        cdef double timeout
+        if namelen > 0 and name[0] == 58:  # ':' pseudo-header
+            if _is(name, namelen, b":path", 5):
+                stream.path = PyBytes_FromStringAndSize(<const char*>value, valuelen)
+            elif _is(name, namelen, b":method", 7):
+                stream.is_post = _is(value, valuelen, b"POST", 4)
+            return 0
+        if _is(name, namelen, b"content-type", 12):
+            stream.is_grpc = valuelen >= 16 and memcmp(value, b"application/grpc", 16) == 0
+        elif _is(name, namelen, b"grpc-timeout", 12):
+            timeout = _parse_timeout(value, valuelen)
+            if timeout < 0:
+                stream._refuse(_INTERNAL, "malformed grpc-timeout header")
+            else:
+                stream.deadline = _now() + timeout
+        elif _is(name, namelen, b"grpc-encoding", 13):
+            stream.encoding = (<const char*>value)[:valuelen].decode("latin-1")
+        elif (
+            _is(name, namelen, b"te", 2)
+            or _is(name, namelen, b"user-agent", 10)
+            or _is(name, namelen, b"grpc-accept-encoding", 20)
+        ):
+            pass
+        else:
+            stream.metadata.append(
+                ((<const char*>name)[:namelen].decode("latin-1"),
+                 (<const char*>value)[:valuelen].decode("latin-1"))
+            )
+        return 0
+
+    cdef int _data(self, int32_t stream_id, const uint8_t *data, size_t length):
+        found = self.streams.get(stream_id)
+        if found is None:
+            return 0
+        cdef H2Stream stream = <H2Stream>found
+        if stream.error_status or stream.done or stream.route is None:
+            return 0  # answered already (or about to be): the rest is dropped
+        cdef bytearray inbuf = stream.inbuf
+        cdef Py_ssize_t size
+        cdef const uint8_t *p
+        # The common case: one whole message in this chunk, nothing buffered.
+        if not inbuf and length >= _FRAME_PREFIX:
+            size = _be32(data + 1)
+            if <size_t>(size + _FRAME_PREFIX) == length and data[0] == 0 and size <= self.max_message:
+                self._message(stream, PyBytes_FromStringAndSize(<const char*>data + 5, size))
+                return 0
+        inbuf += (<const char*>data)[:length]
+        while len(inbuf) >= _FRAME_PREFIX and not stream.error_status:
+            p = <const uint8_t*>(<char*>inbuf)
+            size = _be32(p + 1)
+            if size > self.max_message:
+                stream._refuse(
+                    _INVALID_ARGUMENT,
+                    f"{stream.route.message_name} is {size} bytes, over the server's limit of "
+                    f"{self.max_message} bytes (--grpc-max-input-size)",
+                )
+                inbuf.clear()
+                self._answer_refusal(stream)
+                return 0
+            if len(inbuf) < size + _FRAME_PREFIX:
+                break
+            flag = p[0]
+            message = bytes(inbuf[5:5 + size])
+            del inbuf[:5 + size]
+            if flag == 1:
+                message = self._decompress(stream, message)
+                if message is None:
+                    self._answer_refusal(stream)
+                    return 0
+            elif flag != 0:
+                stream._refuse(_INTERNAL, f"invalid gRPC compressed-flag {flag}")
+                self._answer_refusal(stream)
+                return 0
+            self._message(stream, message)
+        return 0
+
+    cdef object _decompress(self, H2Stream stream, bytes message):
+        encoding = stream.encoding
+        if encoding is None or encoding == "identity":
+            stream._refuse(_INTERNAL, "compressed message without a grpc-encoding")
+            return None
+        if encoding not in ("gzip", "deflate"):
+            stream._refuse(
+                _UNIMPLEMENTED,
+                f"grpc-encoding {encoding!r} is not supported (identity, deflate, gzip are)",
+            )
+            return None
+        inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+        try:
+            out = inflater.decompress(message, self.max_message + 1)
+        except zlib.error as exc:
+            stream._refuse(_INTERNAL, f"cannot decompress the {encoding} message: {exc}")
+            return None
+        if len(out) > self.max_message:
+            stream._refuse(
+                _INVALID_ARGUMENT,
+                f"{stream.route.message_name} is over the server's limit of "
+                f"{self.max_message} bytes once decompressed (--grpc-max-input-size)",
+            )
+            return None
+        if not inflater.eof:
+            stream._refuse(_INTERNAL, f"the {encoding} message is truncated")
+            return None
+        return out
+
+    cdef _message(self, H2Stream stream, object message):
+        if stream.route.streaming:
+            self.ready.append((stream, message))
+        elif stream.payload is not None:
+            stream._refuse(_UNIMPLEMENTED, "a unary RPC got more than one request message")
+            self._answer_refusal(stream)
+        else:
+            stream.payload = message
+
+    cdef _answer_refusal(self, H2Stream stream):
+        if stream.done:
+            return
+        stream.payload = None
+        stream._finish(stream.error_status, percent_encode(stream.error_message), None)
+
+    cdef int _frame(self, const nghttp2_frame *frame):
+        cdef uint8_t kind = frame.hd.type
+        if kind == NGHTTP2_PING:
+            if frame.hd.flags & NGHTTP2_FLAG_ACK:
+                self.ping_sent = 0
+            return 0
+        if kind != NGHTTP2_HEADERS and kind != NGHTTP2_DATA:
+            return 0
+        found = self.streams.get(frame.hd.stream_id)
+        if found is None:
+            return 0
+        cdef H2Stream stream = <H2Stream>found
+        if kind == NGHTTP2_HEADERS and frame.headers.cat == NGHTTP2_HCAT_REQUEST:
+            self._headers_done(stream)
+        if frame.hd.flags & NGHTTP2_FLAG_END_STREAM:
+            stream.remote_closed = True
+            self._request_done(stream)
+        return 0
+
+    cdef _headers_done(self, H2Stream stream):
+        if stream.error_status:
+            self._answer_refusal(stream)
+            return
+        if not stream.is_grpc:
+            stream._refuse(_INTERNAL, "content-type must be application/grpc")
+        elif not stream.is_post:
+            stream._refuse(_UNIMPLEMENTED, "gRPC calls are POST requests")
+        else:
+            route = self.routes.get(stream.path)
+            if route is None:
+                path = (stream.path or b"").decode("latin-1")
+                stream._refuse(_UNIMPLEMENTED, f"unknown method {path}")
+            else:
+                stream.route = <Route>route
+                return
+        self._answer_refusal(stream)
+
+    cdef _request_done(self, H2Stream stream):
+        if stream.done or stream.error_status or stream.route is None:
+            return
+        if stream.inbuf:
+            stream._refuse(_INTERNAL, "the request ended inside a gRPC message")
+            self._answer_refusal(stream)
+        elif stream.route.streaming:
+            self.ready.append((stream, None))
+        elif stream.payload is None:
+            stream._refuse(_UNIMPLEMENTED, "a unary RPC got no request message")
+            self._answer_refusal(stream)
+        else:
+            self.ready.append((stream, None))
+
+    cdef _stream_closed(self, int32_t stream_id):
+        found = self.streams.pop(stream_id, None)
+        if found is not None:
+            (<H2Stream>found).closed = True
+        if self.goaway_sent and not self.streams and self.transport is not None:
+            self._want_flush()
+
+
+cdef inline void _static_nv(nghttp2_nv *nv, const char *name, const char *value) noexcept:
+    """A header from C string literals (nghttp2 need not copy them)."""
+    cdef size_t i = 0
+    while name[i]:
+        i += 1
+    cdef size_t j = 0
+    while value[j]:
+        j += 1
+    nv.name = <uint8_t*>name
+    nv.namelen = i
+    nv.value = <uint8_t*>value
+    nv.valuelen = j
+    nv.flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE
+
+
+cdef inline void _bytes_nv(nghttp2_nv *nv, bytes name, bytes value) noexcept:
+    nv.name = <uint8_t*>PyBytes_AS_STRING(name)
+    nv.namelen = PyBytes_GET_SIZE(name)
+    nv.value = <uint8_t*>PyBytes_AS_STRING(value)
+    nv.valuelen = PyBytes_GET_SIZE(value)
+    nv.flags = NGHTTP2_NV_FLAG_NONE  # nghttp2 copies them before we return
+
+
+cdef list _status_nv(H2Stream stream, nghttp2_nv *nva, size_t *count):
+    """grpc-status, grpc-message and trailing metadata; returns the bytes to keep alive."""
+    keep = [str(stream.status).encode("ascii")]
+    _static_nv(&nva[0], b"grpc-status", b"0")
+    if stream.status != 0:
+        _bytes_nv(&nva[0], b"grpc-status", keep[0])
+    cdef size_t n = 1
+    if stream.status_message:
+        keep.append(stream.status_message)
+        _bytes_nv(&nva[1], b"grpc-message", stream.status_message)
+        n = 2
+    if stream.trailers:
+        for name, value in stream.trailers[:_MAX_TRAILERS]:
+            key = str(name).lower().encode("latin-1")
+            val = str(value).encode("latin-1")
+            keep.append(key)
+            keep.append(val)
+            _bytes_nv(&nva[n], key, val)
+            n += 1
+    count[0] = n
+    return keep
+
+
+# -- nghttp2 callbacks (user_data is the H2Connection) ---------------------------
+
+cdef ssize_t _read_body(
+    nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+    uint32_t *data_flags, nghttp2_data_source *source, void *user_data,
+) noexcept:
+    cdef H2Stream stream = <H2Stream>source.ptr
+    cdef Py_ssize_t available = len(stream.out) - stream.out_pos
+    cdef Py_ssize_t n = 0
+    cdef nghttp2_nv nva[2 + _MAX_TRAILERS]
+    cdef size_t count
+    if available > 0:
+        n = available if <size_t>available < length else <Py_ssize_t>length
+        memcpy(buf, (<char*>stream.out) + stream.out_pos, n)
+        stream.out_pos += n
+        if stream.out_pos == len(stream.out):
+            stream.out.clear()
+            stream.out_pos = 0
+        else:
+            return n
+    if stream.done:
+        data_flags[0] |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM
+        try:
+            keep = _status_nv(stream, nva, &count)
+            nghttp2_submit_trailer(session, stream_id, nva, count)
+            del keep
+        except Exception:
+            return NGHTTP2_ERR_CALLBACK_FAILURE
+        return n
+    if n == 0:
+        stream.deferred = True
+        return NGHTTP2_ERR_DEFERRED
+    return n
+
+
+cdef int _on_begin_headers(
+    nghttp2_session *session, const nghttp2_frame *frame, void *user_data
+) noexcept:
+    try:
+        return (<H2Connection>user_data)._begin_headers(frame)
+    except Exception:
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+
+
+cdef int _on_header(
+    nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+    size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data,
+) noexcept:
+    try:
+        return (<H2Connection>user_data)._header(frame, name, namelen, value, valuelen)
+    except Exception:
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE  # resets this stream only
+
+
+cdef int _on_frame_recv(
+    nghttp2_session *session, const nghttp2_frame *frame, void *user_data
+) noexcept:
+    try:
+        return (<H2Connection>user_data)._frame(frame)
+    except Exception:
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+
+
+cdef int _on_data_chunk(
+    nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
+    size_t length, void *user_data,
+) noexcept:
+    try:
+        return (<H2Connection>user_data)._data(stream_id, data, length)
+    except Exception:
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+
+
+cdef int _on_stream_close(
+    nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data
+) noexcept:
+    try:
+        (<H2Connection>user_data)._stream_closed(stream_id)
+    except Exception:
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef void _init_callbacks() noexcept:
+    global _callbacks
+    nghttp2_session_callbacks_new(&_callbacks)
+    nghttp2_session_callbacks_set_on_begin_headers_callback(_callbacks, _on_begin_headers)
+    nghttp2_session_callbacks_set_on_header_callback(_callbacks, _on_header)
+    nghttp2_session_callbacks_set_on_frame_recv_callback(_callbacks, _on_frame_recv)
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(_callbacks, _on_data_chunk)
+    nghttp2_session_callbacks_set_on_stream_close_callback(_callbacks, _on_stream_close)
+
+
+_init_callbacks()

@@ -1,0 +1,323 @@
+"""The native gRPC transport: HTTP/2 by libnghttp2, driven from Cython
+(ext/_grpc_h2.pyx) on the event loop, serving the same grpc_service RPCs as
+the grpcio transport.
+
+Per request the Cython side parses frames, headers and the gRPC message
+prefix, and makes one Python call with the complete message; the handler's
+coroutine is driven without a Task and answers through the stream, which
+frames the reply and builds the trailers in C. h2c with prior knowledge, or
+TLS with ALPN h2 (the same certificate flags as grpcio)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health_pb2
+
+from mlserve.config import EndpointConfig
+from mlserve.errors import MlserveError
+from mlserve.runtime.access import AccessPolicy
+from mlserve.runtime.coroutine_driver import drive
+from mlserve.runtime.dataplane import DataPlane
+from mlserve.runtime.grpc_service import (
+    HEALTH_SERVICE,
+    INTERNAL,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    OK,
+    SERVICE,
+    STATUS_BY_KIND,
+    UNAVAILABLE,
+    HealthReporter,
+    InferenceService,
+    Rpc,
+    error_trailers,
+)
+
+log = logging.getLogger(__name__)
+
+AVAILABLE = False
+if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1":
+    UNAVAILABLE_REASON = "the native gRPC transport is off (MLSERVE_NO_EXTENSIONS=1)"
+else:
+    try:
+        from mlserve.ext._grpc_h2 import H2Connection, H2Stream, Route
+
+        AVAILABLE = True
+        UNAVAILABLE_REASON = ""
+    except ImportError as exc:  # built without libnghttp2's headers
+        UNAVAILABLE_REASON = f"the native gRPC transport is not built ({exc})"
+
+MAX_CONCURRENT_STREAMS = 1000
+MAX_HEADER_LIST_BYTES = 16 * 1024
+
+
+# -- unary RPCs --------------------------------------------------------------
+
+
+def _reply(stream: H2Stream, message: Message) -> None:
+    stream.reply(message.SerializeToString())
+
+
+def _fail(stream: H2Stream, name: str, exc: BaseException) -> None:
+    if isinstance(exc, MlserveError):
+        stream.finish(STATUS_BY_KIND[exc.kind], exc.message, error_trailers(exc))
+        return
+    log.error("unhandled error in %s", name, exc_info=exc)
+    stream.finish(INTERNAL, f"internal error: {exc!r}")
+
+
+def _unary(rpc: Rpc) -> Any:
+    call = rpc.call
+    name = rpc.name
+
+    def handle(stream: H2Stream) -> None:
+        drive(
+            call(stream.payload, stream.metadata_value, stream.time_remaining()),
+            partial(_reply, stream),
+            partial(_fail, stream, name),
+        )
+
+    return handle
+
+
+# -- ModelStreamInfer ----------------------------------------------------------
+
+
+class _StreamState:
+    __slots__ = ("ended", "pending")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.ended = False
+
+
+def _stream_answer(stream: H2Stream, state: _StreamState, reply: Message) -> None:
+    state.pending -= 1
+    stream.send(reply.SerializeToString())
+    if state.ended and state.pending == 0:
+        stream.finish(OK)
+
+
+def _stream_crash(stream: H2Stream, exc: BaseException) -> None:  # stream_reply never raises
+    log.error("unhandled error in ModelStreamInfer", exc_info=exc)
+    stream.finish(INTERNAL, f"internal error: {exc!r}")
+
+
+def _stream_infer(service: InferenceService) -> Any:
+    def handle(stream: H2Stream, data: bytes | None) -> None:
+        if not stream.open:
+            return
+        state = stream.user
+        if state is None:
+            try:
+                service.check_stream_access(stream.metadata_value)
+            except MlserveError as exc:
+                stream.finish(STATUS_BY_KIND[exc.kind], exc.message)
+                return
+            state = stream.user = _StreamState()
+        if data is None:  # the client is done sending
+            state.ended = True
+            if state.pending == 0:
+                stream.finish(OK)
+            return
+        state.pending += 1
+        drive(
+            service.stream_reply(data),
+            partial(_stream_answer, stream, state),
+            partial(_stream_crash, stream),
+        )
+
+    return handle
+
+
+# -- grpc.health.v1 ------------------------------------------------------------
+
+
+def _health_request(stream: H2Stream, data: bytes) -> str | None:
+    try:
+        return str(health_pb2.HealthCheckRequest.FromString(data).service)
+    except DecodeError as exc:
+        stream.finish(
+            INVALID_ARGUMENT, f"HealthCheckRequest is not a valid protobuf message: {exc}"
+        )
+        return None
+
+
+def _health_check(health: HealthReporter) -> Any:
+    def handle(stream: H2Stream) -> None:
+        service = _health_request(stream, stream.payload)
+        if service is None:
+            return
+        status = health.status(service)
+        if status is None:
+            stream.finish(NOT_FOUND, f"unknown service {service!r}")
+            return
+        stream.reply(health_pb2.HealthCheckResponse(status=status).SerializeToString())
+
+    return handle
+
+
+class _HealthWatch:
+    """Watch: the current status at once, then each change, until the client leaves."""
+
+    def __init__(self, health: HealthReporter) -> None:
+        self.health = health
+        self.streams: set[H2Stream] = set()
+
+    def handle(self, stream: H2Stream, data: bytes | None) -> None:
+        if data is None or stream.user is not None:
+            return  # the client half-closed; the stream stays open for updates
+        service = _health_request(stream, data)
+        if service is None:
+            return
+        status = self.health.status(service)
+        unknown = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        stream.send(_health_bytes(unknown if status is None else status))
+
+        def changed(name: str, new_status: Any) -> None:
+            if not stream.open:
+                unsubscribe()
+                self.streams.discard(stream)
+            elif name == service:
+                stream.send(_health_bytes(new_status))
+
+        unsubscribe = self.health.subscribe(changed)
+        stream.user = unsubscribe
+        self.streams.add(stream)
+
+    def close_all(self) -> None:
+        for stream in list(self.streams):
+            stream.finish(UNAVAILABLE, "the server is shutting down")
+            stream.user()
+        self.streams.clear()
+
+
+def _health_bytes(status: Any) -> bytes:
+    return bytes(health_pb2.HealthCheckResponse(status=status).SerializeToString())
+
+
+# -- the server ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """Server PINGs (gRPC's keepalive): after `time_s` without traffic, PING;
+    no acknowledgement within `timeout_s` closes the connection."""
+
+    time_s: float
+    timeout_s: float
+
+
+class NativeGrpcServer:
+    """The listening socket, its live connections, and their keepalive."""
+
+    impl = "native"
+
+    def __init__(
+        self,
+        server: asyncio.Server,
+        port: int,
+        connections: set[Any],
+        watch: _HealthWatch,
+        keepalive: Keepalive,
+    ) -> None:
+        self._server = server
+        self.port = port
+        self.connections = connections
+        self._watch = watch
+        self._keepalive = keepalive
+        self._pinger = asyncio.get_running_loop().create_task(self._ping_idle())
+
+    async def _ping_idle(self) -> None:
+        every = max(0.05, min(self._keepalive.time_s, self._keepalive.timeout_s) / 2)
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                if connection.ping_sent:
+                    if now - connection.ping_sent > self._keepalive.timeout_s:
+                        connection.abort()
+                elif now - connection.last_activity > self._keepalive.time_s:
+                    connection.ping()
+
+    async def stop(self, grace_s: float) -> None:
+        """GOAWAY to every client, let in-flight RPCs finish for up to `grace_s`,
+        then close what is left."""
+        self._server.close()
+        self._watch.close_all()
+        for connection in list(self.connections):
+            connection.shutdown()
+        deadline = time.monotonic() + grace_s
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
+            connection.abort()
+        self._pinger.cancel()
+
+
+def _routes(
+    service: InferenceService, health: HealthReporter, watch: _HealthWatch
+) -> dict[bytes, Route]:
+    routes: dict[bytes, Route] = {
+        f"/{SERVICE}/{rpc.name}".encode(): Route(
+            _unary(rpc), False, rpc.request_type.DESCRIPTOR.name
+        )
+        for rpc in service.unary_rpcs()
+    }
+    routes[f"/{SERVICE}/ModelStreamInfer".encode()] = Route(
+        _stream_infer(service), True, "ModelInferRequest"
+    )
+    routes[f"/{HEALTH_SERVICE}/Check".encode()] = Route(
+        _health_check(health), False, "HealthCheckRequest"
+    )
+    routes[f"/{HEALTH_SERVICE}/Watch".encode()] = Route(watch.handle, True, "HealthCheckRequest")
+    return routes
+
+
+async def start_native_grpc_server(
+    endpoint: EndpointConfig,
+    dataplane: DataPlane,
+    health: HealthReporter,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
+) -> NativeGrpcServer:
+    """Bind and serve on the native transport (check AVAILABLE first)."""
+    if not AVAILABLE:
+        raise RuntimeError(UNAVAILABLE_REASON)
+    service = InferenceService(
+        dataplane, AccessPolicy(list(endpoint.restricted)), endpoint.max_input_bytes
+    )
+    watch = _HealthWatch(health)
+    routes = _routes(service, health, watch)
+    connections: set[Any] = set()
+    if ssl_context is not None:
+        ssl_context.set_alpn_protocols(["h2"])
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: H2Connection(
+            routes,
+            connections,
+            max_message=endpoint.max_input_bytes,
+            max_header_bytes=MAX_HEADER_LIST_BYTES,
+            max_streams=MAX_CONCURRENT_STREAMS,
+        ),
+        host=endpoint.address,
+        port=endpoint.port,
+        ssl=ssl_context,
+        reuse_address=True,
+        reuse_port=reuse_port or None,
+        backlog=1024,
+    )
+    port = int(server.sockets[0].getsockname()[1])
+    keepalive = Keepalive(endpoint.keepalive_time_s, endpoint.keepalive_timeout_s)
+    return NativeGrpcServer(server, port, connections, watch, keepalive)

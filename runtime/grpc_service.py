@@ -1,0 +1,315 @@
+"""`inference.GRPCInferenceService` and `grpc.health.v1`, independent of the
+transport: what each RPC does, from request bytes to response message.
+
+Both gRPC transports (grpcio in grpc_server.py, the native HTTP/2 one in
+grpc_native.py) route to the same `Rpc` entries and map errors with the same
+status table, so a client cannot tell which one answered. Requests arrive as
+bytes, so the size limit and malformed protobufs are answered by us, with
+INVALID_ARGUMENT and a message naming the problem."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health_pb2
+
+from mlserve.errors import ErrorKind, InvalidRequest, MlserveError
+from mlserve.proto import grpc_service_pb2 as pb
+from mlserve.runtime import proto_views
+from mlserve.runtime.access import AccessPolicy
+from mlserve.runtime.dataplane import DataPlane
+from mlserve.runtime.grpc_codec import decode_infer_request, encode_infer_response
+
+log = logging.getLogger(__name__)
+SERVICE = "inference.GRPCInferenceService"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+_perf_ns = time.perf_counter_ns
+
+# gRPC status codes (the numbers of grpc.StatusCode), one table for both transports.
+OK = 0
+INVALID_ARGUMENT = 3
+DEADLINE_EXCEEDED = 4
+NOT_FOUND = 5
+PERMISSION_DENIED = 7
+RESOURCE_EXHAUSTED = 8
+UNIMPLEMENTED = 12
+INTERNAL = 13
+UNAVAILABLE = 14
+
+STATUS_BY_KIND: dict[ErrorKind, int] = {
+    ErrorKind.INVALID_ARGUMENT: INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: NOT_FOUND,
+    ErrorKind.PERMISSION_DENIED: PERMISSION_DENIED,
+    ErrorKind.UNIMPLEMENTED: UNIMPLEMENTED,
+    ErrorKind.UNAVAILABLE: UNAVAILABLE,
+    ErrorKind.RESOURCE_EXHAUSTED: RESOURCE_EXHAUSTED,
+    ErrorKind.DEADLINE_EXCEEDED: DEADLINE_EXCEEDED,
+    ErrorKind.INTERNAL: INTERNAL,
+}
+
+MetadataLookup = Callable[[str], "str | None"]
+UnaryCall = Callable[[bytes, MetadataLookup, "float | None"], Coroutine[Any, Any, Message]]
+
+
+def error_trailers(exc: MlserveError) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata that goes with an error: how long to wait before retrying."""
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is None:
+        return ()
+    return (("retry-after-ms", str(int(retry_after * 1000))),)
+
+
+@dataclass(frozen=True, slots=True)
+class Rpc:
+    """One unary RPC: its name, the request type, and the call from bytes to reply."""
+
+    name: str
+    request_type: type[Message]
+    call: UnaryCall
+
+
+class InferenceService:
+    """Each RPC: check access, parse, call the data plane, build the reply."""
+
+    def __init__(self, dataplane: DataPlane, access: AccessPolicy, max_input_bytes: int) -> None:
+        self.dataplane = dataplane
+        self.access = access
+        self.max_input_bytes = max_input_bytes
+
+    # -- the method table ----------------------------------------------------
+
+    def unary_rpcs(self) -> list[Rpc]:
+        table: list[tuple[str, str, type[Message], Callable[..., Awaitable[Message]]]] = [
+            ("ServerLive", "health", pb.ServerLiveRequest, self.server_live),
+            ("ServerReady", "health", pb.ServerReadyRequest, self.server_ready),
+            ("ModelReady", "health", pb.ModelReadyRequest, self.model_ready),
+            ("ServerMetadata", "metadata", pb.ServerMetadataRequest, self.server_metadata),
+            ("ModelMetadata", "metadata", pb.ModelMetadataRequest, self.model_metadata),
+            ("ModelConfig", "model-config", pb.ModelConfigRequest, self.model_config),
+            ("ModelStatistics", "statistics", pb.ModelStatisticsRequest, self.model_statistics),
+            (
+                "RepositoryIndex",
+                "model-repository",
+                pb.RepositoryIndexRequest,
+                self.repository_index,
+            ),
+            (
+                "RepositoryModelLoad",
+                "model-repository",
+                pb.RepositoryModelLoadRequest,
+                self.repository_load,
+            ),
+            (
+                "RepositoryModelUnload",
+                "model-repository",
+                pb.RepositoryModelUnloadRequest,
+                self.repository_unload,
+            ),
+            ("ModelInfer", "inference", pb.ModelInferRequest, self.model_infer),
+        ]
+        return [
+            Rpc(name, request_type, self._checked(group, request_type, handler))
+            for name, group, request_type, handler in table
+        ]
+
+    def _checked(
+        self,
+        group: str,
+        request_type: type[Message],
+        handler: Callable[[Any, float | None], Awaitable[Message]],
+    ) -> UnaryCall:
+        access = self.access
+        restricted_header = access.header_for(group)
+        limit = self.max_input_bytes
+
+        async def call(
+            data: bytes, metadata: MetadataLookup, time_remaining: float | None
+        ) -> Message:
+            if restricted_header is not None:
+                access.check(group, metadata(restricted_header))
+            return await handler(parse(request_type, data, limit), time_remaining)
+
+        return call
+
+    def check_stream_access(self, metadata: MetadataLookup) -> None:
+        """ModelStreamInfer is checked once, when the stream opens."""
+        header = self.access.header_for("inference")
+        if header is not None:
+            self.access.check("inference", metadata(header))
+
+    # -- health and metadata ------------------------------------------------
+
+    async def server_live(self, _: pb.ServerLiveRequest, __: float | None) -> Message:
+        return pb.ServerLiveResponse(live=self.dataplane.live())
+
+    async def server_ready(self, _: pb.ServerReadyRequest, __: float | None) -> Message:
+        return pb.ServerReadyResponse(ready=self.dataplane.ready())
+
+    async def model_ready(self, request: pb.ModelReadyRequest, _: float | None) -> Message:
+        return pb.ModelReadyResponse(
+            ready=self.dataplane.model_ready(request.name, request.version)
+        )
+
+    async def server_metadata(self, _: pb.ServerMetadataRequest, __: float | None) -> Message:
+        meta = self.dataplane.server_metadata()
+        return pb.ServerMetadataResponse(
+            name=meta.name, version=meta.version, extensions=meta.extensions
+        )
+
+    async def model_metadata(self, request: pb.ModelMetadataRequest, _: float | None) -> Message:
+        meta = self.dataplane.model_metadata(request.name, request.version)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta.name,
+            versions=meta.versions,
+            platform=meta.platform,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.outputs],
+        )
+
+    async def model_config(self, request: pb.ModelConfigRequest, _: float | None) -> Message:
+        model = self.dataplane.model(request.name, request.version)
+        return pb.ModelConfigResponse(config=proto_views.model_config_proto(model))
+
+    async def model_statistics(
+        self, request: pb.ModelStatisticsRequest, _: float | None
+    ) -> Message:
+        found = await self.dataplane.model_statistics(request.name, request.version)
+        return pb.ModelStatisticsResponse(
+            model_stats=[proto_views.model_statistics_proto(*item) for item in found]
+        )
+
+    # -- repository -----------------------------------------------------------
+
+    async def repository_index(
+        self, request: pb.RepositoryIndexRequest, _: float | None
+    ) -> Message:
+        entries = self.dataplane.repository_index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=e.name, version=e.version, state=e.state.value, reason=e.reason
+                )
+                for e in entries
+            ]
+        )
+
+    async def repository_load(
+        self, request: pb.RepositoryModelLoadRequest, _: float | None
+    ) -> Message:
+        if request.parameters:
+            raise InvalidRequest(
+                f"load parameters {sorted(request.parameters)} are not supported; "
+                "put the model and its config.yaml in the repository"
+            )
+        await self.dataplane.load_model(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_unload(
+        self, request: pb.RepositoryModelUnloadRequest, _: float | None
+    ) -> Message:
+        await self.dataplane.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # -- inference ------------------------------------------------------------
+
+    async def model_infer(
+        self, request: pb.ModelInferRequest, time_remaining: float | None
+    ) -> Message:
+        arrival = _perf_ns()
+        try:
+            infer_request = decode_infer_request(request, arrival)
+        except MlserveError as exc:
+            self.dataplane.count_rejected(request.model_name, request.model_version, exc)
+            raise
+        if time_remaining is not None:
+            infer_request.timeout_s = max(time_remaining, 1e-6)
+        response = await self.dataplane.infer(infer_request)
+        return encode_infer_response(response)
+
+    async def stream_reply(self, data: bytes) -> pb.ModelStreamInferResponse:
+        """One message of Triton's bidirectional ModelStreamInfer: a failed request
+        gets `error_message` in its answer, and the stream goes on (never raises)."""
+        request: pb.ModelInferRequest | None = None
+        try:
+            request = parse(pb.ModelInferRequest, data, self.max_input_bytes)
+            assert request is not None
+            try:
+                infer_request = decode_infer_request(request, _perf_ns())
+            except MlserveError as exc:
+                self.dataplane.count_rejected(request.model_name, request.model_version, exc)
+                raise
+            response = await self.dataplane.infer(infer_request)
+            reply = pb.ModelStreamInferResponse()
+            encode_infer_response(response, reply.infer_response)
+            return reply
+        except MlserveError as exc:
+            return _error_reply(exc.message, request)
+        except Exception as exc:  # a bug: answer this request, keep the stream
+            log.exception("unhandled error in ModelStreamInfer")
+            return _error_reply(f"internal error: {exc!r}", request)
+
+
+def parse(request_type: type[Message], data: bytes, limit: int) -> Any:
+    """Bounded, checked protobuf parsing (errors name the message type)."""
+    name = request_type.DESCRIPTOR.name
+    if len(data) > limit:
+        raise InvalidRequest(
+            f"{name} is {len(data)} bytes, over the server's limit of {limit} "
+            "bytes (--grpc-max-input-size)"
+        )
+    try:
+        return request_type.FromString(data)
+    except DecodeError as exc:
+        raise InvalidRequest(f"{name} is not a valid protobuf message: {exc}") from None
+
+
+def _error_reply(message: str, request: pb.ModelInferRequest | None) -> pb.ModelStreamInferResponse:
+    """A stream answer carrying an error (the stream itself stays open)."""
+    reply = pb.ModelStreamInferResponse(error_message=message)
+    if request is not None:
+        reply.infer_response.id = request.id
+        reply.infer_response.model_name = request.model_name
+        reply.infer_response.model_version = request.model_version
+    return reply
+
+
+ServingStatus = int  # a health_pb2.HealthCheckResponse.ServingStatus value
+Watcher = Callable[[str, ServingStatus], None]
+
+
+class HealthReporter:
+    """grpc.health.v1 state: SERVING while the data plane is ready, for the
+    server as a whole ("") and for the inference service. Transports read it
+    and subscribe to changes (Watch)."""
+
+    def __init__(self) -> None:
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        self._status: dict[str, ServingStatus] = {"": not_serving, SERVICE: not_serving}
+        self._watchers: list[Watcher] = []
+
+    def status(self, service: str) -> ServingStatus | None:
+        """None for a service we do not know."""
+        return self._status.get(service)
+
+    def subscribe(self, watcher: Watcher) -> Callable[[], None]:
+        """Call `watcher(service, status)` on each change; returns the unsubscribe."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
+
+    async def set_ready(self, ready: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in list(self._status):
+            if self._status[service] != status:
+                self._status[service] = status
+                for watcher in list(self._watchers):
+                    watcher(service, status)
