@@ -10,7 +10,10 @@ Every server runs pinned to core 0 (`taskset -c 0`), every load generator to
 core 1. gRPC load is h2load over h2c (one connection, C streams, as one gRPC
 channel; ModelStreamInfer as streams of 16 messages), HTTP load is wrk (C
 keep-alive connections; V2 JSON, and the binary tensor extension where the
-server has it). Successes are counted on the server for mlserve, from the
+server has it). mlserve runs twice: on its native gRPC transport (named
+"mlserve", every mode) and on grpcio ("mlserve-grpcio", the gRPC modes); the
+floors are an empty grpcio servicer ("floor") and the native transport
+answering a fixed reply ("floor-native"). Successes are counted on the server for mlserve, from the
 answer bytes for gRPC peers (an error answer carries no message), and as 2xx
 for wrk. Before a server is timed its answer is checked against onnxruntime
 with tritonclient. Server CPU is the process tree's, from /proc. Peers come
@@ -44,7 +47,8 @@ from mlserve import __version__
 from mlserve.proto import grpc_service_pb2 as pb
 
 Run = dict[str, Any]
-MLSERVE_MODES = ("grpc", "grpc-stream", "http-binary", "http-json")
+MLSERVE_MODES = ("grpc", "grpc-stream", "http-binary", "http-json")  # gRPC on native
+GRPCIO_MODES = ("grpc", "grpc-stream")  # mlserve again, on its grpcio transport
 # The HTTP modes each peer has: MLServer refuses the binary tensor extension.
 PEER_MODES = {"mlserver": ("grpc", "http-json"), "kserve": ("grpc", "http-binary", "http-json")}
 
@@ -280,13 +284,15 @@ def run_floors(runner: Runner, work: Path) -> None:
         b'{"model_name":"floor","model_version":"1","outputs":[{"name":"y","datatype":"FP32",'
         b'"shape":[1,10],"data":[0,0,0,0,0,0,0,0,0,0]}]}'
     )
-    for kind, answer, mode in (
-        ("grpc-unary", grpc_answer, "grpc"),
-        ("grpc-stream", stream_answer, "grpc-stream"),
-        ("http", http_answer, "http-json"),
+    for name, kind, answer, mode in (
+        ("floor", "grpc-unary", grpc_answer, "grpc"),
+        ("floor", "grpc-stream", stream_answer, "grpc-stream"),
+        ("floor-native", "native", grpc_answer, "grpc"),
+        ("floor-native", "native", grpc_answer, "grpc-stream"),
+        ("floor", "http", http_answer, "http-json"),
     ):
         server = servers.start_floor(kind, answer)
-        server.name = "floor"
+        server.name = name
         try:
             count = (
                 SuccessCounter(lambda f: float(f.requests - f.bad))
@@ -307,7 +313,31 @@ def run_mlserve(
     *,
     skip_perf_analyzer: bool,
 ) -> None:
-    server = servers.start_mlserve(repo)
+    for grpc_impl, modes in (("native", MLSERVE_MODES), ("grpcio", GRPCIO_MODES)):
+        measure_mlserve(
+            runner,
+            repo,
+            models,
+            expected,
+            results,
+            grpc_impl=grpc_impl,
+            modes=modes,
+            skip_perf_analyzer=skip_perf_analyzer or grpc_impl != "native",
+        )
+
+
+def measure_mlserve(
+    runner: Runner,
+    repo: Path,
+    models: list[str],
+    expected: dict[str, Any],
+    results: dict[str, Any],
+    *,
+    grpc_impl: str,
+    modes: tuple[str, ...],
+    skip_perf_analyzer: bool,
+) -> None:
+    server = servers.start_mlserve(repo, grpc_impl)
     try:
         for model in models:
             for variant, batched in ((model, False), (f"{model}_batched", True)):
@@ -315,13 +345,13 @@ def run_mlserve(
                     verify.check_answer("grpc", server.ports.grpc, variant, expected[model]),
                     verify.check_answer("http", server.ports.http, variant, expected[model]),
                 ]
-                for mode in MLSERVE_MODES:
+                for mode in modes:
                     labels = {"model": model, "batched": batched}
                     problem = "; ".join(p for p in problems if p)
                     if problem:
                         runner.runs.append(
                             {
-                                "server": "mlserve",
+                                "server": server.name,
                                 "mode": mode,
                                 **labels,
                                 "error": problem,

@@ -4,10 +4,13 @@ transport alone costs on this machine.
 
     python -m benchmarks.load.floors grpc-unary PORT RESPONSE_FILE
     python -m benchmarks.load.floors grpc-stream PORT RESPONSE_FILE
+    python -m benchmarks.load.floors native PORT RESPONSE_FILE
     python -m benchmarks.load.floors http PORT RESPONSE_FILE
 
 RESPONSE_FILE holds the serialized ModelInferResponse (gRPC) or the HTTP body
-(HTTP). Each prints `floor listening: PORT` and serves until SIGTERM."""
+(HTTP). `native` is mlserve's own HTTP/2 transport (ext/_grpc_h2) answering
+ModelInfer and ModelStreamInfer with the file's bytes, for the stream wrapped
+in a ModelStreamInferResponse. Each prints `floor listening: PORT` and serves until SIGTERM."""
 
 from __future__ import annotations
 
@@ -50,6 +53,39 @@ async def grpc_floor(port: int, response: bytes, streaming: bool) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await server.stop(0)
+
+
+async def native_floor(port: int, response: bytes) -> None:
+    from mlserve.ext._grpc_h2 import H2Connection, H2Stream, Route
+    from mlserve.proto import grpc_service_pb2 as pb
+
+    wrapped = pb.ModelStreamInferResponse()
+    wrapped.infer_response.ParseFromString(response)
+    stream_answer = wrapped.SerializeToString()
+
+    def unary(stream: H2Stream) -> None:
+        stream.reply(response)
+
+    def streaming(stream: H2Stream, data: bytes | None) -> None:
+        if data is None:
+            stream.finish(0)
+        else:
+            stream.send(stream_answer)
+
+    routes = {
+        f"/{SERVICE}/ModelInfer".encode(): Route(unary, False, "ModelInferRequest"),
+        f"/{SERVICE}/ModelStreamInfer".encode(): Route(streaming, True, "ModelInferRequest"),
+    }
+    connections: set[Any] = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: H2Connection(routes, connections, max_message=64 << 20), "127.0.0.1", port
+    )
+    print(f"floor listening: {server.sockets[0].getsockname()[1]}", flush=True)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    server.close()
 
 
 class _FixedHttp(asyncio.Protocol):
@@ -100,6 +136,8 @@ def main() -> None:
         run = asyncio.run
     if kind == "http":
         run(http_floor(port, payload))
+    elif kind == "native":
+        run(native_floor(port, payload))
     else:
         run(grpc_floor(port, payload, streaming=kind == "grpc-stream"))
 

@@ -93,9 +93,9 @@ def _ratios(runs: list[Run], model: str, concurrencies: list[int]) -> list[str]:
     """mlserve's best setting against each peer and floor, per protocol, at the top concurrency."""
     top = max(concurrencies)
 
-    def best(server: str, modes: tuple[str, ...]) -> float:
-        values = [
-            r["rps"]
+    def best_run(server: str, modes: tuple[str, ...]) -> Run | None:
+        found = [
+            r
             for r in runs
             if r["server"] == server
             and r["model"] in (model, "-")
@@ -103,7 +103,11 @@ def _ratios(runs: list[Run], model: str, concurrencies: list[int]) -> list[str]:
             and r["concurrency"] == top
             and "rps" in r
         ]
-        return max(values, default=float("nan"))
+        return max(found, key=lambda r: r["rps"], default=None)
+
+    def best(server: str, modes: tuple[str, ...]) -> float:
+        run = best_run(server, modes)
+        return float("nan") if run is None else float(run["rps"])
 
     out = []
     for label, modes in (("gRPC", ("grpc",)), ("HTTP", ("http-binary", "http-json"))):
@@ -112,6 +116,23 @@ def _ratios(runs: list[Run], model: str, concurrencies: list[int]) -> list[str]:
             theirs = best(peer, ("grpc",) if label == "gRPC" else ("http-binary", "http-json"))
             if not math.isnan(ours) and not math.isnan(theirs) and theirs > 0:
                 out.append(f"- {label}, c={top}: mlserve / {peer} = {ours / theirs:.1f}x")
+    # The two gRPC transports of mlserve, and mlserve against the transports' floors.
+    for mode in ("grpc", "grpc-stream"):
+        native, grpcio = best_run("mlserve", (mode,)), best_run("mlserve-grpcio", (mode,))
+        if native is not None and grpcio is not None:
+            out.append(
+                f"- {mode}, c={top}: server CPU per request, mlserve on grpcio / on native = "
+                f"{grpcio['cpu_us'] / native['cpu_us']:.1f}x ({grpcio['cpu_us']:.0f} vs "
+                f"{native['cpu_us']:.0f} us); throughput native / grpcio = "
+                f"{native['rps'] / grpcio['rps']:.1f}x"
+            )
+        for ours_name, floor_name in (("mlserve", "floor-native"), ("mlserve-grpcio", "floor")):
+            ours_run, floor_run = best_run(ours_name, (mode,)), best_run(floor_name, (mode,))
+            if ours_run is not None and floor_run is not None:
+                out.append(
+                    f"- {mode}, c={top}: {ours_name} CPU per request / {floor_name}'s = "
+                    f"{ours_run['cpu_us'] / floor_run['cpu_us']:.1f}x"
+                )
     return out
 
 

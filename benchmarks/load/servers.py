@@ -104,15 +104,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_mlserve(repo: Path) -> Server:
+def start_mlserve(repo: Path, grpc_impl: str = "native") -> Server:
+    """mlserve on its native gRPC transport (named "mlserve") or on grpcio
+    ("mlserve-grpcio")."""
     ports = Ports.pick()
     command = [
         sys.executable, "-m", "mlserve.cli.main", "serve", "--model-repository", str(repo),
         "--grpc-port", str(ports.grpc), "--http-port", str(ports.http),
         "--metrics-port", str(ports.metrics), "--grpc-address", "127.0.0.1",
         "--http-address", "127.0.0.1", "--metrics-address", "127.0.0.1",
+        "--grpc-impl", grpc_impl,
     ]  # fmt: skip
-    return Server("mlserve", command, r"mlserve ready: True", ports)
+    name = "mlserve" if grpc_impl == "native" else f"mlserve-{grpc_impl}"
+    return Server(name, command, r"mlserve ready: True", ports)
 
 
 def start_floor(kind: str, response_file: Path) -> Server:
