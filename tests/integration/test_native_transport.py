@@ -1,0 +1,525 @@
+"""The native gRPC transport against malformed and abusive HTTP/2 and gRPC
+input from a raw client: every case gets a clear answer (a grpc-status with a
+message naming the problem, or GOAWAY for connection-level errors), the server
+never crashes or hangs, and it keeps serving well-formed clients. Also:
+compressed requests, keepalive PINGs, GOAWAY on shutdown, the asyncio
+tritonclient, and 1,000 idle connections."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import signal
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import hpack
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcclient_aio
+from hyperframe.frame import GoAwayFrame, PingFrame
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlserve.proto import grpc_service_pb2 as pb
+from mlserve.runtime import grpc_native
+from tests.conftest import ServerProcess, start_server
+from tests.integration.h2_raw import INFER, PREFACE, RawH2, grpc_message
+
+pytestmark = pytest.mark.skipif(not grpc_native.AVAILABLE, reason=grpc_native.UNAVAILABLE_REASON)
+
+LIMIT = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _under_each_grpc_impl() -> None:
+    """Once: these tests are about the native transport itself."""
+
+
+@pytest.fixture(scope="module")
+def native(model_repository: Path) -> Iterator[ServerProcess]:
+    server = start_server(
+        model_repository, "--grpc-impl", "native", "--grpc-max-input-size", str(LIMIT)
+    )
+    assert server.grpc_impl == "native"
+    yield server
+    server.terminate()
+
+
+def _port(server: ServerProcess) -> int:
+    return int(server.grpc.rsplit(":", 1)[1])
+
+
+def _mlp_request(rows: int = 1) -> bytes:
+    request = pb.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="x", datatype="FP32", shape=[rows, 64])
+    request.raw_input_contents.append(np.ones((rows, 64), np.float32).tobytes())
+    return request.SerializeToString()
+
+
+def assert_serving(server: ServerProcess) -> None:
+    """A well-formed tritonclient request still gets its answer."""
+    assert server.process.poll() is None, server.output()
+    client = grpcclient.InferenceServerClient(server.grpc)
+    tensor = grpcclient.InferInput("x", [2, 64], "FP32")
+    tensor.set_data_from_numpy(np.ones((2, 64), np.float32))
+    result = client.infer("mlp", [tensor], client_timeout=10)
+    assert result.as_numpy("y").shape == (2, 10)
+    client.close()
+
+
+def _status(server: ServerProcess, stream: int, send: list, timeout_s: float = 5.0) -> tuple:
+    client = RawH2(_port(server))
+    try:
+        client.send(*send)
+        answer = client.answer(stream, timeout_s)
+        return answer.header(":status"), answer.header("grpc-status"), answer.header("grpc-message")
+    finally:
+        client.close()
+
+
+# -- gRPC framing: a clear status per stream ---------------------------------------
+
+
+def _case(name: str) -> list:
+    """The frames of one malformed request, its expected grpc-status and words."""
+    raw = RawH2.__new__(RawH2)  # only for its frame builders (no connection)
+    raw.encoder = hpack.Encoder()  # fresh: only this case's headers go through it
+    body = _mlp_request()
+    cases = {
+        "truncated message": lambda: (
+            [*raw.headers(1), RawH2.data(1, grpc_message(body[:10], length=len(body)))],
+            "13",
+            "ended inside a gRPC message",
+        ),
+        "bad compressed flag": lambda: (
+            [*raw.headers(1), RawH2.data(1, grpc_message(body, flag=2))],
+            "13",
+            "invalid gRPC compressed-flag 2",
+        ),
+        "compressed without encoding": lambda: (
+            [*raw.headers(1), RawH2.data(1, grpc_message(gzip.compress(body), flag=1))],
+            "13",
+            "compressed message without a grpc-encoding",
+        ),
+        "unsupported encoding": lambda: (
+            [
+                *raw.headers(1, extra=[("grpc-encoding", "br")]),
+                RawH2.data(1, grpc_message(b"xx", flag=1)),
+            ],
+            "12",
+            "grpc-encoding 'br' is not supported",
+        ),
+        "corrupt gzip": lambda: (
+            [
+                *raw.headers(1, extra=[("grpc-encoding", "gzip")]),
+                RawH2.data(1, grpc_message(b"not gzip at all", flag=1)),
+            ],
+            "13",
+            "cannot decompress the gzip message",
+        ),
+        "gzip bomb": lambda: (
+            [
+                *raw.headers(1, extra=[("grpc-encoding", "gzip")]),
+                RawH2.data(1, grpc_message(gzip.compress(bytes(8 * LIMIT)), flag=1)),
+            ],
+            "3",
+            "over the server's limit of 1048576 bytes once decompressed",
+        ),
+        "declared size over the limit": lambda: (
+            [*raw.headers(1), RawH2.data(1, grpc_message(b"", length=LIMIT + 1), end_stream=False)],
+            "3",
+            "ModelInferRequest is 1048577 bytes, over the server's limit of 1048576",
+        ),
+        "no message": lambda: ([*raw.headers(1, end_stream=True)], "12", "got no request message"),
+        "two messages on a unary call": lambda: (
+            [*raw.headers(1), RawH2.data(1, grpc_message(body) * 2)],
+            "12",
+            "more than one request message",
+        ),
+        "not protobuf": lambda: (
+            [*raw.headers(1), RawH2.data(1, grpc_message(b"\xff\xff\xff\xff"))],
+            "3",
+            "ModelInferRequest is not a valid protobuf message",
+        ),
+        "unknown method": lambda: (
+            [*raw.headers(1, path="/inference.GRPCInferenceService/Nope", end_stream=True)],
+            "12",
+            "unknown method /inference.GRPCInferenceService/Nope",
+        ),
+        "malformed grpc-timeout": lambda: (
+            [*raw.headers(1, extra=[("grpc-timeout", "soon")]), RawH2.data(1, grpc_message(body))],
+            "13",
+            "malformed grpc-timeout header",
+        ),
+        "metadata over the limit": lambda: (
+            [*raw.headers(1, extra=[("x-big", "v" * 20_000)]), RawH2.data(1, grpc_message(body))],
+            "8",
+            "request metadata is over the server's limit of 16384 bytes",
+        ),
+        "expired grpc-timeout": lambda: (
+            [*raw.headers(1, extra=[("grpc-timeout", "1n")]), RawH2.data(1, grpc_message(body))],
+            "4",
+            "",
+        ),
+    }
+    return list(cases[name]())
+
+
+CASES = [
+    "truncated message",
+    "bad compressed flag",
+    "compressed without encoding",
+    "unsupported encoding",
+    "corrupt gzip",
+    "gzip bomb",
+    "declared size over the limit",
+    "no message",
+    "two messages on a unary call",
+    "not protobuf",
+    "unknown method",
+    "malformed grpc-timeout",
+    "metadata over the limit",
+    "expired grpc-timeout",
+]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_malformed_grpc_gets_a_status_naming_the_problem(native: ServerProcess, name: str) -> None:
+    frames, code, words = _case(name)
+    http_status, grpc_status, message = _status(native, 1, frames)
+    assert http_status == "200"
+    assert grpc_status == code, (name, grpc_status, message)
+    assert words in (message or "").replace("%20", " ").replace("%27", "'")
+    assert_serving(native)
+
+
+def test_non_grpc_content_type_is_415(native: ServerProcess) -> None:
+    raw = RawH2(_port(native))
+    raw.send(*raw.headers(1, content_type="application/json", end_stream=True))
+    answer = raw.answer(1)
+    assert answer.header(":status") == "415"
+    assert "application/grpc" in (answer.header("grpc-message") or "")
+    raw.close()
+
+
+def test_compressed_requests_are_served(native: ServerProcess) -> None:
+    """gzip and deflate from grpcio's own compression, and by hand."""
+    for compression in (grpc.Compression.Gzip, grpc.Compression.Deflate):
+        with grpc.insecure_channel(native.grpc, compression=compression) as channel:
+            call = channel.unary_unary(INFER)
+            reply = pb.ModelInferResponse.FromString(call(_mlp_request(3), timeout=10))
+            assert list(reply.outputs[0].shape) == [3, 10]
+    raw = RawH2(_port(native))
+    deflated = zlib.compress(_mlp_request())
+    raw.send(
+        *raw.headers(1, extra=[("grpc-encoding", "deflate")]),
+        RawH2.data(1, grpc_message(deflated, flag=1)),
+    )
+    answer = raw.answer(1)
+    assert answer.header("grpc-status") == "0"
+    reply = pb.ModelInferResponse.FromString(answer.data[5:])
+    assert list(reply.outputs[0].shape) == [1, 10]
+    raw.close()
+
+
+def test_message_split_across_many_data_frames(native: ServerProcess) -> None:
+    raw = RawH2(_port(native))
+    message = grpc_message(_mlp_request(4))
+    frames = [
+        RawH2.data(1, message[i : i + 7], end_stream=False) for i in range(0, len(message), 7)
+    ]
+    raw.send(*raw.headers(1), *frames, RawH2.data(1, b""))
+    answer = raw.answer(1)
+    assert answer.header("grpc-status") == "0"
+    assert list(pb.ModelInferResponse.FromString(answer.data[5:]).outputs[0].shape) == [4, 10]
+    raw.close()
+
+
+# -- connection-level abuse: GOAWAY or close, and the server goes on ------------
+
+
+def test_truncated_frame_then_hang_up(native: ServerProcess) -> None:
+    raw = RawH2(_port(native))
+    raw.send_raw(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + bytes(4))  # 4 of 8 bytes
+    raw.read_for(0.2)
+    assert not raw.closed  # a frame in transit is not an error; the server waits for it
+    raw.close()
+    assert_serving(native)
+
+
+def test_garbage_instead_of_the_preface_closes_the_connection(native: ServerProcess) -> None:
+    raw = RawH2(_port(native), preface=False)
+    raw.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(64))
+    assert raw.read_until_closed()
+    raw.close()
+    assert_serving(native)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param(b"\x10\x00\x00\x00\x00\x00\x00\x00\x01" + bytes(64), id="oversized-frame"),
+        pytest.param(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x", id="data-on-stream-0"),
+        pytest.param(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00" + bytes(4), id="zero-window-update"),
+        pytest.param(b"\x00\x00\x04\x06\x00\x00\x00\x00\x00" + bytes(4), id="short-ping"),
+        pytest.param(b"\x00\x00\x05\x00\x01\x00\x00\x00\x02hello", id="data-on-idle-stream"),
+    ],
+)
+def test_protocol_errors_get_goaway(native: ServerProcess, frame: bytes) -> None:
+    raw = RawH2(_port(native))
+    raw.send_raw(frame)
+    assert raw.read_until_closed()
+    assert isinstance(raw.goaway, GoAwayFrame) and raw.goaway.error_code != 0
+    raw.close()
+    assert_serving(native)
+
+
+def test_rapid_reset_flood_is_cut_off(native: ServerProcess) -> None:
+    """CVE-2023-44487: streams opened and reset at once, thousands of times."""
+    raw = RawH2(_port(native))
+    body = grpc_message(_mlp_request())
+    batch = []
+    for i in range(3000):
+        sid = 2 * i + 1
+        batch += [*raw.headers(sid), RawH2.data(sid, body, end_stream=False), RawH2.rst(sid)]
+    try:
+        for start in range(0, len(batch), 300):
+            raw.send(*batch[start : start + 300])
+    except OSError:
+        pass  # the server may close first
+    assert raw.read_until_closed(10)
+    # nghttp2's limit (a burst of 1,000 resets, then 33/s) ends the connection
+    # with GOAWAY long before the 3,000th stream.
+    assert raw.goaway is not None and raw.goaway.error_code != 0
+    assert raw.goaway.last_stream_id < 2 * 1100
+    raw.close()
+    assert_serving(native)
+
+
+def test_reset_mid_message_leaves_the_connection_usable(native: ServerProcess) -> None:
+    raw = RawH2(_port(native))
+    message = grpc_message(_mlp_request())
+    raw.send(*raw.headers(1), RawH2.data(1, message[:20], end_stream=False), RawH2.rst(1))
+    raw.send(*raw.headers(3), RawH2.data(3, message))
+    assert raw.answer(3).header("grpc-status") == "0"
+    raw.close()
+
+
+def test_slow_reader_does_not_grow_memory_or_block_others(native: ServerProcess) -> None:
+    """A client that sends requests and never reads: flow control and paused
+    reading bound what the server holds; other clients are served meanwhile."""
+    rss_before = _rss_kib(native)
+    raw = RawH2(_port(native))
+    message = grpc_message(_mlp_request(8))
+    try:
+        for batch in range(40):
+            frames = []
+            for i in range(50):
+                sid = 2 * (batch * 50 + i) + 1
+                frames += [*raw.headers(sid), RawH2.data(sid, message)]
+            raw.send(*frames)
+    except OSError:
+        pass  # the server may stop reading from us: that is the point
+    assert_serving(native)
+    growth = _rss_kib(native) - rss_before
+    assert growth < 64 * 1024, f"server RSS grew {growth} KiB for one slow reader"
+    raw.close()
+    assert_serving(native)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    frames=st.lists(
+        st.tuples(
+            st.integers(0, 12),  # frame type, including unknown ones
+            st.integers(0, 255),  # flags
+            st.integers(0, 9),  # stream id
+            st.binary(max_size=64),
+        ),
+        max_size=12,
+    ),
+    valid_first=st.booleans(),
+)
+def test_random_frames_never_break_the_server(
+    native: ServerProcess, frames: list[tuple[int, int, int, bytes]], valid_first: bool
+) -> None:
+    raw = RawH2(_port(native), timeout_s=2)
+    try:
+        data = b""
+        if valid_first:
+            data += b"".join(
+                f.serialize()
+                for f in [*raw.headers(1), RawH2.data(1, grpc_message(_mlp_request()))]
+            )
+        for kind, flags, stream, payload in frames:
+            data += len(payload).to_bytes(3, "big") + bytes([kind, flags])
+            data += stream.to_bytes(4, "big") + payload
+        raw.send_raw(data)
+        raw.read_for(0.05)
+    except OSError:
+        pass
+    finally:
+        raw.close()
+    assert_serving(native)
+
+
+# -- connections: idle ones, keepalive, shutdown -----------------------------------
+
+
+def _rss_kib(server: ServerProcess) -> int:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+
+
+def test_a_thousand_idle_connections_stay_cheap(native: ServerProcess) -> None:
+    rss_before = _rss_kib(native)
+    sockets = []
+    try:
+        for _ in range(1000):
+            sock = socket.create_connection(("127.0.0.1", _port(native)), timeout=10)
+            sock.sendall(PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            sockets.append(sock)
+        for sock in sockets:  # every one got the server's SETTINGS: all accepted
+            assert sock.recv(9)[3] == 4
+        assert_serving(native)
+        growth = _rss_kib(native) - rss_before
+        assert growth < 48 * 1024, f"1,000 idle connections cost {growth} KiB"
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert_serving(native)
+
+
+def test_keepalive_pings_idle_clients_and_drops_silent_ones(model_repository: Path) -> None:
+    server = start_server(
+        model_repository,
+        "--grpc-impl",
+        "native",
+        "--grpc-keepalive-time",
+        "200",
+        "--grpc-keepalive-timeout",
+        "300",
+    )
+    try:
+        silent = RawH2(_port(server))  # acknowledges SETTINGS, never a PING
+        assert silent.read_until_closed(5), "a client that never acks PINGs was kept"
+        assert silent.pings(), "the server closed the connection without a PING first"
+        silent.close()
+        # grpcio acknowledges PINGs: an idle channel survives several keepalive rounds.
+        client = grpcclient.InferenceServerClient(server.grpc)
+        assert client.is_server_live()
+        time.sleep(1.5)
+        assert client.is_server_live()
+        client.close()
+    finally:
+        server.terminate()
+
+
+def test_shutdown_sends_goaway_and_finishes_in_flight_calls(tmp_path: Path) -> None:
+    from mlserve import examples
+
+    examples.write_model(
+        tmp_path, "slow", examples.matmul_chain_model(512, 64), config="max_batch_size: 8\n"
+    )
+    server = start_server(tmp_path, "--grpc-impl", "native", "--exit-timeout-secs", "20")
+    try:
+        raw = RawH2(_port(server))
+        request = pb.ModelInferRequest(model_name="slow")
+        request.inputs.add(name="x", datatype="FP32", shape=[4, 512])  # one DATA frame
+        request.raw_input_contents.append(np.ones((4, 512), np.float32).tobytes())
+        body = grpc_message(request.SerializeToString())
+        for sid in (1, 3, 5, 7):
+            raw.send(*raw.headers(sid), RawH2.data(sid, body))
+        time.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)
+        for sid in (1, 3, 5, 7):  # in flight before the GOAWAY: answered in full
+            assert raw.answer(sid, 20).header("grpc-status") == "0"
+        assert raw.read_until_closed(10)
+        assert raw.goaway is not None and raw.goaway.error_code == 0
+        raw.close()
+        assert server.process.wait(20) == 0
+    finally:
+        server.terminate()
+
+
+def test_asyncio_tritonclient_unary_and_stream(native: ServerProcess) -> None:
+    async def run() -> None:
+        client = grpcclient_aio.InferenceServerClient(native.grpc)
+        tensor = grpcclient_aio.InferInput("x", [1, 64], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 64), np.float32))
+        assert await client.is_server_ready()
+        results = await asyncio.gather(*(client.infer("mlp", [tensor]) for _ in range(20)))
+        assert all(r.as_numpy("y").shape == (1, 10) for r in results)
+
+        async def requests():  # type: ignore[no-untyped-def]
+            for i in range(10):
+                yield {"model_name": "mlp", "inputs": [tensor], "request_id": str(i)}
+
+        seen = set()
+        async for result, error in client.stream_infer(requests()):
+            assert error is None
+            seen.add(result.get_response().id)
+            if len(seen) == 10:
+                break
+        assert seen == {str(i) for i in range(10)}
+        await client.close()
+
+    asyncio.run(run())
+
+
+def test_ping_from_the_client_is_acknowledged(native: ServerProcess) -> None:
+    raw = RawH2(_port(native))
+    raw.send(PingFrame(0, b"12345678"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        raw.read_for(0.1)
+        acks = [f for f in raw.frames if isinstance(f, PingFrame) and "ACK" in f.flags]
+        if acks:
+            assert acks[0].opaque_data == b"12345678"
+            break
+    else:
+        raise AssertionError("no PING ack")
+    raw.close()
+
+
+def test_many_streams_on_one_connection_at_once(native: ServerProcess) -> None:
+    raw = RawH2(_port(native))
+    message = grpc_message(_mlp_request())
+    frames = []
+    for i in range(200):
+        frames += [*raw.headers(2 * i + 1), RawH2.data(2 * i + 1, message)]
+    raw.send(*frames)
+    for i in range(200):
+        assert raw.answer(2 * i + 1, 10).header("grpc-status") == "0"
+    raw.close()
+
+
+def test_threads_of_clients_each_get_their_own_answer(native: ServerProcess) -> None:
+    errors: list[str] = []
+
+    def worker(rows: int) -> None:
+        with grpc.insecure_channel(native.grpc) as channel:
+            call = channel.unary_unary(INFER)
+            for _ in range(20):
+                reply = pb.ModelInferResponse.FromString(call(_mlp_request(rows), timeout=10))
+                if list(reply.outputs[0].shape) != [rows, 10]:
+                    errors.append(f"rows {rows}: {list(reply.outputs[0].shape)}")
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in (1, 2, 3, 5, 8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
