@@ -251,9 +251,17 @@ def main() -> None:
         print(f"raw onnxruntime {model}: {results['raw_onnxruntime_rows_per_s'][model]}")
 
     run_floors(runner, work)
-    run_mlserve(
-        runner, repo, models, expected, results, skip_perf_analyzer=quick or args.no_perf_analyzer
-    )
+    for grpc_impl, modes in (("native", MLSERVE_MODES), ("grpcio", GRPCIO_MODES)):
+        run_mlserve(
+            runner,
+            repo,
+            models,
+            expected,
+            results,
+            grpc_impl=grpc_impl,
+            modes=modes,
+            skip_perf_analyzer=quick or args.no_perf_analyzer or grpc_impl != "native",
+        )
     if not (quick or args.no_peers):
         run_peers(runner, repo, models, expected)
 
@@ -305,28 +313,6 @@ def run_floors(runner: Runner, work: Path) -> None:
 
 
 def run_mlserve(
-    runner: Runner,
-    repo: Path,
-    models: list[str],
-    expected: dict[str, Any],
-    results: dict[str, Any],
-    *,
-    skip_perf_analyzer: bool,
-) -> None:
-    for grpc_impl, modes in (("native", MLSERVE_MODES), ("grpcio", GRPCIO_MODES)):
-        measure_mlserve(
-            runner,
-            repo,
-            models,
-            expected,
-            results,
-            grpc_impl=grpc_impl,
-            modes=modes,
-            skip_perf_analyzer=skip_perf_analyzer or grpc_impl != "native",
-        )
-
-
-def measure_mlserve(
     runner: Runner,
     repo: Path,
     models: list[str],
