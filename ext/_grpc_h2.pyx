@@ -165,6 +165,22 @@ cdef enum:
     _MAX_TRAILERS = 16
 
 cdef nghttp2_session_callbacks *_callbacks = NULL
+# Bytes of request messages received but not yet complete, over all connections
+# of this process, and the most they may hold (set_buffer_limit).
+cdef Py_ssize_t _buffered_total = 0
+cdef Py_ssize_t _buffered_limit = 1 << 30
+
+
+def set_buffer_limit(Py_ssize_t limit):
+    """The most bytes of unfinished request messages this process holds, over all
+    connections; a stream that would go over it is refused with RESOURCE_EXHAUSTED."""
+    global _buffered_limit
+    _buffered_limit = limit
+
+
+def buffered_bytes():
+    """Bytes of unfinished request messages held now, over all connections."""
+    return _buffered_total
 
 
 cdef inline double _now() noexcept nogil:
@@ -353,6 +369,8 @@ cdef class H2Connection:
     cdef object registry  # the server's set of live connections
     cdef Py_ssize_t max_message
     cdef Py_ssize_t max_header_bytes
+    cdef Py_ssize_t max_buffered  # unfinished request bytes this connection may hold
+    cdef Py_ssize_t buffered
     cdef uint32_t max_streams
     cdef bint in_read, flush_scheduled, write_paused, read_paused, goaway_sent
     cdef readonly double last_activity
@@ -370,6 +388,7 @@ cdef class H2Connection:
         Py_ssize_t max_message,
         Py_ssize_t max_header_bytes=16384,
         uint32_t max_streams=1000,
+        Py_ssize_t max_buffered=0,
     ):
         self.routes = routes
         self.registry = registry
@@ -378,6 +397,8 @@ cdef class H2Connection:
         self.max_message = max_message
         self.max_header_bytes = max_header_bytes
         self.max_streams = max_streams
+        # Enough for one message at the limit beside others in flight.
+        self.max_buffered = max_buffered or max(2 * max_message, 16 << 20)
 
     def __dealloc__(self):
         if self.session != NULL:
@@ -422,6 +443,7 @@ cdef class H2Connection:
         self.transport = None
         for stream in self.streams.values():
             (<H2Stream>stream).closed = True
+            self._drop_buffer(<H2Stream>stream)
         self.streams.clear()
         self.ready.clear()
 
@@ -650,7 +672,24 @@ cdef class H2Connection:
             if <size_t>(size + _FRAME_PREFIX) == length and data[0] == 0 and size <= self.max_message:
                 self._message(stream, PyBytes_FromStringAndSize(<const char*>data + 5, size))
                 return 0
+        if self.buffered + <Py_ssize_t>length > self.max_buffered:
+            stream._refuse(
+                _RESOURCE_EXHAUSTED,
+                f"unfinished request messages on this connection already hold {self.buffered} "
+                f"bytes, the limit is {self.max_buffered}; retry later",
+            )
+            self._answer_refusal(stream)
+            return 0
+        if _buffered_total + <Py_ssize_t>length > _buffered_limit:
+            stream._refuse(
+                _RESOURCE_EXHAUSTED,
+                f"unfinished request messages on this server already hold {_buffered_total} "
+                f"bytes, the limit is {_buffered_limit}; retry later",
+            )
+            self._answer_refusal(stream)
+            return 0
         inbuf += (<const char*>data)[:length]
+        self._account(length)
         while len(inbuf) >= _FRAME_PREFIX and not stream.error_status:
             p = <const uint8_t*>(<char*>inbuf)
             size = _be32(p + 1)
@@ -660,7 +699,6 @@ cdef class H2Connection:
                     f"{stream.route.message_name} is {size} bytes, over the server's limit of "
                     f"{self.max_message} bytes (--grpc-max-input-size)",
                 )
-                inbuf.clear()
                 self._answer_refusal(stream)
                 return 0
             if len(inbuf) < size + _FRAME_PREFIX:
@@ -668,6 +706,7 @@ cdef class H2Connection:
             flag = p[0]
             message = bytes(inbuf[5:5 + size])
             del inbuf[:5 + size]
+            self._account(-(size + _FRAME_PREFIX))
             if flag == 1:
                 message = self._decompress(stream, message)
                 if message is None:
@@ -718,7 +757,20 @@ cdef class H2Connection:
         else:
             stream.payload = message
 
+    cdef inline void _account(self, Py_ssize_t delta) noexcept:
+        global _buffered_total
+        self.buffered += delta
+        _buffered_total += delta
+
+    cdef _drop_buffer(self, H2Stream stream):
+        """Forget a stream's unfinished message (it is answered, reset or gone)."""
+        cdef Py_ssize_t held = len(stream.inbuf)
+        if held:
+            self._account(-held)
+            stream.inbuf.clear()
+
     cdef _answer_refusal(self, H2Stream stream):
+        self._drop_buffer(stream)
         if stream.done:
             return
         stream.payload = None
@@ -779,6 +831,7 @@ cdef class H2Connection:
         found = self.streams.pop(stream_id, None)
         if found is not None:
             (<H2Stream>found).closed = True
+            self._drop_buffer(<H2Stream>found)
         if self.goaway_sent and not self.streams and self.transport is not None:
             self._want_flush()
 

@@ -49,7 +49,7 @@ if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1":
     UNAVAILABLE_REASON = "the native gRPC transport is off (MLSERVE_NO_EXTENSIONS=1)"
 else:
     try:
-        from mlserve.ext._grpc_h2 import H2Connection, H2Stream, Route
+        from mlserve.ext._grpc_h2 import H2Connection, H2Stream, Route, set_buffer_limit
 
         AVAILABLE = True
         UNAVAILABLE_REASON = ""
@@ -299,6 +299,9 @@ async def start_native_grpc_server(
     )
     watch = _HealthWatch(health)
     routes = _routes(service, health, watch)
+    # Requests that arrive in pieces are held until complete: at most twice the
+    # message limit per connection (the transport's default), and this much in all.
+    set_buffer_limit(max(8 * endpoint.max_input_bytes, 64 << 20))
     connections: set[Any] = set()
     if ssl_context is not None:
         ssl_context.set_alpn_protocols(["h2"])

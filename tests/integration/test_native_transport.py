@@ -335,6 +335,34 @@ def test_slow_reader_does_not_grow_memory_or_block_others(native: ServerProcess)
     assert_serving(native)
 
 
+def test_unfinished_requests_are_bounded_per_connection(native: ServerProcess) -> None:
+    """Streams that send most of a large message and stop: the connection may hold
+    16 MiB of them (twice the 1 MiB limit, at least 16 MiB); past that, a stream
+    is refused with RESOURCE_EXHAUSTED and its bytes are not kept."""
+    raw = RawH2(_port(native))
+    raw.read_for(0.1)  # the server's SETTINGS and window
+    chunk = 16_000
+    part = LIMIT - 2 * chunk  # each stream stops short of its declared LIMIT bytes
+    prefix = grpc_message(b"", length=LIMIT)
+    streams = [2 * i + 1 for i in range(24)]
+    for sid in streams:
+        frames = [*raw.headers(sid), RawH2.data(sid, prefix, end_stream=False)]
+        frames += [RawH2.data(sid, bytes(chunk), end_stream=False) for _ in range(part // chunk)]
+        raw.send(*frames)
+        raw.read_for(0.01)
+    raw.read_for(0.5)
+    refused = [sid for sid in streams if raw.answers.get(sid) and raw.answers[sid].ended]
+    assert 0 < len(refused) <= 24 - 15, refused  # at least 15 streams' worth fit
+    answer = raw.answers[refused[0]]
+    assert answer.header("grpc-status") == "8"
+    assert "on this connection already hold" in (answer.header("grpc-message") or "")
+    # A complete request on the same connection is still served.
+    raw.send(*raw.headers(101), RawH2.data(101, grpc_message(_mlp_request())))
+    assert raw.answer(101).header("grpc-status") == "0"
+    raw.close()
+    assert_serving(native)
+
+
 @settings(
     max_examples=150,
     deadline=None,
