@@ -36,6 +36,9 @@ class H2Connection(asyncio.Protocol):
     last_activity: float
     ping_sent: float
     requests: int
+    pending_out: int
+    inflight: int
+    read_paused: bool
     def __init__(
         self,
         routes: dict[bytes, Route],

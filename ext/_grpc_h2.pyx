@@ -262,6 +262,7 @@ cdef class H2Stream:
     cdef readonly object payload  # the unary request message (bytes), once complete
     cdef readonly list metadata  # [(name, value)] custom request metadata, names lower-case
     cdef readonly double deadline  # time.monotonic() seconds; 0 = none
+    cdef Py_ssize_t inflight  # request messages handed to the handler, not yet answered
     cdef public object user  # per-stream state of a streaming handler
     cdef H2Connection conn
     cdef bytearray inbuf  # gRPC bytes received and not yet split into messages
@@ -304,7 +305,11 @@ cdef class H2Stream:
         self._finish(0, b"", None)
 
     def send(self, bytes message):
-        """Send one message on a streaming RPC."""
+        """Send one message on a streaming RPC (the answer to the oldest request
+        message not yet answered, if any: that is what bounds them in flight)."""
+        if self.inflight:
+            self.inflight -= 1
+            self.conn._answered(1)
         self._append(message)
         self._kick()
 
@@ -324,6 +329,9 @@ cdef class H2Stream:
         prefix[4] = n & 0xFF
         self.out += (<char*>prefix)[:5]
         self.out += message
+        self.conn.pending_out += n + 5
+        if self.conn.pending_out > self.conn.max_pending_out:
+            self.conn._update_reading()
 
     cdef _finish(self, int status, bytes message, object trailers):
         if self.done or self.closed:
@@ -371,8 +379,13 @@ cdef class H2Connection:
     cdef Py_ssize_t max_header_bytes
     cdef Py_ssize_t max_buffered  # unfinished request bytes this connection may hold
     cdef Py_ssize_t buffered
+    cdef readonly Py_ssize_t pending_out  # answer bytes framed, not yet taken by nghttp2
+    cdef Py_ssize_t max_pending_out
+    cdef readonly Py_ssize_t inflight  # streamed request messages handed to Python, not answered
+    cdef Py_ssize_t max_inflight
     cdef uint32_t max_streams
-    cdef bint in_read, flush_scheduled, write_paused, read_paused, goaway_sent
+    cdef bint in_read, flush_scheduled, write_paused, goaway_sent
+    cdef readonly bint read_paused
     cdef readonly double last_activity
     cdef readonly double ping_sent  # when our keepalive PING went out (0 = none pending)
     cdef readonly Py_ssize_t requests
@@ -399,6 +412,8 @@ cdef class H2Connection:
         self.max_streams = max_streams
         # Enough for one message at the limit beside others in flight.
         self.max_buffered = max_buffered or max(2 * max_message, 16 << 20)
+        self.max_pending_out = 16 << 20
+        self.max_inflight = 256
 
     def __dealloc__(self):
         if self.session != NULL:
@@ -444,6 +459,7 @@ cdef class H2Connection:
         for stream in self.streams.values():
             (<H2Stream>stream).closed = True
             self._drop_buffer(<H2Stream>stream)
+            self._drop_answers(<H2Stream>stream)
         self.streams.clear()
         self.ready.clear()
 
@@ -471,16 +487,44 @@ cdef class H2Connection:
     def pause_writing(self):
         """The client reads slower than we answer: stop reading its requests too."""
         self.write_paused = True
-        if self.transport is not None and not self.read_paused:
-            self.transport.pause_reading()
-            self.read_paused = True
+        self._update_reading()
 
     def resume_writing(self):
         self.write_paused = False
-        if self.transport is not None and self.read_paused:
+        self._update_reading()
+        self._flush()
+
+    cdef _update_reading(self):
+        """Read only while the answers waiting for this client are few: the socket
+        takes them (write_paused), and so does the client's flow-control window
+        (pending_out, answers framed and not yet taken by nghttp2)."""
+        if self.transport is None:
+            return
+        if not self.goaway_sent and (
+            self.write_paused
+            or self.pending_out > self.max_pending_out
+            or self.inflight > self.max_inflight
+        ):
+            if not self.read_paused:
+                self.transport.pause_reading()
+                self.read_paused = True
+        elif (
+            self.read_paused
+            and self.pending_out <= self.max_pending_out // 2
+            and self.inflight <= self.max_inflight // 2
+        ):
             self.transport.resume_reading()
             self.read_paused = False
-        self._flush()
+
+    cdef _answered(self, Py_ssize_t n):
+        self.inflight -= n
+        if self.read_paused:
+            self._update_reading()
+
+    cdef _taken(self, Py_ssize_t n):
+        self.pending_out -= n
+        if self.read_paused:
+            self._update_reading()
 
     # -- control (called by the server) --------------------------------------
 
@@ -489,6 +533,7 @@ cdef class H2Connection:
         if self.session == NULL or self.goaway_sent or self.transport is None:
             return
         self.goaway_sent = True
+        self._update_reading()  # read again, if paused, to see a client that has gone
         nghttp2_submit_goaway(
             self.session, NGHTTP2_FLAG_NONE,
             nghttp2_session_get_last_proc_stream_id(self.session), NGHTTP2_NO_ERROR, NULL, 0)
@@ -525,11 +570,16 @@ cdef class H2Connection:
             self.requests += 1
             try:
                 if route.streaming:
+                    if item[1] is not None:
+                        stream.inflight += 1
+                        self.inflight += 1
                     route.handler(stream, item[1])
                 else:
                     route.handler(stream)
             except Exception as exc:  # a handler bug: answer this RPC, keep the connection
                 stream.finish(_INTERNAL, f"internal error: {exc!r}")
+        if self.inflight > self.max_inflight:
+            self._update_reading()
 
     cdef _want_flush(self):
         if self.in_read or self.flush_scheduled or self.transport is None:
@@ -769,6 +819,17 @@ cdef class H2Connection:
             self._account(-held)
             stream.inbuf.clear()
 
+    cdef _drop_answers(self, H2Stream stream):
+        """A closed stream's answers will never be sent."""
+        if stream.inflight:
+            self._answered(stream.inflight)
+            stream.inflight = 0
+        cdef Py_ssize_t held = len(stream.out) - stream.out_pos
+        if held:
+            stream.out.clear()
+            stream.out_pos = 0
+            self._taken(held)
+
     cdef _answer_refusal(self, H2Stream stream):
         self._drop_buffer(stream)
         if stream.done:
@@ -832,6 +893,7 @@ cdef class H2Connection:
         if found is not None:
             (<H2Stream>found).closed = True
             self._drop_buffer(<H2Stream>found)
+            self._drop_answers(<H2Stream>found)
         if self.goaway_sent and not self.streams and self.transport is not None:
             self._want_flush()
 
@@ -897,6 +959,10 @@ cdef ssize_t _read_body(
         n = available if <size_t>available < length else <Py_ssize_t>length
         memcpy(buf, (<char*>stream.out) + stream.out_pos, n)
         stream.out_pos += n
+        try:
+            stream.conn._taken(n)
+        except Exception:
+            return NGHTTP2_ERR_CALLBACK_FAILURE
         if stream.out_pos == len(stream.out):
             stream.out.clear()
             stream.out_pos = 0

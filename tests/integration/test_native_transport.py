@@ -8,6 +8,7 @@ tritonclient, and 1,000 idle connections."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import os
 import signal
@@ -333,6 +334,55 @@ def test_slow_reader_does_not_grow_memory_or_block_others(native: ServerProcess)
     assert growth < 64 * 1024, f"server RSS grew {growth} KiB for one slow reader"
     raw.close()
     assert_serving(native)
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with `wide`: identity on 12,000 floats a row (48 KB answers)."""
+    from mlserve import examples
+
+    root = tmp_path_factory.mktemp("wide")
+    examples.write_model(root, "wide", examples.identity_model("FP32", (12_000,)))
+    server = start_server(root, "--grpc-impl", "native")
+    yield server
+    server.terminate()
+
+
+def test_stream_that_never_reads_its_answers_is_paused(wide: ServerProcess) -> None:
+    """ModelStreamInfer with a client that sends and never reads: past 16 MiB of
+    answers waiting on its flow-control window the server stops reading that
+    connection (its send blocks), and others are served. What the server holds
+    is those answers plus the requests it read before they backed up (without
+    the pause, all 96 MB of requests and their answers)."""
+    native = wide
+    rss_before = _rss_kib(native)
+    raw = RawH2(_port(native), timeout_s=2)
+    raw.read_for(0.1)
+    request = pb.ModelInferRequest(model_name="wide")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 12_000])  # 48 KB answers
+    request.raw_input_contents.append(np.ones((1, 12_000), np.float32).tobytes())
+    message = grpc_message(request.SerializeToString())
+    raw.send(*raw.headers(1, path="/inference.GRPCInferenceService/ModelStreamInfer"))
+    frames = [
+        RawH2.data(1, message[i : i + 16000], end_stream=False)
+        for i in range(0, len(message), 16000)
+    ]
+    sent = 0
+    with contextlib.suppress(TimeoutError):  # the send blocks: the server stopped reading
+        for _ in range(2000):  # 96 MB of requests, and of answers
+            raw.send(*frames)
+            sent += 1
+    assert sent < 2000, "the server kept reading a client that never reads"
+    assert sent > 300, f"paused after {sent} requests, before 16 MiB of answers were waiting"
+    assert raw.goaway is None and not raw.closed  # paused, not dropped
+    growth = _rss_kib(native) - rss_before
+    assert growth < 128 * 1024, f"server RSS grew {growth} KiB for one stream that never reads"
+    other = RawH2(_port(native))  # another client is served meanwhile
+    other.send(*other.headers(1), *frames[:-1], RawH2.data(1, frames[-1].data))
+    answer = other.answer(1, 10)
+    assert answer.header("grpc-status") == "0", answer.header("grpc-message")
+    other.close()
+    raw.close()
 
 
 def test_unfinished_requests_are_bounded_per_connection(native: ServerProcess) -> None:
