@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mlserve import examples
+from mlserve.loopback import serve_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,28 +84,7 @@ def start_server(
     """Start `mlserve serve` on free loopback ports; returns once it is ready.
     The gRPC transport is the current `grpc_impl` unless `extra` names one."""
     impl = () if "--grpc-impl" in extra else ("--grpc-impl", _grpc_impl["current"])
-    command = [
-        sys.executable,
-        "-m",
-        "mlserve.cli.main",
-        "serve",
-        "--model-repository",
-        str(repository),
-        "--grpc-port",
-        "0",
-        "--http-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--grpc-address",
-        "127.0.0.1",
-        "--http-address",
-        "127.0.0.1",
-        "--metrics-address",
-        "127.0.0.1",
-        *impl,
-        *extra,
-    ]
+    command = serve_command(repository, *impl, *extra)
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

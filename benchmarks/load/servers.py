@@ -18,6 +18,8 @@ from pathlib import Path
 
 import grpc
 
+from mlserve.loopback import serve_command
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_CPU = "0"
 MLSERVER_PYTHON = ROOT / ".venv-mlserver" / "bin" / "python"
@@ -108,13 +110,14 @@ def start_mlserve(repo: Path, grpc_impl: str = "native") -> Server:
     """mlserve on its native gRPC transport (named "mlserve") or on grpcio
     ("mlserve-grpcio")."""
     ports = Ports.pick()
-    command = [
-        sys.executable, "-m", "mlserve.cli.main", "serve", "--model-repository", str(repo),
-        "--grpc-port", str(ports.grpc), "--http-port", str(ports.http),
-        "--metrics-port", str(ports.metrics), "--grpc-address", "127.0.0.1",
-        "--http-address", "127.0.0.1", "--metrics-address", "127.0.0.1",
-        "--grpc-impl", grpc_impl,
-    ]  # fmt: skip
+    command = serve_command(
+        repo,
+        "--grpc-impl",
+        grpc_impl,
+        grpc_port=ports.grpc,
+        http_port=ports.http,
+        metrics_port=ports.metrics,
+    )
     name = "mlserve" if grpc_impl == "native" else f"mlserve-{grpc_impl}"
     return Server(name, command, r"mlserve ready: True", ports)
 

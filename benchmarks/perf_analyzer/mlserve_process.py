@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlserve.loopback import serve_command
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 MODEL = "mlp"
@@ -155,36 +157,9 @@ class Server:
         return "\n".join(lines[-n:])
 
 
-def mlserve_command() -> list[str]:
-    exe = Path(sys.executable).parent / "mlserve"
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-m", "mlserve.cli.main"]
-
-
 def start_server(repo: Path, workdir: Path, cpus: str, timeout: float) -> Server:
     log_path = workdir / "server.log"
-    cmd = [
-        "taskset",
-        "-c",
-        cpus,
-        *mlserve_command(),
-        "serve",
-        "--model-repository",
-        str(repo),
-        "--grpc-port",
-        "0",
-        "--http-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--grpc-address",
-        "127.0.0.1",
-        "--http-address",
-        "127.0.0.1",
-        "--metrics-address",
-        "127.0.0.1",
-    ]
+    cmd = ["taskset", "-c", cpus, *serve_command(repo)]
     log(f"starting server: {' '.join(cmd)}")
     with open(log_path, "wb") as fh:
         proc = subprocess.Popen(
