@@ -39,7 +39,19 @@ def _json(doc: Any, status: int = 200) -> HttpResponse:
     return HttpResponse(status, orjson.dumps(doc))
 
 
+class MethodNotAllowed(InvalidRequest):
+    """An HTTP method the endpoint does not take: 405 with an Allow header."""
+
+    def __init__(self, method: str, allowed: str) -> None:
+        super().__init__(f"method {method} not allowed here; use {allowed}")
+        self.allowed = allowed
+
+
 def error_response(error: MlserveError) -> HttpResponse:
+    if isinstance(error, MethodNotAllowed):
+        response = _json({"error": error.message}, 405)
+        response.headers.append(("Allow", error.allowed))
+        return response
     response = _json({"error": error.message}, STATUS_BY_KIND[error.kind])
     retry_after = getattr(error, "retry_after_s", None)
     if retry_after is not None:
@@ -102,7 +114,7 @@ class HttpApi:
     @staticmethod
     def _method(method: str, expected: str) -> None:
         if method != expected:
-            raise InvalidRequest(f"method {method} not allowed here; use {expected}")
+            raise MethodNotAllowed(method, expected)
 
     async def _models(self, request: HttpRequest, rest: list[str]) -> HttpResponse:
         if rest == ["stats"]:

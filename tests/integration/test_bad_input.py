@@ -376,13 +376,31 @@ def test_http_malformed_request_line(server: ServerProcess) -> None:
     assert ok == 200
 
 
-def test_http_method_not_allowed(server: ServerProcess) -> None:
-    code, doc = http_post(server, "/v2/health/live", b"")
-    assert code == 400 and "GET" in doc["error"]
-
-
 @pytest.mark.parametrize("name", ["..", "a/../b", "/etc", "%2e%2e", ".hidden"])
 def test_model_names_cannot_leave_the_repository(server: ServerProcess, name: str) -> None:
     code, doc = http_post(server, f"/v2/models/{name}/infer", json_body(GOOD))
     assert code in (400, 404), doc
     assert "error" in doc
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/v2/models/mlp/infer", "POST"),
+        ("DELETE", "/v2/models/mlp", "GET"),
+        ("POST", "/v2/health/ready", "GET"),
+        ("POST", "/v2/health/live", "GET"),
+    ],
+)
+def test_http_wrong_method_is_405_with_allow(
+    server: ServerProcess, method: str, path: str, allowed: str
+) -> None:
+    host, port = server.http.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request(method, path, body=b"" if method != "GET" else None)
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    assert response.status == 405
+    assert response.getheader("Allow") == allowed
+    assert f"method {method} not allowed here; use {allowed}" == body["error"]
+    connection.close()
