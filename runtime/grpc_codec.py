@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlserve.errors import InvalidRequest, Unsupported
+from mlserve.ext.infer_codec import SimpleRequest
 from mlserve.proto import grpc_service_pb2 as pb
 from mlserve.runtime.inference_types import (
     InferInput,
@@ -127,6 +128,23 @@ def decode_infer_request(message: pb.ModelInferRequest, arrival_ns: int) -> Infe
         outputs=outputs,
         id=message.id,
         parameters=decode_parameters(message.parameters) if message.parameters else {},
+        arrival_ns=arrival_ns,
+    )
+
+
+def simple_infer_request(simple: SimpleRequest, arrival_ns: int) -> InferRequest:
+    """An InferRequest from the fast decoder's tuple (no parameters, raw tensors)."""
+    model_name, model_version, request_id, tensors, output_names = simple
+    inputs = []
+    for name, datatype, shape, raw in tensors:
+        data = array_from_raw(name, datatype, shape, bytes(raw) if datatype == "BYTES" else raw)
+        inputs.append(InferInput(name, datatype, shape, data, {}))
+    return InferRequest(
+        model_name=model_name,
+        model_version=model_version,
+        inputs=inputs,
+        outputs=[RequestedOutput(name, {}) for name in output_names],
+        id=request_id,
         arrival_ns=arrival_ns,
     )
 

@@ -19,11 +19,17 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2
 
 from mlserve.errors import ErrorKind, InvalidRequest, MlserveError
+from mlserve.ext.infer_codec import decode_simple_infer
 from mlserve.proto import grpc_service_pb2 as pb
 from mlserve.runtime import proto_views
 from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane
-from mlserve.runtime.grpc_codec import decode_infer_request, encode_infer_response
+from mlserve.runtime.grpc_codec import (
+    decode_infer_request,
+    encode_infer_response,
+    simple_infer_request,
+)
+from mlserve.runtime.inference_types import InferRequest
 
 log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
@@ -110,12 +116,13 @@ class InferenceService:
                 pb.RepositoryModelUnloadRequest,
                 self.repository_unload,
             ),
-            ("ModelInfer", "inference", pb.ModelInferRequest, self.model_infer),
         ]
-        return [
+        rpcs = [
             Rpc(name, request_type, self._checked(group, request_type, handler))
             for name, group, request_type, handler in table
         ]
+        rpcs.append(Rpc("ModelInfer", pb.ModelInferRequest, self._checked_infer()))
+        return rpcs
 
     def _checked(
         self,
@@ -133,6 +140,20 @@ class InferenceService:
             if restricted_header is not None:
                 access.check(group, metadata(restricted_header))
             return await handler(parse(request_type, data, limit), time_remaining)
+
+        return call
+
+    def _checked_infer(self) -> UnaryCall:
+        """ModelInfer takes the bytes: most requests skip building the protobuf."""
+        access = self.access
+        restricted_header = access.header_for("inference")
+
+        async def call(
+            data: bytes, metadata: MetadataLookup, time_remaining: float | None
+        ) -> Message:
+            if restricted_header is not None:
+                access.check("inference", metadata(restricted_header))
+            return await self.model_infer(data, time_remaining)
 
         return call
 
@@ -218,15 +239,27 @@ class InferenceService:
 
     # -- inference ------------------------------------------------------------
 
-    async def model_infer(
-        self, request: pb.ModelInferRequest, time_remaining: float | None
-    ) -> Message:
-        arrival = _perf_ns()
+    def decode(self, data: bytes, arrival_ns: int) -> InferRequest:
+        """The request in the simple subset straight from the wire (the fast
+        decoder in mlserve.ext.infer_codec); anything else through protobuf,
+        which words the errors. A request that names a model and fails to
+        decode is counted against that model."""
+        simple = decode_simple_infer(data) if len(data) <= self.max_input_bytes else None
+        if simple is not None:
+            try:
+                return simple_infer_request(simple, arrival_ns)
+            except MlserveError as exc:
+                self.dataplane.count_rejected(simple[0], simple[1], exc)
+                raise
+        request = parse(pb.ModelInferRequest, data, self.max_input_bytes)
         try:
-            infer_request = decode_infer_request(request, arrival)
+            return decode_infer_request(request, arrival_ns)
         except MlserveError as exc:
             self.dataplane.count_rejected(request.model_name, request.model_version, exc)
             raise
+
+    async def model_infer(self, data: bytes, time_remaining: float | None) -> Message:
+        infer_request = self.decode(data, _perf_ns())
         if time_remaining is not None:
             infer_request.timeout_s = max(time_remaining, 1e-6)
         response = await self.dataplane.infer(infer_request)
@@ -235,24 +268,18 @@ class InferenceService:
     async def stream_reply(self, data: bytes) -> pb.ModelStreamInferResponse:
         """One message of Triton's bidirectional ModelStreamInfer: a failed request
         gets `error_message` in its answer, and the stream goes on (never raises)."""
-        request: pb.ModelInferRequest | None = None
+        infer_request: InferRequest | None = None
         try:
-            request = parse(pb.ModelInferRequest, data, self.max_input_bytes)
-            assert request is not None
-            try:
-                infer_request = decode_infer_request(request, _perf_ns())
-            except MlserveError as exc:
-                self.dataplane.count_rejected(request.model_name, request.model_version, exc)
-                raise
+            infer_request = self.decode(data, _perf_ns())
             response = await self.dataplane.infer(infer_request)
             reply = pb.ModelStreamInferResponse()
             encode_infer_response(response, reply.infer_response)
             return reply
         except MlserveError as exc:
-            return _error_reply(exc.message, request)
+            return _error_reply(exc.message, infer_request, data)
         except Exception as exc:  # a bug: answer this request, keep the stream
             log.exception("unhandled error in ModelStreamInfer")
-            return _error_reply(f"internal error: {exc!r}", request)
+            return _error_reply(f"internal error: {exc!r}", infer_request, data)
 
 
 def parse(request_type: type[Message], data: bytes, limit: int) -> Any:
@@ -269,13 +296,21 @@ def parse(request_type: type[Message], data: bytes, limit: int) -> Any:
         raise InvalidRequest(f"{name} is not a valid protobuf message: {exc}") from None
 
 
-def _error_reply(message: str, request: pb.ModelInferRequest | None) -> pb.ModelStreamInferResponse:
-    """A stream answer carrying an error (the stream itself stays open)."""
+def _error_reply(
+    message: str, request: InferRequest | None, data: bytes
+) -> pb.ModelStreamInferResponse:
+    """A stream answer carrying an error (the stream itself stays open), with
+    the request's id and model when they can be read, so the client can match it."""
     reply = pb.ModelStreamInferResponse(error_message=message)
-    if request is not None:
-        reply.infer_response.id = request.id
-        reply.infer_response.model_name = request.model_name
-        reply.infer_response.model_version = request.model_version
+    ids: Any = request
+    if ids is None:
+        try:
+            ids = pb.ModelInferRequest.FromString(data)
+        except DecodeError:
+            return reply
+    reply.infer_response.id = ids.id
+    reply.infer_response.model_name = ids.model_name
+    reply.infer_response.model_version = ids.model_version
     return reply
 
 

@@ -1,0 +1,129 @@
+"""Pure-Python twin of the ModelInferRequest fast decoder.
+
+Most inference requests use a small part of `ModelInferRequest`: the model's
+name and version, an id, and per input a name, datatype, shape and one
+`raw_input_contents` entry. Reading those straight from the wire skips
+building the protobuf message and then reading it back field by field. Any
+request outside that subset (parameters, typed `contents`, requested-output
+parameters, inputs without raw contents, unknown fields, anything malformed)
+returns None, and the caller decodes it with protobuf, which also words the
+errors. `_infer_codec.pyx` must match this module."""
+
+from __future__ import annotations
+
+SimpleInput = tuple[str, str, tuple[int, ...], memoryview]
+SimpleRequest = tuple[str, str, str, list[SimpleInput], list[str]]
+
+
+class _NotSimple(Exception):
+    pass
+
+
+def _varint(data: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _NotSimple
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result & 0xFFFFFFFFFFFFFFFF, pos
+        shift += 7
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _length(data: memoryview, pos: int, end: int) -> tuple[int, int]:
+    size, pos = _varint(data, pos, end)
+    if size > end - pos:
+        raise _NotSimple
+    return pos, pos + size
+
+
+def _text(data: memoryview, start: int, stop: int) -> str:
+    try:
+        return bytes(data[start:stop]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _NotSimple from None
+
+
+def _input(data: memoryview, pos: int, end: int) -> tuple[str, str, tuple[int, ...]]:
+    name = datatype = ""
+    shape: list[int] = []
+    while pos < end:
+        key, pos = _varint(data, pos, end)
+        field, wire = key >> 3, key & 7
+        if field == 3 and wire == 0:  # unpacked shape element
+            value, pos = _varint(data, pos, end)
+            shape.append(_signed(value))
+            continue
+        if wire != 2:
+            raise _NotSimple
+        start, pos = _length(data, pos, end)
+        if field == 1:
+            name = _text(data, start, pos)
+        elif field == 2:
+            datatype = _text(data, start, pos)
+        elif field == 3:  # packed shape
+            at = start
+            while at < pos:
+                value, at = _varint(data, at, pos)
+                shape.append(_signed(value))
+        else:  # parameters, contents, unknown: not simple
+            raise _NotSimple
+    return name, datatype, tuple(shape)
+
+
+def _output(data: memoryview, pos: int, end: int) -> str:
+    name = ""
+    while pos < end:
+        key, pos = _varint(data, pos, end)
+        if key != (1 << 3 | 2):  # only the name
+            raise _NotSimple
+        start, pos = _length(data, pos, end)
+        name = _text(data, start, pos)
+    return name
+
+
+def decode_simple_infer(data: bytes) -> SimpleRequest | None:
+    """(model_name, model_version, id, [(name, datatype, shape, raw)], [output
+    names]) for a request in the simple subset, else None. `raw` is a view of
+    `data` (no copy)."""
+    view = memoryview(data)
+    end = len(view)
+    pos = 0
+    model_name = model_version = request_id = ""
+    tensors: list[tuple[str, str, tuple[int, ...]]] = []
+    raws: list[memoryview] = []
+    outputs: list[str] = []
+    try:
+        while pos < end:
+            key, pos = _varint(view, pos, end)
+            field, wire = key >> 3, key & 7
+            if wire != 2:
+                return None
+            start, pos = _length(view, pos, end)
+            if field == 1:
+                model_name = _text(view, start, pos)
+            elif field == 2:
+                model_version = _text(view, start, pos)
+            elif field == 3:
+                request_id = _text(view, start, pos)
+            elif field == 5:
+                tensors.append(_input(view, start, pos))
+            elif field == 6:
+                outputs.append(_output(view, start, pos))
+            elif field == 7:
+                raws.append(view[start:pos])
+            else:  # parameters, unknown
+                return None
+    except _NotSimple:
+        return None
+    if not tensors or len(raws) != len(tensors):
+        return None
+    inputs = [(n, d, s, raw) for (n, d, s), raw in zip(tensors, raws, strict=True)]
+    return model_name, model_version, request_id, inputs, outputs

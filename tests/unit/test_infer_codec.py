@@ -1,0 +1,116 @@
+"""The ModelInferRequest fast decoder: compiled and Python twin agree with
+protobuf on every request in the simple subset, step aside (None) for every
+other one, and never raise on arbitrary bytes."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlserve.ext import _infer_codec_py, infer_codec
+from mlserve.proto import grpc_service_pb2 as pb
+
+try:
+    COMPILED: Any = importlib.import_module("mlserve.ext._infer_codec")
+except ImportError:
+    if os.environ.get("MLSERVE_NO_EXTENSIONS") != "1":
+        raise
+    COMPILED = None
+
+IMPLEMENTATIONS = [
+    pytest.param(_infer_codec_py, id="py"),
+    pytest.param(
+        COMPILED,
+        id="cy",
+        marks=pytest.mark.skipif(
+            COMPILED is None, reason="built with MLSERVE_NO_EXTENSIONS=1: no compiled module"
+        ),
+    ),
+]
+
+
+def test_normal_install_selects_the_compiled_decoder() -> None:
+    expected = "py" if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1" else "cy"
+    assert expected == infer_codec.IMPLEMENTATION
+
+
+text = st.text(max_size=12)
+shapes = st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[pb.ModelInferRequest, bool]:
+    """A request, and whether it is in the simple subset."""
+    message = pb.ModelInferRequest(model_name=draw(text), model_version=draw(text), id=draw(text))
+    simple = True
+    count = draw(st.integers(0, 3))
+    for _ in range(count):
+        tensor = message.inputs.add(name=draw(text), datatype=draw(text), shape=draw(shapes))
+        if draw(st.integers(0, 9)) == 0:
+            tensor.parameters["k"].int64_param = 1
+            simple = False
+        if draw(st.integers(0, 9)) == 0:
+            tensor.contents.fp32_contents.append(1.0)
+            simple = False
+    raw_count = count if draw(st.integers(0, 9)) else draw(st.integers(0, 3))
+    for _ in range(raw_count):
+        message.raw_input_contents.append(draw(st.binary(max_size=16)))
+    for name in draw(st.lists(text, max_size=2)):
+        output = message.outputs.add(name=name)
+        if draw(st.integers(0, 9)) == 0:
+            output.parameters["binary_data"].bool_param = True
+            simple = False
+    if draw(st.integers(0, 9)) == 0:
+        message.parameters["priority"].int64_param = 2
+        simple = False
+    simple = simple and count > 0 and raw_count == count
+    return message, simple
+
+
+@pytest.mark.parametrize("codec", IMPLEMENTATIONS)
+@settings(max_examples=400, deadline=None)
+@given(case=requests())
+def test_simple_requests_decode_as_protobuf_does(codec: Any, case: Any) -> None:
+    message, simple = case
+    found = codec.decode_simple_infer(message.SerializeToString())
+    if not simple:
+        assert found is None
+        return
+    assert found is not None
+    name, version, request_id, inputs, outputs = found
+    assert (name, version, request_id) == (message.model_name, message.model_version, message.id)
+    assert [(n, d, s, bytes(r)) for n, d, s, r in inputs] == [
+        (t.name, t.datatype, tuple(t.shape), raw)
+        for t, raw in zip(message.inputs, message.raw_input_contents, strict=True)
+    ]
+    assert outputs == [o.name for o in message.outputs]
+
+
+def _comparable(found: Any) -> Any:
+    if found is None:
+        return None
+    return (*found[:3], [(*i[:3], bytes(i[3])) for i in found[3]], found[4])
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.binary(max_size=80))
+def test_arbitrary_bytes_never_raise_and_both_agree(data: bytes) -> None:
+    expected = _infer_codec_py.decode_simple_infer(data)
+    if COMPILED is not None:
+        assert _comparable(COMPILED.decode_simple_infer(data)) == _comparable(expected)
+
+
+def test_raw_contents_are_views_of_the_request() -> None:
+    message = pb.ModelInferRequest(model_name="m")
+    message.inputs.add(name="x", datatype="FP32", shape=[1, 2])
+    message.raw_input_contents.append(bytes(8))
+    data = message.SerializeToString()
+    found = infer_codec.decode_simple_infer(data)
+    assert found is not None
+    raw = found[3][0][3]
+    assert isinstance(raw, memoryview) and raw.obj is data
