@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mlserve.ext import infer_codec
 from mlserve.proto import grpc_service_pb2 as pb
 from mlserve.runtime import grpc_codec, http_codec
 from mlserve.runtime.inference_types import InferOutput, InferResponse
@@ -63,6 +64,9 @@ def cases() -> dict[str, Callable[[], object]]:
 
     return {
         "gRPC decode (parse + tensors)": grpc_decode,
+        f"gRPC decode, fast path ({infer_codec.IMPLEMENTATION})": lambda: (
+            grpc_codec.simple_infer_request(infer_codec.decode_simple_infer(wire), 0)  # type: ignore[arg-type]
+        ),
         "gRPC encode (+ serialize)": lambda: grpc_codec.encode_infer_response(
             response
         ).SerializeToString(),
