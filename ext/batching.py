@@ -1,23 +1,18 @@
-"""Selector for the batching kernels: compiled unless `MLSERVE_NO_EXTENSIONS=1`
-or not built; `IMPLEMENTATION` says which."""
+"""Selector for the batching kernels (see ext/_select.py); `IMPLEMENTATION`
+says which one was loaded. Typed as the twin, which the compiled one matches."""
 
 from __future__ import annotations
 
-import os
+from mlserve.ext import _batching_py as _twin
+from mlserve.ext._select import select
 
-IMPLEMENTATION: str
-if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1":
-    from mlserve.ext._batching_py import gather_rows, select_batch, split_rows
-
-    IMPLEMENTATION = "py"
-else:
-    try:
-        from mlserve.ext._batching import gather_rows, select_batch, split_rows
-
-        IMPLEMENTATION = "cy"
-    except ImportError:  # not built
-        from mlserve.ext._batching_py import gather_rows, select_batch, split_rows
-
-        IMPLEMENTATION = "py"
+_module, IMPLEMENTATION = select("batching")
+gather_rows = _twin.gather_rows
+select_batch = _twin.select_batch
+split_rows = _twin.split_rows
+if _module is not _twin:
+    gather_rows = _module.gather_rows
+    select_batch = _module.select_batch
+    split_rows = _module.split_rows
 
 __all__ = ["IMPLEMENTATION", "gather_rows", "select_batch", "split_rows"]

@@ -1,25 +1,17 @@
-"""Selector for the BYTES tensor codec: the compiled module unless
-`MLSERVE_NO_EXTENSIONS=1` or it was not built; `IMPLEMENTATION` says which."""
+"""Selector for the BYTES tensor codec (see ext/_select.py); `IMPLEMENTATION`
+says which one was loaded. Typed as the twin, which the compiled one matches."""
 
 from __future__ import annotations
 
-import os
-
+from mlserve.ext import _bytes_codec_py as _twin
 from mlserve.ext._bytes_codec_py import BytesTensorError
+from mlserve.ext._select import select
 
-IMPLEMENTATION: str
-if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1":
-    from mlserve.ext._bytes_codec_py import decode_bytes_tensor, encode_bytes_tensor
-
-    IMPLEMENTATION = "py"
-else:
-    try:
-        from mlserve.ext._bytes_codec import decode_bytes_tensor, encode_bytes_tensor
-
-        IMPLEMENTATION = "cy"
-    except ImportError:  # not built (e.g. a source checkout without a compiler)
-        from mlserve.ext._bytes_codec_py import decode_bytes_tensor, encode_bytes_tensor
-
-        IMPLEMENTATION = "py"
+_module, IMPLEMENTATION = select("bytes_codec")
+decode_bytes_tensor = _twin.decode_bytes_tensor
+encode_bytes_tensor = _twin.encode_bytes_tensor
+if _module is not _twin:
+    decode_bytes_tensor = _module.decode_bytes_tensor
+    encode_bytes_tensor = _module.encode_bytes_tensor
 
 __all__ = ["IMPLEMENTATION", "BytesTensorError", "decode_bytes_tensor", "encode_bytes_tensor"]

@@ -1,25 +1,16 @@
-"""Selector for the ModelInferRequest fast decoder: compiled unless
-`MLSERVE_NO_EXTENSIONS=1` or not built; `IMPLEMENTATION` says which."""
+"""Selector for the ModelInferRequest fast decoder (see ext/_select.py);
+`IMPLEMENTATION` says which one was loaded. Typed as the twin, which the
+compiled one matches."""
 
 from __future__ import annotations
 
-import os
-
+from mlserve.ext import _infer_codec_py as _twin
 from mlserve.ext._infer_codec_py import SimpleInput, SimpleRequest
+from mlserve.ext._select import select
 
-IMPLEMENTATION: str
-if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1":
-    from mlserve.ext._infer_codec_py import decode_simple_infer
-
-    IMPLEMENTATION = "py"
-else:
-    try:
-        from mlserve.ext._infer_codec import decode_simple_infer
-
-        IMPLEMENTATION = "cy"
-    except ImportError:  # not built
-        from mlserve.ext._infer_codec_py import decode_simple_infer
-
-        IMPLEMENTATION = "py"
+_module, IMPLEMENTATION = select("infer_codec")
+decode_simple_infer = _twin.decode_simple_infer
+if _module is not _twin:
+    decode_simple_infer = _module.decode_simple_infer
 
 __all__ = ["IMPLEMENTATION", "SimpleInput", "SimpleRequest", "decode_simple_infer"]

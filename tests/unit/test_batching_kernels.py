@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mlserve.ext import _batching_py, batching
+from tests.unit.twins import EXPECTED_IMPLEMENTATION, compiled, implementations
 
-# Compiled: every install builds it (setup.py), so a failed import fails here;
-# only a build made with MLSERVE_NO_EXTENSIONS=1 may lack it.
-try:
-    COMPILED = importlib.import_module("mlserve.ext._batching")
-except ImportError:
-    if os.environ.get("MLSERVE_NO_EXTENSIONS") != "1":
-        raise
-    COMPILED = None
-
-IMPLEMENTATIONS = [
-    pytest.param(_batching_py, id="py"),
-    pytest.param(
-        COMPILED,
-        id="cy",
-        marks=pytest.mark.skipif(
-            COMPILED is None, reason="built with MLSERVE_NO_EXTENSIONS=1: no compiled module"
-        ),
-    ),
-]
+COMPILED = compiled("batching")
+IMPLEMENTATIONS = implementations("batching")
 
 
 def test_normal_install_selects_the_compiled_kernels() -> None:
-    expected = "py" if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1" else "cy"
-    selected = batching.IMPLEMENTATION
-    assert selected == expected
+    assert batching.IMPLEMENTATION == EXPECTED_IMPLEMENTATION
 
 
 @pytest.mark.parametrize("kernels", IMPLEMENTATIONS)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 import struct
 
 import numpy as np
@@ -13,41 +11,16 @@ from hypothesis import strategies as st
 
 from mlserve.ext import _bytes_codec_py, bytes_codec
 from mlserve.ext._bytes_codec_py import BytesTensorError
+from tests.unit.twins import EXPECTED_IMPLEMENTATION, implementations
 
 
-def _implementations() -> list:
-    params = [pytest.param(_bytes_codec_py, id="py")]
-    try:
-        compiled = importlib.import_module("mlserve.ext._bytes_codec")
-    except ImportError:
-        # Every install builds it (setup.py): a failed import is a failure,
-        # unless this build was made with MLSERVE_NO_EXTENSIONS=1.
-        if os.environ.get("MLSERVE_NO_EXTENSIONS") != "1":
-            raise
-        params.append(
-            pytest.param(
-                None,
-                id="cy",
-                marks=pytest.mark.skip(
-                    reason="compiled extension not built (MLSERVE_NO_EXTENSIONS build)"
-                ),
-            )
-        )
-    else:
-        params.append(pytest.param(compiled, id="cy"))
-    return params
-
-
-@pytest.fixture(params=_implementations())
+@pytest.fixture(params=implementations("bytes_codec"))
 def codec(request: pytest.FixtureRequest):
     return request.param
 
 
 def test_normal_install_selects_the_compiled_codec() -> None:
-    if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1":
-        assert bytes_codec.IMPLEMENTATION == "py"
-    else:
-        assert bytes_codec.IMPLEMENTATION == "cy"
+    assert bytes_codec.IMPLEMENTATION == EXPECTED_IMPLEMENTATION
 
 
 def test_known_encoding(codec) -> None:
@@ -71,7 +44,7 @@ def test_known_encoding(codec) -> None:
 def test_round_trip_and_twins_agree(items: list[bytes]) -> None:
     array = np.empty(len(items), dtype=object)  # object array even when items are equal-length
     array[:] = items
-    for codec in [p.values[0] for p in _implementations() if p.values[0] is not None]:
+    for codec in [p.values[0] for p in implementations("bytes_codec") if p.values[0] is not None]:
         encoded = codec.encode_bytes_tensor(array)
         assert encoded == _bytes_codec_py.encode_bytes_tensor(array)
         assert codec.decode_bytes_tensor(encoded, len(items)).tolist() == items

@@ -4,8 +4,6 @@ other one, and never raise on arbitrary bytes."""
 
 from __future__ import annotations
 
-import importlib
-import os
 from typing import Any
 
 import pytest
@@ -14,29 +12,14 @@ from hypothesis import strategies as st
 
 from mlserve.ext import _infer_codec_py, infer_codec
 from mlserve.proto import grpc_service_pb2 as pb
+from tests.unit.twins import EXPECTED_IMPLEMENTATION, compiled, implementations
 
-try:
-    COMPILED: Any = importlib.import_module("mlserve.ext._infer_codec")
-except ImportError:
-    if os.environ.get("MLSERVE_NO_EXTENSIONS") != "1":
-        raise
-    COMPILED = None
-
-IMPLEMENTATIONS = [
-    pytest.param(_infer_codec_py, id="py"),
-    pytest.param(
-        COMPILED,
-        id="cy",
-        marks=pytest.mark.skipif(
-            COMPILED is None, reason="built with MLSERVE_NO_EXTENSIONS=1: no compiled module"
-        ),
-    ),
-]
+COMPILED: Any = compiled("infer_codec")
+IMPLEMENTATIONS = implementations("infer_codec")
 
 
 def test_normal_install_selects_the_compiled_decoder() -> None:
-    expected = "py" if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1" else "cy"
-    assert expected == infer_codec.IMPLEMENTATION
+    assert infer_codec.IMPLEMENTATION == EXPECTED_IMPLEMENTATION
 
 
 text = st.text(max_size=12)
