@@ -76,6 +76,6 @@ def _extensions() -> list:
 setup(
     packages=list(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
-    package_data={"mlserve.ext": ["*.pyi", "*.pxd", "py.typed"], "mlserve": ["py.typed"]},
+    package_data={"mlserve.ext": ["*.pyi", "*.pxd", "*.pxi", "py.typed"], "mlserve": ["py.typed"]},
     ext_modules=_extensions(),
 )

@@ -35,7 +35,6 @@ class H2Stream:
 class H2Connection(asyncio.Protocol):
     last_activity: float
     ping_sent: float
-    requests: int
     pending_out: int
     inflight: int
     read_paused: bool
@@ -58,5 +57,3 @@ class H2Connection(asyncio.Protocol):
     def shutdown(self) -> None: ...
     def ping(self) -> None: ...
     def abort(self) -> None: ...
-    @property
-    def active_streams(self) -> int: ...

@@ -22,138 +22,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 import zlib
 
 
-cdef extern from "nghttp2/nghttp2.h":
-    ctypedef struct nghttp2_session:
-        pass
-    ctypedef struct nghttp2_session_callbacks:
-        pass
-    ctypedef struct nghttp2_option:
-        pass
-
-    ctypedef struct nghttp2_frame_hd:
-        size_t length
-        int32_t stream_id
-        uint8_t type
-        uint8_t flags
-
-    ctypedef struct nghttp2_headers:
-        nghttp2_frame_hd hd
-        int cat
-
-    ctypedef union nghttp2_frame:
-        nghttp2_frame_hd hd
-        nghttp2_headers headers
-
-    ctypedef struct nghttp2_nv:
-        uint8_t *name
-        uint8_t *value
-        size_t namelen
-        size_t valuelen
-        uint8_t flags
-
-    ctypedef union nghttp2_data_source:
-        int fd
-        void *ptr
-
-    ctypedef ssize_t (*nghttp2_data_source_read_callback)(
-        nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
-        uint32_t *data_flags, nghttp2_data_source *source, void *user_data) noexcept
-
-    ctypedef struct nghttp2_data_provider:
-        nghttp2_data_source source
-        nghttp2_data_source_read_callback read_callback
-
-    ctypedef struct nghttp2_settings_entry:
-        int32_t settings_id
-        uint32_t value
-
-    ctypedef int (*nghttp2_on_begin_headers_callback)(
-        nghttp2_session *session, const nghttp2_frame *frame, void *user_data) noexcept
-    ctypedef int (*nghttp2_on_header_callback)(
-        nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
-        size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-        void *user_data) noexcept
-    ctypedef int (*nghttp2_on_frame_recv_callback)(
-        nghttp2_session *session, const nghttp2_frame *frame, void *user_data) noexcept
-    ctypedef int (*nghttp2_on_data_chunk_recv_callback)(
-        nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
-        size_t len, void *user_data) noexcept
-    ctypedef int (*nghttp2_on_stream_close_callback)(
-        nghttp2_session *session, int32_t stream_id, uint32_t error_code,
-        void *user_data) noexcept
-
-    int nghttp2_session_callbacks_new(nghttp2_session_callbacks **callbacks_ptr)
-    void nghttp2_session_callbacks_del(nghttp2_session_callbacks *callbacks)
-    void nghttp2_session_callbacks_set_on_begin_headers_callback(
-        nghttp2_session_callbacks *cbs, nghttp2_on_begin_headers_callback cb)
-    void nghttp2_session_callbacks_set_on_header_callback(
-        nghttp2_session_callbacks *cbs, nghttp2_on_header_callback cb)
-    void nghttp2_session_callbacks_set_on_frame_recv_callback(
-        nghttp2_session_callbacks *cbs, nghttp2_on_frame_recv_callback cb)
-    void nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
-        nghttp2_session_callbacks *cbs, nghttp2_on_data_chunk_recv_callback cb)
-    void nghttp2_session_callbacks_set_on_stream_close_callback(
-        nghttp2_session_callbacks *cbs, nghttp2_on_stream_close_callback cb)
-
-    int nghttp2_option_new(nghttp2_option **option_ptr)
-    void nghttp2_option_del(nghttp2_option *option)
-    void nghttp2_option_set_max_outbound_ack(nghttp2_option *option, size_t val)
-    void nghttp2_option_set_max_settings(nghttp2_option *option, size_t val)
-    void nghttp2_option_set_stream_reset_rate_limit(
-        nghttp2_option *option, unsigned long long burst, unsigned long long rate)
-    void nghttp2_option_set_max_continuations(nghttp2_option *option, size_t val)
-    void nghttp2_option_set_max_deflate_dynamic_table_size(nghttp2_option *option, size_t val)
-
-    int nghttp2_session_server_new2(
-        nghttp2_session **session_ptr, const nghttp2_session_callbacks *callbacks,
-        void *user_data, const nghttp2_option *option)
-    void nghttp2_session_del(nghttp2_session *session)
-    ssize_t nghttp2_session_mem_recv(nghttp2_session *session, const uint8_t *data, size_t inlen)
-    ssize_t nghttp2_session_mem_send(nghttp2_session *session, const uint8_t **data_ptr)
-    int nghttp2_session_want_read(nghttp2_session *session)
-    int nghttp2_session_want_write(nghttp2_session *session)
-    int nghttp2_session_resume_data(nghttp2_session *session, int32_t stream_id)
-    int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *session)
-    int nghttp2_session_set_local_window_size(
-        nghttp2_session *session, uint8_t flags, int32_t stream_id, int32_t window_size)
-    int nghttp2_submit_settings(
-        nghttp2_session *session, uint8_t flags, const nghttp2_settings_entry *iv, size_t niv)
-    int nghttp2_submit_response(
-        nghttp2_session *session, int32_t stream_id, const nghttp2_nv *nva, size_t nvlen,
-        const nghttp2_data_provider *data_prd)
-    int nghttp2_submit_trailer(
-        nghttp2_session *session, int32_t stream_id, const nghttp2_nv *nva, size_t nvlen)
-    int nghttp2_submit_rst_stream(
-        nghttp2_session *session, uint8_t flags, int32_t stream_id, uint32_t error_code)
-    int nghttp2_submit_goaway(
-        nghttp2_session *session, uint8_t flags, int32_t last_stream_id, uint32_t error_code,
-        const uint8_t *opaque_data, size_t opaque_data_len)
-    int nghttp2_submit_ping(nghttp2_session *session, uint8_t flags, const uint8_t *opaque_data)
-    const char *nghttp2_strerror(int lib_error_code)
-
-    enum:
-        NGHTTP2_DATA
-        NGHTTP2_HEADERS
-        NGHTTP2_PING
-        NGHTTP2_FLAG_NONE
-        NGHTTP2_FLAG_END_STREAM
-        NGHTTP2_FLAG_ACK
-        NGHTTP2_HCAT_REQUEST
-        NGHTTP2_DATA_FLAG_EOF
-        NGHTTP2_DATA_FLAG_NO_END_STREAM
-        NGHTTP2_ERR_DEFERRED
-        NGHTTP2_ERR_CALLBACK_FAILURE
-        NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
-        NGHTTP2_NO_ERROR
-        NGHTTP2_INTERNAL_ERROR
-        NGHTTP2_NV_FLAG_NONE
-        NGHTTP2_NV_FLAG_NO_COPY_NAME
-        NGHTTP2_NV_FLAG_NO_COPY_VALUE
-        NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
-        NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE
-        NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
-        NGHTTP2_SETTINGS_ENABLE_PUSH
-
+include "_nghttp2.pxi"
 
 # gRPC status codes used by the transport itself (the data plane's come from Python).
 cdef enum:
@@ -183,58 +52,7 @@ def buffered_bytes():
     return _buffered_total
 
 
-cdef inline double _now() noexcept nogil:
-    """time.monotonic() (CLOCK_MONOTONIC, the clock Python uses for it)."""
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
-
-
-cdef inline Py_ssize_t _be32(const uint8_t *p) noexcept:
-    return (<Py_ssize_t>p[0] << 24) | (<Py_ssize_t>p[1] << 16) | (<Py_ssize_t>p[2] << 8) | p[3]
-
-
-cdef inline bint _is(const uint8_t *name, size_t namelen, const char *literal, size_t n) noexcept:
-    return namelen == n and memcmp(name, literal, n) == 0
-
-
-cdef double _parse_timeout(const uint8_t *value, size_t n) noexcept:
-    """`grpc-timeout`: up to 8 digits and a unit (H M S m u n); -1 if malformed."""
-    cdef double amount = 0
-    cdef size_t i
-    cdef uint8_t unit
-    if n < 2 or n > 9:
-        return -1
-    for i in range(n - 1):
-        if value[i] < 48 or value[i] > 57:
-            return -1
-        amount = amount * 10 + (value[i] - 48)
-    unit = value[n - 1]
-    if unit == 72:  # H
-        return amount * 3600
-    if unit == 77:  # M
-        return amount * 60
-    if unit == 83:  # S
-        return amount
-    if unit == 109:  # m
-        return amount * 1e-3
-    if unit == 117:  # u
-        return amount * 1e-6
-    if unit == 110:  # n
-        return amount * 1e-9
-    return -1
-
-
-def percent_encode(message: str) -> bytes:
-    """`grpc-message` encoding: UTF-8, then %XX for bytes outside 0x20-0x7E and '%'."""
-    raw = message.encode("utf-8", "replace")
-    out = bytearray()
-    for byte in raw:
-        if byte < 0x20 or byte > 0x7E or byte == 0x25:
-            out += b"%%%02X" % byte
-        else:
-            out.append(byte)
-    return bytes(out)
+include "_grpc_wire.pxi"
 
 
 cdef class Route:
@@ -388,7 +206,6 @@ cdef class H2Connection:
     cdef readonly bint read_paused
     cdef readonly double last_activity
     cdef readonly double ping_sent  # when our keepalive PING went out (0 = none pending)
-    cdef readonly Py_ssize_t requests
 
     def __cinit__(self):
         self.session = NULL
@@ -551,10 +368,6 @@ cdef class H2Connection:
         if self.transport is not None:
             self.transport.abort()
 
-    @property
-    def active_streams(self) -> int:
-        return len(self.streams)
-
     # -- answering ---------------------------------------------------------
 
     cdef _dispatch(self):
@@ -567,7 +380,6 @@ cdef class H2Connection:
             if stream.closed:
                 continue
             route = stream.route
-            self.requests += 1
             try:
                 if route.streaming:
                     if item[1] is not None:
@@ -898,29 +710,6 @@ cdef class H2Connection:
             self._want_flush()
 
 
-cdef inline void _static_nv(nghttp2_nv *nv, const char *name, const char *value) noexcept:
-    """A header from C string literals (nghttp2 need not copy them)."""
-    cdef size_t i = 0
-    while name[i]:
-        i += 1
-    cdef size_t j = 0
-    while value[j]:
-        j += 1
-    nv.name = <uint8_t*>name
-    nv.namelen = i
-    nv.value = <uint8_t*>value
-    nv.valuelen = j
-    nv.flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE
-
-
-cdef inline void _bytes_nv(nghttp2_nv *nv, bytes name, bytes value) noexcept:
-    nv.name = <uint8_t*>PyBytes_AS_STRING(name)
-    nv.namelen = PyBytes_GET_SIZE(name)
-    nv.value = <uint8_t*>PyBytes_AS_STRING(value)
-    nv.valuelen = PyBytes_GET_SIZE(value)
-    nv.flags = NGHTTP2_NV_FLAG_NONE  # nghttp2 copies them before we return
-
-
 cdef list _status_nv(H2Stream stream, nghttp2_nv *nva, size_t *count):
     """grpc-status, grpc-message and trailing metadata; returns the bytes to keep alive."""
     keep = [str(stream.status).encode("ascii")]
@@ -944,101 +733,4 @@ cdef list _status_nv(H2Stream stream, nghttp2_nv *nva, size_t *count):
     return keep
 
 
-# -- nghttp2 callbacks (user_data is the H2Connection) ---------------------------
-
-cdef ssize_t _read_body(
-    nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
-    uint32_t *data_flags, nghttp2_data_source *source, void *user_data,
-) noexcept:
-    cdef H2Stream stream = <H2Stream>source.ptr
-    cdef Py_ssize_t available = len(stream.out) - stream.out_pos
-    cdef Py_ssize_t n = 0
-    cdef nghttp2_nv nva[2 + _MAX_TRAILERS]
-    cdef size_t count
-    if available > 0:
-        n = available if <size_t>available < length else <Py_ssize_t>length
-        memcpy(buf, (<char*>stream.out) + stream.out_pos, n)
-        stream.out_pos += n
-        try:
-            stream.conn._taken(n)
-        except Exception:
-            return NGHTTP2_ERR_CALLBACK_FAILURE
-        if stream.out_pos == len(stream.out):
-            stream.out.clear()
-            stream.out_pos = 0
-        else:
-            return n
-    if stream.done:
-        data_flags[0] |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM
-        try:
-            keep = _status_nv(stream, nva, &count)
-            nghttp2_submit_trailer(session, stream_id, nva, count)
-            del keep
-        except Exception:
-            return NGHTTP2_ERR_CALLBACK_FAILURE
-        return n
-    if n == 0:
-        stream.deferred = True
-        return NGHTTP2_ERR_DEFERRED
-    return n
-
-
-cdef int _on_begin_headers(
-    nghttp2_session *session, const nghttp2_frame *frame, void *user_data
-) noexcept:
-    try:
-        return (<H2Connection>user_data)._begin_headers(frame)
-    except Exception:
-        return NGHTTP2_ERR_CALLBACK_FAILURE
-
-
-cdef int _on_header(
-    nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
-    size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data,
-) noexcept:
-    try:
-        return (<H2Connection>user_data)._header(frame, name, namelen, value, valuelen)
-    except Exception:
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE  # resets this stream only
-
-
-cdef int _on_frame_recv(
-    nghttp2_session *session, const nghttp2_frame *frame, void *user_data
-) noexcept:
-    try:
-        return (<H2Connection>user_data)._frame(frame)
-    except Exception:
-        return NGHTTP2_ERR_CALLBACK_FAILURE
-
-
-cdef int _on_data_chunk(
-    nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
-    size_t length, void *user_data,
-) noexcept:
-    try:
-        return (<H2Connection>user_data)._data(stream_id, data, length)
-    except Exception:
-        return NGHTTP2_ERR_CALLBACK_FAILURE
-
-
-cdef int _on_stream_close(
-    nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data
-) noexcept:
-    try:
-        (<H2Connection>user_data)._stream_closed(stream_id)
-    except Exception:
-        return NGHTTP2_ERR_CALLBACK_FAILURE
-    return 0
-
-
-cdef void _init_callbacks() noexcept:
-    global _callbacks
-    nghttp2_session_callbacks_new(&_callbacks)
-    nghttp2_session_callbacks_set_on_begin_headers_callback(_callbacks, _on_begin_headers)
-    nghttp2_session_callbacks_set_on_header_callback(_callbacks, _on_header)
-    nghttp2_session_callbacks_set_on_frame_recv_callback(_callbacks, _on_frame_recv)
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(_callbacks, _on_data_chunk)
-    nghttp2_session_callbacks_set_on_stream_close_callback(_callbacks, _on_stream_close)
-
-
-_init_callbacks()
+include "_h2_callbacks.pxi"
