@@ -120,13 +120,12 @@ class InferenceService:
                 pb.RepositoryModelUnloadRequest,
                 self.repository_unload,
             ),
+            ("ModelInfer", "inference", pb.ModelInferRequest, self.model_infer),
         ]
-        rpcs = [
+        return [
             Rpc(name, request_type, self._checked(group, request_type, handler))
             for name, group, request_type, handler in table
         ]
-        rpcs.append(Rpc("ModelInfer", pb.ModelInferRequest, self._checked_infer()))
-        return rpcs
 
     def _checked(
         self,
@@ -134,30 +133,20 @@ class InferenceService:
         request_type: type[Message],
         handler: Callable[[Any, float | None], Awaitable[Message]],
     ) -> UnaryCall:
+        """Access check, then the handler with the parsed request; ModelInfer's
+        handler takes the bytes (most requests skip building the protobuf)."""
         access = self.access
         restricted_header = access.header_for(group)
         limit = self.max_input_bytes
+        takes_bytes = request_type is pb.ModelInferRequest
 
         async def call(
             data: bytes, metadata: MetadataLookup, time_remaining: float | None
         ) -> Message:
             if restricted_header is not None:
                 access.check(group, metadata(restricted_header))
-            return await handler(parse(request_type, data, limit), time_remaining)
-
-        return call
-
-    def _checked_infer(self) -> UnaryCall:
-        """ModelInfer takes the bytes: most requests skip building the protobuf."""
-        access = self.access
-        restricted_header = access.header_for("inference")
-
-        async def call(
-            data: bytes, metadata: MetadataLookup, time_remaining: float | None
-        ) -> Message:
-            if restricted_header is not None:
-                access.check("inference", metadata(restricted_header))
-            return await self.model_infer(data, time_remaining)
+            request = data if takes_bytes else parse(request_type, data, limit)
+            return await handler(request, time_remaining)
 
         return call
 
