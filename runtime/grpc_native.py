@@ -161,7 +161,7 @@ def _health_check(health: HealthReporter) -> Any:
         if status is None:
             stream.finish(NOT_FOUND, f"unknown service {service!r}")
             return
-        stream.reply(health_pb2.HealthCheckResponse(status=status).SerializeToString())
+        stream.reply(_health_bytes(status))
 
     return handle
 
@@ -202,7 +202,8 @@ class _HealthWatch:
 
 
 def _health_bytes(status: Any) -> bytes:
-    return bytes(health_pb2.HealthCheckResponse(status=status).SerializeToString())
+    answer: bytes = health_pb2.HealthCheckResponse(status=status).SerializeToString()
+    return answer
 
 
 # -- the server ------------------------------------------------------------------

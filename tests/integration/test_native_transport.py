@@ -315,8 +315,9 @@ def test_reset_mid_message_leaves_the_connection_usable(native: ServerProcess) -
 
 
 def test_slow_reader_does_not_grow_memory_or_block_others(native: ServerProcess) -> None:
-    """A client that sends requests and never reads: flow control and paused
-    reading bound what the server holds; other clients are served meanwhile."""
+    """A client that sends 2,000 requests on one connection (twice the stream
+    limit: the rest are refused) and reads nothing: the server answers others
+    meanwhile and holds little (7 MiB of RSS growth measured here)."""
     rss_before = _rss_kib(native)
     raw = RawH2(_port(native))
     message = grpc_message(_mlp_request(8))
@@ -331,7 +332,7 @@ def test_slow_reader_does_not_grow_memory_or_block_others(native: ServerProcess)
         pass  # the server may stop reading from us: that is the point
     assert_serving(native)
     growth = _rss_kib(native) - rss_before
-    assert growth < 64 * 1024, f"server RSS grew {growth} KiB for one slow reader"
+    assert growth < 32 * 1024, f"server RSS grew {growth} KiB for one slow reader"
     raw.close()
     assert_serving(native)
 
