@@ -22,6 +22,8 @@ class H2Stream:
     metadata: list[tuple[str, str]]
     deadline: float
     user: Any
+    inflight: int
+    remote_closed: bool
     @property
     def open(self) -> bool: ...
     def time_remaining(self) -> float | None: ...

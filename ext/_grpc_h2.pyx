@@ -80,7 +80,8 @@ cdef class H2Stream:
     cdef readonly object payload  # the unary request message (bytes), once complete
     cdef readonly list metadata  # [(name, value)] custom request metadata, names lower-case
     cdef readonly double deadline  # time.monotonic() seconds; 0 = none
-    cdef Py_ssize_t inflight  # request messages handed to the handler, not yet answered
+    cdef readonly Py_ssize_t inflight  # request messages handed to the handler, unanswered
+    cdef readonly bint remote_closed  # the client has sent all it will
     cdef public object user  # per-stream state of a streaming handler
     cdef H2Connection conn
     cdef bytearray inbuf  # gRPC bytes received and not yet split into messages
@@ -90,7 +91,7 @@ cdef class H2Stream:
     cdef Py_ssize_t header_bytes
     cdef int error_status  # a transport-level refusal found while reading (0 = none)
     cdef str error_message
-    cdef bint is_post, is_grpc, remote_closed, responded, done, deferred, closed
+    cdef bint is_post, is_grpc, responded, done, deferred, closed
     cdef int status
     cdef bytes status_message
     cdef list trailers

@@ -92,18 +92,9 @@ def _unary(rpc: Rpc) -> Any:
 # -- ModelStreamInfer ----------------------------------------------------------
 
 
-class _StreamState:
-    __slots__ = ("ended", "pending")
-
-    def __init__(self) -> None:
-        self.pending = 0
-        self.ended = False
-
-
-def _stream_answer(stream: H2Stream, state: _StreamState, reply: Message) -> None:
-    state.pending -= 1
-    stream.send(reply.SerializeToString())
-    if state.ended and state.pending == 0:
+def _stream_answer(stream: H2Stream, reply: Message) -> None:
+    stream.send(reply.SerializeToString())  # one fewer in flight
+    if stream.remote_closed and stream.inflight == 0:
         stream.finish(OK)
 
 
@@ -116,23 +107,20 @@ def _stream_infer(service: InferenceService) -> Any:
     def handle(stream: H2Stream, data: bytes | None) -> None:
         if not stream.open:
             return
-        state = stream.user
-        if state is None:
+        if stream.user is None:  # the stream's first call: check access once
             try:
                 service.check_stream_access(stream.metadata_value)
             except MlserveError as exc:
                 stream.finish(STATUS_BY_KIND[exc.kind], exc.message)
                 return
-            state = stream.user = _StreamState()
+            stream.user = True
         if data is None:  # the client is done sending
-            state.ended = True
-            if state.pending == 0:
+            if stream.inflight == 0:
                 stream.finish(OK)
             return
-        state.pending += 1
         drive(
             service.stream_reply(data),
-            partial(_stream_answer, stream, state),
+            partial(_stream_answer, stream),
             partial(_stream_crash, stream),
         )
 
