@@ -6,7 +6,7 @@ line override the file. Defaults and flag names follow Triton's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,13 @@ class EndpointConfig:
     tls: TlsConfig | None = None
     restricted: tuple[Restriction, ...] = ()
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
-    # gRPC only: the transport, and server keepalive PINGs (gRPC's defaults).
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcEndpointConfig(EndpointConfig):
+    """The gRPC endpoint: which transport serves it, and server keepalive PINGs
+    (gRPC's defaults)."""
+
     impl: str = "native"
     keepalive_time_s: float = 7200.0
     keepalive_timeout_s: float = 20.0
@@ -50,7 +56,7 @@ GRPC_IMPLS = ("native", "grpcio")
 class ServerConfig:
     model_repository: Path
     http: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=8000))
-    grpc: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=8001))
+    grpc: GrpcEndpointConfig = field(default_factory=lambda: GrpcEndpointConfig(port=8001))
     metrics: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=8002))
     model_control_mode: str = "none"
     load_models: tuple[str, ...] = ()
@@ -128,10 +134,10 @@ def _endpoint(
     )
 
 
-def _grpc_options(section: Section, endpoint: EndpointConfig) -> EndpointConfig:
+def _grpc_options(section: Section, endpoint: EndpointConfig) -> GrpcEndpointConfig:
     """Triton's keepalive flags (milliseconds), and which gRPC transport serves."""
-    return replace(
-        endpoint,
+    return GrpcEndpointConfig(
+        **{f.name: getattr(endpoint, f.name) for f in fields(EndpointConfig)},
         impl=section.choice("grpc_impl", GRPC_IMPLS, "native"),
         keepalive_time_s=section.integer("grpc_keepalive_time", 7_200_000, minimum=1) / 1000,
         keepalive_timeout_s=section.integer("grpc_keepalive_timeout", 20_000, minimum=1) / 1000,

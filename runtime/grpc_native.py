@@ -22,7 +22,7 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2
 
-from mlserve.config import EndpointConfig
+from mlserve.config import GrpcEndpointConfig
 from mlserve.errors import MlserveError
 from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.coroutine_driver import drive
@@ -273,7 +273,7 @@ def _routes(
 
 
 async def start_native_grpc_server(
-    endpoint: EndpointConfig,
+    endpoint: GrpcEndpointConfig,
     dataplane: DataPlane,
     health: HealthReporter,
     *,

@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from mlserve.config import EndpointConfig
+from mlserve.config import EndpointConfig, GrpcEndpointConfig
 from mlserve.errors import MlserveError
 from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane
@@ -139,7 +139,7 @@ class GrpcioServer:
 
 
 async def start_grpc_server(
-    endpoint: EndpointConfig,
+    endpoint: GrpcEndpointConfig,
     dataplane: DataPlane,
     health: HealthReporter,
     *,
