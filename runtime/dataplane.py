@@ -243,7 +243,9 @@ class DataPlane:
     ) -> InferResponse:
         feeds, rows = model.prepare_feeds(request.inputs)
         names = model.select_outputs(request.outputs)
-        priority, timeout_s = _schedule_parameters(request)
+        priority, timeout_s = (
+            _schedule_parameters(request) if request.parameters or request.timeout_s else (0, 0.0)
+        )
         prepared = _perf_ns()
         try:
             result = await model.execute(names, feeds, rows, priority=priority, timeout_s=timeout_s)

@@ -92,9 +92,18 @@ def _unary(rpc: Rpc) -> Any:
 # -- ModelStreamInfer ----------------------------------------------------------
 
 
+# `H2Stream.user` of a ModelStreamInfer stream: None until its first message,
+# then _OPEN, then _CLIENT_DONE once the client's half-close reached the handler.
+# Not `remote_closed`: that is set as soon as the END_STREAM is read, while
+# messages read before it may still be waiting to reach the handler (an
+# answer given inline, during that same read, must not end the stream).
+_OPEN = "open"
+_CLIENT_DONE = "client done"
+
+
 def _stream_answer(stream: H2Stream, reply: Message) -> None:
     stream.send(reply.SerializeToString())  # one fewer in flight
-    if stream.remote_closed and stream.inflight == 0:
+    if stream.user is _CLIENT_DONE and stream.inflight == 0:
         stream.finish(OK)
 
 
@@ -113,8 +122,9 @@ def _stream_infer(service: InferenceService) -> Any:
             except MlserveError as exc:
                 stream.finish(STATUS_BY_KIND[exc.kind], exc.message)
                 return
-            stream.user = True
+            stream.user = _OPEN
         if data is None:  # the client is done sending
+            stream.user = _CLIENT_DONE
             if stream.inflight == 0:
                 stream.finish(OK)
             return

@@ -100,6 +100,10 @@ class ModelConfig:
     sha256: dict[int, str] | str | None = None
     dynamic_batching: DynamicBatching | None = None
     default_model_filename: str = "model.onnx"
+    # Where batches run: on the instance threads, on the event loop thread
+    # ("inline"), or "auto" (inline for short batches of a single-instance CPU
+    # model in a process that may use one core; see batching/batcher.py).
+    execution: Literal["auto", "inline", "threads"] = "auto"
 
     @property
     def batching(self) -> bool:
@@ -254,6 +258,7 @@ def parse_model_config(data: object, *, name: str, path: str = "") -> ModelConfi
         raise ConfigError(
             section.child_path("device"), f"must be 'cpu' or 'cuda:N', got {device!r}"
         )
+    execution = section.choice("execution", ("auto", "inline", "threads"), "auto")
     filename = section.string("default_model_filename", "model.onnx")
     if "/" in filename or filename in ("", ".", ".."):
         raise ConfigError(section.child_path("default_model_filename"), "must be a plain file name")
@@ -270,8 +275,15 @@ def parse_model_config(data: object, *, name: str, path: str = "") -> ModelConfi
         sha256=_sha256(section.raw("sha256", None), section.child_path("sha256")),
         dynamic_batching=_dynamic_batching(section.optional_section("dynamic_batching")),
         default_model_filename=filename,
+        execution=execution,  # type: ignore[arg-type]
     )
     section.reject_unknown()
+    if execution == "inline" and (device != "cpu" or config.instance_count != 1):
+        raise ConfigError(
+            section.child_path("execution"),
+            "'inline' runs batches on the event loop thread: it needs device 'cpu' and "
+            f"instance_count 1 (got device {device!r}, instance_count {config.instance_count})",
+        )
     if config.dynamic_batching and config.max_batch_size == 0:
         raise ConfigError(
             section.child_path("dynamic_batching"), "needs max_batch_size > 0 to batch"

@@ -7,6 +7,8 @@ signature) and `execute` (onnxruntime off the event loop)."""
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,18 +32,37 @@ _perf_ns = time.perf_counter_ns
 
 
 DEFAULT_MAX_QUEUE_SIZE = 4096
+# `execution: auto`: the longest batch run on the event loop thread. Long
+# enough for small models' batches; short enough that health checks and other
+# models' requests wait no longer than a scheduler time slice would make them.
+AUTO_INLINE_LIMIT_S = 0.005
 
 
-def batcher_settings(config: ModelConfig) -> BatcherSettings:
-    """The batcher's settings from a completed model config."""
+def inline_limit(config: ModelConfig, cores: int) -> float:
+    """How long a batch may run on the event loop thread (0 = never).
+
+    `auto` runs inline only where the instance thread could not run beside the
+    loop anyway: one CPU instance in a process allowed one core."""
+    if config.execution == "inline":
+        return math.inf
+    if config.execution == "auto" and config.device == "cpu" and config.instance_count == 1:
+        return AUTO_INLINE_LIMIT_S if cores == 1 else 0.0
+    return 0.0
+
+
+def batcher_settings(config: ModelConfig, cores: int | None = None) -> BatcherSettings:
+    """The batcher's settings from a completed model config; `cores` is how
+    many cores this process may use (its CPU affinity when not given)."""
     dyn = config.dynamic_batching
     max_batch = config.max_batch_size or 1
+    inline_limit_s = inline_limit(config, len(os.sched_getaffinity(0)) if cores is None else cores)
     if dyn is None:
         return BatcherSettings(
             policy=BatchPolicy(max_batch_size=max_batch),
             batching=False,
             instances=config.instance_count,
             max_queue_size=DEFAULT_MAX_QUEUE_SIZE,
+            inline_limit_s=inline_limit_s,
         )
     return BatcherSettings(
         policy=BatchPolicy(
@@ -57,6 +78,7 @@ def batcher_settings(config: ModelConfig) -> BatcherSettings:
         priority_levels=dyn.priority_levels,
         default_priority=dyn.default_priority_level,
         preserve_ordering=dyn.preserve_ordering,
+        inline_limit_s=inline_limit_s,
     )
 
 

@@ -249,6 +249,12 @@ def main() -> None:
             model_file, workload.SHAPES[model], threads, int(servers.SERVER_CPU)
         )
         print(f"raw onnxruntime {model}: {results['raw_onnxruntime_rows_per_s'][model]}")
+    # The batched models prefer the batch size raw onnxruntime ran fastest at in this run.
+    preferred = {
+        model: workload.best_batch(results["raw_onnxruntime_rows_per_s"][model]) for model in models
+    }
+    results["settings"]["preferred_batch_size"] = preferred
+    workload.write_repository(repo, models, threads, preferred)
 
     run_floors(runner, work)
     for grpc_impl, modes in (("native", MLSERVE_MODES), ("grpcio", GRPCIO_MODES)):

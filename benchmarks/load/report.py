@@ -18,6 +18,13 @@ def _fmt(value: float, digits: int = 0) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
 
+def _preferred_note(results: dict[str, Any], model: str) -> str:
+    size = results["settings"].get("preferred_batch_size", {}).get(model)
+    if size is None:  # runs recorded before the batched models preferred a size
+        return ""
+    return f"; `{model}_batched` prefers batches of {size} (the fastest raw size)"
+
+
 def markdown(results: dict[str, Any]) -> str:
     runs: list[Run] = results["runs"]
     concurrencies = results["settings"]["concurrency"]
@@ -36,7 +43,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"### {model}",
             "",
             "raw onnxruntime rows/s (1 thread, server core), batch "
-            + " / ".join(f"{b}: {_fmt(r)}" for b, r in raw.items()),
+            + " / ".join(f"{b}: {_fmt(r)}" for b, r in raw.items())
+            + _preferred_note(results, model),
             "",
             "| server / mode | "
             + " | ".join(f"c={c} req/s | CPU us" for c in concurrencies)

@@ -40,18 +40,29 @@ def sample(model: str, rows: int = 1) -> np.ndarray:
     return (np.arange(np.prod(shape), dtype=np.float32).reshape(shape) % 7) / 7
 
 
-def write_repository(repo: Path, models: list[str], threads: int) -> None:
-    """Each model twice: `<m>` with batching off, `<m>_batched` with dynamic batching."""
+def write_repository(
+    repo: Path, models: list[str], threads: int, preferred: dict[str, int] | None = None
+) -> None:
+    """Each model twice: `<m>` with batching off, `<m>_batched` with dynamic
+    batching, preferring `preferred[m]` rows a batch where given."""
     session = f"session:\n  intra_op_threads: {threads}\nwarmup: {{kind: random}}\n"
     for model in models:
         onnx_bytes = BUILDERS[model]()
         examples.write_model(repo, model, onnx_bytes, config=session)
+        size = (preferred or {}).get(model)
+        batching = f"{{preferred_batch_size: [{size}]}}" if size else "{}"
         examples.write_model(
             repo,
             f"{model}_batched",
             onnx_bytes,
-            config=session + "max_batch_size: 128\ndynamic_batching: {}\n",
+            config=session + f"max_batch_size: 128\ndynamic_batching: {batching}\n",
         )
+
+
+def best_batch(rows_per_s: dict[int, float]) -> int:
+    """The batch size raw onnxruntime ran fastest at: what a batched model
+    should prefer on this machine (Triton's model analyzer picks it the same way)."""
+    return max(rows_per_s, key=lambda batch: rows_per_s[batch])
 
 
 def infer_message(model: str) -> bytes:

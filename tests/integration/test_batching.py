@@ -38,6 +38,13 @@ def batching_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         examples.mlp_model(),
         config="max_batch_size: 32\ndynamic_batching:\n  max_queue_delay_us: 2000\n",
     )
+    examples.write_model(
+        root,
+        "mlp_inline",  # batches run on the event loop thread
+        examples.mlp_model(),
+        config="max_batch_size: 32\nexecution: inline\ndynamic_batching:\n"
+        "  max_queue_delay_us: 2000\n",
+    )
     examples.write_model(root, "slow", examples.matmul_chain_model(512, 64), config=SLOW_CONFIG)
     return root
 
@@ -61,15 +68,16 @@ def metric(server: ServerProcess, name: str, **labels: str) -> float:
     return total
 
 
-def reference(batching_repo: Path, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(batching_repo / "mlp_batched" / "1" / "model.onnx"))
+def reference(batching_repo: Path, x: np.ndarray, model: str = "mlp_batched") -> np.ndarray:
+    session = ort.InferenceSession(str(batching_repo / model / "1" / "model.onnx"))
     return session.run(None, {"x": x})[0]
 
 
+@pytest.mark.parametrize("model", ["mlp_batched", "mlp_inline"])
 def test_concurrent_requests_are_batched_and_split_exactly(
-    batching_server: ServerProcess, batching_repo: Path
+    batching_server: ServerProcess, batching_repo: Path, model: str
 ) -> None:
-    before = metric(batching_server, "mlserve_batch_requests_count", model="mlp_batched")
+    before = metric(batching_server, "mlserve_batch_requests_count", model=model)
     rng = np.random.default_rng(0)
     inputs = [
         rng.standard_normal((int(rng.integers(1, 4)), 64)).astype(np.float32) for _ in range(48)
@@ -87,23 +95,23 @@ def test_concurrent_requests_are_batched_and_split_exactly(
         tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
         tensor.set_data_from_numpy(x)
         client.async_infer(
-            "mlp_batched",
+            model,
             [tensor],
             callback=lambda result, error, i=index: callback(i, result, error),
         )
     for _ in inputs:
         assert done.acquire(timeout=30)
-    expected = reference(batching_repo, np.concatenate(inputs))
+    expected = reference(batching_repo, np.concatenate(inputs), model)
     offset = 0
     for index, x in enumerate(inputs):
         np.testing.assert_allclose(
             results[index], expected[offset : offset + len(x)], rtol=1e-5, atol=1e-6
         )
         offset += len(x)
-    batches = metric(batching_server, "mlserve_batch_requests_count", model="mlp_batched")
-    requests = metric(batching_server, "mlserve_batch_requests_sum", model="mlp_batched")
+    batches = metric(batching_server, "mlserve_batch_requests_count", model=model)
+    requests = metric(batching_server, "mlserve_batch_requests_sum", model=model)
     assert batches - before < len(inputs), "no two requests shared a batch"
-    stats = client.get_inference_statistics("mlp_batched", as_json=True)["model_stats"][0]
+    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
     assert int(stats["execution_count"]) == batches
     assert int(stats["inference_count"]) >= sum(len(x) for x in inputs)
     assert requests >= len(inputs)

@@ -602,3 +602,49 @@ def test_threads_of_clients_each_get_their_own_answer(native: ServerProcess) -> 
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+@pytest.fixture(scope="module")
+def inline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The MLP with batches run on the event loop thread, batching off and on."""
+    from mlserve import examples
+
+    root = tmp_path_factory.mktemp("inline")
+    examples.write_model(root, "mlp", examples.mlp_model(), config="execution: inline\n")
+    examples.write_model(
+        root,
+        "mlp_batched",
+        examples.mlp_model(),
+        config="execution: inline\nmax_batch_size: 32\ndynamic_batching: {}\n",
+    )
+    server = start_server(root, "--grpc-impl", "native")
+    yield server
+    server.terminate()
+
+
+@pytest.mark.parametrize("model", ["mlp", "mlp_batched"])
+def test_stream_answered_inline_in_the_read_that_ends_it(inline: ServerProcess, model: str) -> None:
+    """Sixteen ModelStreamInfer messages and the half-close in one write: answers
+    computed inline, during that same read, must not end the stream before the
+    later messages reach the handler. Every message gets its answer, then OK."""
+    messages = 16
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(np.ones((1, 64), np.float32).tobytes())
+    body = grpc_message(request.SerializeToString()) * messages
+    raw = RawH2(_port(inline))
+    raw.send(
+        *raw.headers(1, path="/inference.GRPCInferenceService/ModelStreamInfer"),
+        RawH2.data(1, body),
+    )
+    answer = raw.answer(1)
+    raw.close()
+    assert answer.header("grpc-status") == "0", answer.header("grpc-message")
+    replies, at = [], 0
+    while at < len(answer.data):
+        size = int.from_bytes(answer.data[at + 1 : at + 5], "big")
+        replies.append(pb.ModelStreamInferResponse.FromString(answer.data[at + 5 : at + 5 + size]))
+        at += 5 + size
+    assert len(replies) == messages
+    assert all(r.error_message == "" for r in replies)
+    assert all(list(r.infer_response.outputs[0].shape) == [1, 10] for r in replies)

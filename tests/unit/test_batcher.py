@@ -5,6 +5,7 @@ queue limits, deadlines, priorities and ordering hold."""
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 
@@ -211,16 +212,27 @@ def test_preserve_ordering_across_instances() -> None:
     instances=st.integers(1, 3),
     preserve=st.booleans(),
     gaps=st.lists(st.booleans(), min_size=30, max_size=30),
+    inline=st.booleans(),
 )
-def test_batched_results_equal_unbatched(
-    sizes: list[int], max_batch: int, instances: int, preserve: bool, gaps: list[bool]
+def test_batched_results_equal_unbatched(  # noqa: PLR0917 (Hypothesis passes keywords)
+    sizes: list[int],
+    max_batch: int,
+    instances: int,
+    preserve: bool,
+    gaps: list[bool],
+    inline: bool,
 ) -> None:
-    """Random request sizes and arrival order: every request gets exactly its own rows."""
+    """Random request sizes and arrival order, on the instance threads or
+    inline on the loop: every request gets exactly its own rows."""
 
     async def scenario() -> None:
         model = FakeModel()
         batcher, executor = make(
-            model, max_batch=max_batch, instances=instances, preserve_ordering=preserve
+            model,
+            max_batch=max_batch,
+            instances=instances,
+            preserve_ordering=preserve,
+            inline_limit_s=math.inf if inline else 0.0,
         )
         inputs = [rows(n, start=i * 100.0) for i, n in enumerate(sizes)]
         futures = []
@@ -240,5 +252,111 @@ def test_batched_results_equal_unbatched(
         assert sorted(resolved) == list(range(len(sizes)))
         if preserve:
             assert resolved == list(range(len(sizes)))
+
+    asyncio.run(scenario())
+
+
+class ThreadRecordingModel(FakeModel):
+    """Also records which thread ran each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.threads.append(threading.current_thread().name)
+        return super().run(names, feeds)
+
+
+def test_inline_batches_run_on_the_loop_and_take_the_whole_turn() -> None:
+    """Inline: every request submitted in one loop turn joins one batch, run on
+    the event loop thread (no lone first request sent ahead of the rest)."""
+
+    async def scenario() -> None:
+        model = ThreadRecordingModel()
+        batcher, executor = make(model, inline_limit_s=math.inf)
+        inputs = [rows(1, i * 10) for i in range(5)]
+        results = await asyncio.gather(*(submit(batcher, x) for x in inputs))
+        executor.shutdown()
+        assert model.batches == [5]
+        assert model.threads == [threading.current_thread().name]
+        for x, result in zip(inputs, results, strict=True):
+            np.testing.assert_array_equal(result.outputs[0], x * 2 + 1)
+
+    asyncio.run(scenario())
+
+
+def test_inline_next_batch_waits_for_the_last_answers() -> None:
+    """The callbacks that answer one inline batch run before the next batch
+    computes, so replies are never held behind a computation."""
+
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, executor = make(model, max_batch=2, inline_limit_s=math.inf)
+        events: list[str] = []
+        original = model.run
+
+        def run(names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            events.append(f"run {feeds['x'].shape[0]}")
+            return original(names, feeds)
+
+        batcher._run = run
+        futures = [submit(batcher, rows(1, i)) for i in range(4)]
+        for index, future in enumerate(futures):
+            future.add_done_callback(lambda _, i=index: events.append(f"answer {i}"))
+        await asyncio.gather(*futures)
+        executor.shutdown()
+        assert events == ["run 2", "answer 0", "answer 1", "run 2", "answer 2", "answer 3"]
+
+    asyncio.run(scenario())
+
+
+def test_inline_limit_sends_long_batches_to_the_instance_thread() -> None:
+    """A batch the latency model expects to outlast the limit runs on the
+    instance thread; a short one inline."""
+
+    async def scenario() -> None:
+        model = ThreadRecordingModel()
+        batcher, executor = make(model, max_batch=8, inline_limit_s=0.005)
+        for _ in range(10):  # 1 ms a row: 2 rows fit the limit, 8 do not
+            batcher.latency.observe(1, 0.001)
+            batcher.latency.observe(8, 0.008)
+        await submit(batcher, rows(2))
+        await submit(batcher, rows(8))
+        executor.shutdown()
+        loop_thread = threading.current_thread().name
+        assert model.threads[0] == loop_thread
+        assert model.threads[1] != loop_thread
+
+    asyncio.run(scenario())
+
+
+def test_inline_without_batching_answers_before_submit_returns() -> None:
+    async def scenario() -> None:
+        model = ThreadRecordingModel()
+        batcher, executor = make(model, batching=False, inline_limit_s=math.inf)
+        future = submit(batcher, rows(3))
+        assert future.done()
+        np.testing.assert_array_equal(future.result().outputs[0], rows(3) * 2 + 1)
+        with pytest.raises(InferenceFailed):
+            await submit(batcher, np.full((1, 3), np.nan, np.float32))
+        assert batcher.queued == 0
+        executor.shutdown()
+        assert model.threads == [threading.current_thread().name] * 2
+
+    asyncio.run(scenario())
+
+
+def test_inline_failure_stays_with_the_request_at_fault() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, executor = make(model, inline_limit_s=math.inf)
+        good = [submit(batcher, rows(1, i)) for i in range(3)]
+        bad = submit(batcher, np.full((1, 3), np.nan, np.float32))
+        results = await asyncio.gather(*good)
+        with pytest.raises(InferenceFailed):
+            await bad
+        executor.shutdown()
+        assert all(r.outputs[0].shape == (1, 3) for r in results)
 
     asyncio.run(scenario())

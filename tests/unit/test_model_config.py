@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from mlserve.errors import ConfigError
@@ -14,6 +16,7 @@ from mlserve.runtime.model_config import (
     complete,
     parse_model_config,
 )
+from mlserve.runtime.model_version import AUTO_INLINE_LIMIT_S, batcher_settings, inline_limit
 
 
 def test_empty_config_is_valid() -> None:
@@ -77,6 +80,13 @@ def test_full_config() -> None:
         ({"max_batch_size": 0, "dynamic_batching": {}}, "dynamic_batching: needs max_batch_size"),
         ({"name": "other"}, "name: is 'other' but the model folder is 'm'"),
         ({"max_batch_sise": 4}, "max_batch_sise: unknown key"),
+        ({"execution": "loop"}, "execution: must be one of auto, inline, threads"),
+        (
+            {"execution": "inline", "instance_count": 2},
+            "execution: 'inline' runs batches on the event loop thread: it needs device 'cpu' "
+            "and instance_count 1",
+        ),
+        ({"execution": "inline", "device": "cuda:0"}, "execution: 'inline' runs batches"),
         ([1, 2], "must be a mapping"),
     ],
 )
@@ -138,3 +148,20 @@ def test_bf16_io_is_refused_with_a_reason() -> None:
             [GraphTensor("x", "BF16", (None, 4))],
             [GraphTensor("y", "BF16", (None, 4))],
         )
+
+
+@pytest.mark.parametrize(
+    ("data", "cores", "limit"),
+    [
+        ({}, 1, AUTO_INLINE_LIMIT_S),  # auto, one core: short batches inline
+        ({}, 2, 0.0),  # auto, a thread can run beside the loop: threads
+        ({"instance_count": 2}, 1, 0.0),
+        ({"device": "cuda:0"}, 1, 0.0),  # a GPU run is waiting, not computing: threads
+        ({"execution": "threads"}, 1, 0.0),
+        ({"execution": "inline"}, 4, math.inf),
+    ],
+)
+def test_where_batches_run(data: dict[str, object], cores: int, limit: float) -> None:
+    config = parse_model_config(data, name="m")
+    assert inline_limit(config, cores) == limit
+    assert batcher_settings(config, cores).inline_limit_s == limit
