@@ -1,4 +1,9 @@
 SimpleInput = tuple[str, str, tuple[int, ...], memoryview]
 SimpleRequest = tuple[str, str, str, list[SimpleInput], list[str]]
+WireOutput = tuple[str, str, tuple[int, ...], object]
 
 def decode_simple_infer(data: bytes) -> SimpleRequest | None: ...
+def encode_infer_response(
+    model_name: str, model_version: str, request_id: str, outputs: list[WireOutput]
+) -> bytes: ...
+def wrap_stream_response(infer_response: bytes) -> bytes: ...

@@ -1,9 +1,11 @@
 # cython: language_level=3
-"""ModelInferRequest fast decoder, compiled: see `_infer_codec_py.py`, the
-reference it must match. Parsing runs over the bytes in C; Python objects are
-made only for what the caller gets."""
+"""ModelInferRequest fast decoder and ModelInferResponse encoder, compiled:
+see `_infer_codec_py.py`, the reference they must match. Parsing runs over the
+bytes in C; Python objects are made only for what the caller gets; an answer
+is sized first, then written once into its bytes object."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t, uint64_t
 
 
@@ -159,3 +161,134 @@ def decode_simple_infer(bytes data):
         span = spans[index]
         inputs.append((tensor[0], tensor[1], tensor[2], view[span[0]:span[1]]))
     return (model_name, model_version, request_id, inputs, outputs)
+
+
+# -- ModelInferResponse, written straight to the wire ------------------------
+
+cdef extern from "Python.h":
+    object PyBytes_FromStringAndSize(const char *v, Py_ssize_t n)
+    char *PyBytes_AsString(object o) except NULL
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS
+from libc.string cimport memcpy
+
+
+cdef inline Py_ssize_t _varint_size(uint64_t value) noexcept nogil:
+    cdef Py_ssize_t n = 1
+    while value > 0x7F:
+        value >>= 7
+        n += 1
+    return n
+
+
+cdef inline Py_ssize_t _field_size(Py_ssize_t length) noexcept nogil:
+    """Tag, length and payload of a length-delimited field."""
+    return 1 + _varint_size(<uint64_t>length) + length
+
+
+cdef inline char *_put_varint(char *at, uint64_t value) noexcept nogil:
+    while value > 0x7F:
+        at[0] = <char>((value & 0x7F) | 0x80)
+        at += 1
+        value >>= 7
+    at[0] = <char>value
+    return at + 1
+
+
+cdef inline char *_put_field(char *at, unsigned char tag, const char *data,
+                             Py_ssize_t length) noexcept nogil:
+    at[0] = <char>tag
+    at = _put_varint(at + 1, <uint64_t>length)
+    if length:
+        memcpy(at, data, length)
+    return at + length
+
+
+def encode_infer_response(str model_name, str model_version, str request_id, list outputs):
+    """See `_infer_codec_py.encode_infer_response`."""
+    cdef bytes name_b = model_name.encode()
+    cdef bytes version_b = model_version.encode()
+    cdef bytes id_b = request_id.encode()
+    cdef Py_ssize_t count = len(outputs)
+    cdef Py_ssize_t total = 0, index, dims_size, tensor_size, n_dims, d
+    cdef Py_buffer *views = NULL
+    cdef Py_ssize_t acquired = 0
+    cdef list texts = []  # per output: name bytes, datatype bytes, shape tuple
+    cdef list sizes = []  # per output: (dims_size, tensor_size)
+    cdef object shape
+    cdef char *at
+    cdef char *start
+    cdef object result
+    if name_b:
+        total += _field_size(len(name_b))
+    if version_b:
+        total += _field_size(len(version_b))
+    if id_b:
+        total += _field_size(len(id_b))
+    views = <Py_buffer*>PyMem_Malloc(sizeof(Py_buffer) * (count if count else 1))
+    if views == NULL:
+        raise MemoryError()
+    try:
+        for index in range(count):
+            item = outputs[index]
+            out_name = (<str>item[0]).encode()
+            datatype = (<str>item[1]).encode()
+            shape = item[2]
+            n_dims = len(shape)
+            dims_size = 0
+            for d in range(n_dims):
+                if shape[d] < 0:
+                    raise ValueError(f"negative dimension in output shape {shape}")
+                dims_size += _varint_size(<uint64_t>shape[d])
+            tensor_size = 0
+            if out_name:
+                tensor_size += _field_size(len(out_name))
+            if datatype:
+                tensor_size += _field_size(len(datatype))
+            if n_dims:
+                tensor_size += _field_size(dims_size)
+            PyObject_GetBuffer(item[3], &views[index], PyBUF_C_CONTIGUOUS)
+            acquired += 1
+            total += _field_size(tensor_size) + _field_size(views[index].len)
+            texts.append((out_name, datatype, shape))
+            sizes.append((dims_size, tensor_size))
+        result = PyBytes_FromStringAndSize(NULL, total)
+        start = PyBytes_AsString(result)
+        at = start
+        if name_b:
+            at = _put_field(at, 0x0A, name_b, len(name_b))
+        if version_b:
+            at = _put_field(at, 0x12, version_b, len(version_b))
+        if id_b:
+            at = _put_field(at, 0x1A, id_b, len(id_b))
+        for index in range(count):
+            out_name, datatype, shape = texts[index]
+            dims_size, tensor_size = sizes[index]
+            at[0] = <char>0x2A
+            at = _put_varint(at + 1, <uint64_t>tensor_size)
+            if out_name:
+                at = _put_field(at, 0x0A, out_name, len(out_name))
+            if datatype:
+                at = _put_field(at, 0x12, datatype, len(datatype))
+            n_dims = len(shape)
+            if n_dims:
+                at[0] = <char>0x1A
+                at = _put_varint(at + 1, <uint64_t>dims_size)
+                for d in range(n_dims):
+                    at = _put_varint(at, <uint64_t>shape[d])
+        for index in range(count):
+            at = _put_field(at, 0x32, <const char*>views[index].buf, views[index].len)
+        assert at - start == total
+        return result
+    finally:
+        for index in range(acquired):
+            PyBuffer_Release(&views[index])
+        PyMem_Free(views)
+
+
+def wrap_stream_response(bytes infer_response):
+    """See `_infer_codec_py.wrap_stream_response`."""
+    cdef Py_ssize_t length = len(infer_response)
+    cdef object result = PyBytes_FromStringAndSize(NULL, _field_size(length))
+    _put_field(PyBytes_AsString(result), 0x12, infer_response, length)
+    return result

@@ -7,7 +7,12 @@ building the protobuf message and then reading it back field by field. Any
 request outside that subset (parameters, typed `contents`, requested-output
 parameters, inputs without raw contents, unknown fields, anything malformed)
 returns None, and the caller decodes it with protobuf, which also words the
-errors. `_infer_codec.pyx` must match this module."""
+errors.
+
+The answer goes the other way: `encode_infer_response` writes the
+ModelInferResponse bytes from the fields a response has (no parameters),
+copying each output's data once, where protobuf would build the message, copy
+each output into it and serialize it. `_infer_codec.pyx` must match this module."""
 
 from __future__ import annotations
 
@@ -127,3 +132,64 @@ def decode_simple_infer(data: bytes) -> SimpleRequest | None:
         return None
     inputs = [(n, d, s, raw) for (n, d, s), raw in zip(tensors, raws, strict=True)]
     return model_name, model_version, request_id, inputs, outputs
+
+
+# -- ModelInferResponse, written straight to the wire ------------------------
+
+# One answer tensor: name, datatype, shape and its raw bytes (anything with the
+# buffer protocol, C-contiguous: bytes, or a numpy array's data).
+WireOutput = tuple[str, str, tuple[int, ...], object]
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _put_bytes(out: bytearray, tag: int, data: bytes | bytearray) -> None:
+    out.append(tag)
+    _put_varint(out, len(data))
+    out += data
+
+
+def encode_infer_response(
+    model_name: str, model_version: str, request_id: str, outputs: list[WireOutput]
+) -> bytes:
+    """The serialized ModelInferResponse (byte for byte what protobuf writes
+    for the same fields: empty strings left out, fields in number order)."""
+    out = bytearray()
+    for tag, text in ((0x0A, model_name), (0x12, model_version), (0x1A, request_id)):
+        if text:
+            _put_bytes(out, tag, text.encode())
+    raws = []
+    for name, datatype, shape, raw in outputs:
+        tensor = bytearray()
+        if name:
+            _put_bytes(tensor, 0x0A, name.encode())
+        if datatype:
+            _put_bytes(tensor, 0x12, datatype.encode())
+        if shape:
+            dims = bytearray()
+            for dim in shape:
+                if dim < 0:
+                    raise ValueError(f"negative dimension in output shape {shape}")
+                _put_varint(dims, dim)
+            _put_bytes(tensor, 0x1A, dims)
+        _put_bytes(out, 0x2A, tensor)
+        view = memoryview(raw)  # type: ignore[arg-type]
+        if not view.c_contiguous:
+            raise BufferError("output raw contents must be C-contiguous")
+        raws.append(view.tobytes())
+    for data in raws:
+        _put_bytes(out, 0x32, data)
+    return bytes(out)
+
+
+def wrap_stream_response(infer_response: bytes) -> bytes:
+    """A ModelStreamInferResponse carrying this serialized infer_response (field 2)."""
+    out = bytearray(b"\x12")
+    _put_varint(out, len(infer_response))
+    out += infer_response
+    return bytes(out)

@@ -209,7 +209,10 @@ class DataPlane:
     # -- inference ------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        """Validate, run and answer one request; every outcome is counted."""
+        """Validate, run and answer one request; every outcome is counted.
+
+        One coroutine from validation to the counted answer: every layer of
+        coroutine is paid twice per request (started, then resumed)."""
         arrival = request.arrival_ns or _perf_ns()
         try:
             if self.draining:
@@ -220,11 +223,55 @@ class DataPlane:
             raise
         metrics = model.metrics or self._bind_metrics(model)
         model.inflight += 1
+        if not self.inflight:
+            self._idle.clear()
         self.inflight += 1
-        self._idle.clear()
         metrics.inflight += 1
+        priority = 0
         try:
-            return await self._infer(model, metrics, request, arrival)
+            feeds, rows = model.prepare_feeds(request.inputs)
+            names = model.select_outputs(request.outputs)
+            timeout_s = 0.0
+            if request.parameters or request.timeout_s:
+                priority, timeout_s = _schedule_parameters(request)
+            prepared = _perf_ns()
+            result = await model.execute(names, feeds, rows, priority=priority, timeout_s=timeout_s)
+            fetched = _perf_ns()
+            specs = model.output_specs
+            outputs = []
+            for name, array in zip(names, result.outputs, strict=True):
+                datatype = specs[name].datatype or datatypes.from_numpy(array.dtype).name
+                outputs.append(InferOutput(name, datatype, array.shape, array))
+            response = InferResponse(
+                model.name,
+                model.version_str,
+                request.id,
+                outputs,
+                {o.name: o.parameters for o in request.outputs if o.parameters},
+            )
+            done = _perf_ns()
+            total_ns = done - arrival
+            model.stats.record_success(
+                total_ns,
+                result.queue_ns,
+                prepared - arrival + result.input_ns,
+                result.infer_ns,
+                done - fetched + result.output_ns,
+            )
+            metrics.success += 1
+            metrics.rows += rows
+            metrics.request_duration.observe(total_ns / 1e9)
+            metrics.queue_duration.observe(result.queue_ns / 1e9)
+            metrics.compute_duration.observe(result.infer_ns / 1e9)
+            return response
+        except (Overloaded, LatencyBudgetExceeded) as exc:
+            metrics.shed(priority)
+            self._fail(model, metrics, arrival, exc.kind.value)
+            raise
+        except DeadlineExceeded as exc:
+            metrics.expired(priority)
+            self._fail(model, metrics, arrival, exc.kind.value)
+            raise
         except MlserveError as exc:
             self._fail(model, metrics, arrival, exc.kind.value)
             raise
@@ -237,53 +284,6 @@ class DataPlane:
             self.inflight -= 1
             if not self.inflight:
                 self._idle.set()
-
-    async def _infer(
-        self, model: ModelVersion, metrics: ModelMetrics, request: InferRequest, arrival: int
-    ) -> InferResponse:
-        feeds, rows = model.prepare_feeds(request.inputs)
-        names = model.select_outputs(request.outputs)
-        priority, timeout_s = (
-            _schedule_parameters(request) if request.parameters or request.timeout_s else (0, 0.0)
-        )
-        prepared = _perf_ns()
-        try:
-            result = await model.execute(names, feeds, rows, priority=priority, timeout_s=timeout_s)
-        except (Overloaded, LatencyBudgetExceeded):
-            metrics.shed(priority)
-            raise
-        except DeadlineExceeded:
-            metrics.expired(priority)
-            raise
-        fetched = _perf_ns()
-        specs = model.output_specs
-        outputs = []
-        for name, array in zip(names, result.outputs, strict=True):
-            datatype = specs[name].datatype or datatypes.from_numpy(array.dtype).name
-            outputs.append(InferOutput(name, datatype, array.shape, array))
-        response = InferResponse(
-            model_name=model.name,
-            model_version=model.version_str,
-            id=request.id,
-            outputs=outputs,
-            output_parameters={o.name: o.parameters for o in request.outputs if o.parameters},
-        )
-        done = _perf_ns()
-        input_ns = prepared - arrival + result.input_ns
-        output_ns = done - fetched + result.output_ns
-        model.stats.record_success(
-            total_ns=done - arrival,
-            queue_ns=result.queue_ns,
-            input_ns=input_ns,
-            infer_ns=result.infer_ns,
-            output_ns=output_ns,
-        )
-        metrics.success += 1
-        metrics.rows += rows
-        metrics.request_duration.observe((done - arrival) / 1e9)
-        metrics.queue_duration.observe(result.queue_ns / 1e9)
-        metrics.compute_duration.observe(result.infer_ns / 1e9)
-        return response
 
     def _fail(self, model: ModelVersion, metrics: ModelMetrics, arrival: int, reason: str) -> None:
         model.stats.record_failure(total_ns=_perf_ns() - arrival)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from mlserve.errors import InvalidRequest, Unsupported
-from mlserve.ext.infer_codec import SimpleRequest
+from mlserve.ext import infer_codec
+from mlserve.ext.infer_codec import SimpleRequest, WireOutput, wrap_stream_response
 from mlserve.proto import grpc_service_pb2 as pb
 from mlserve.runtime.inference_types import (
     InferInput,
@@ -139,14 +140,45 @@ def simple_infer_request(simple: SimpleRequest, arrival_ns: int) -> InferRequest
     for name, datatype, shape, raw in tensors:
         data = array_from_raw(name, datatype, shape, bytes(raw) if datatype == "BYTES" else raw)
         inputs.append(InferInput(name, datatype, shape, data, {}))
-    return InferRequest(
-        model_name=model_name,
-        model_version=model_version,
-        inputs=inputs,
-        outputs=[RequestedOutput(name, {}) for name in output_names],
-        id=request_id,
-        arrival_ns=arrival_ns,
+    return InferRequest(  # positional: keywords cost more than the rest of this function
+        model_name,
+        model_version,
+        inputs,
+        [RequestedOutput(name, {}) for name in output_names] if output_names else [],
+        request_id,
+        {},
+        arrival_ns,
     )
+
+
+# The encoder's Python twin is slower than protobuf (upb): only the compiled one is used.
+_FAST_ENCODE = infer_codec.IMPLEMENTATION == "cy"
+
+
+def infer_response_bytes(response: InferResponse) -> bytes:
+    """The serialized ModelInferResponse, outputs always raw."""
+    if not _FAST_ENCODE:
+        return encode_infer_response(response).SerializeToString()
+    outputs: list[WireOutput] = []
+    for output in response.outputs:
+        data = output.data
+        if output.datatype == "BYTES":
+            raw: object = array_to_raw(data, "BYTES")
+        else:
+            raw = data if data.flags.c_contiguous else np.ascontiguousarray(data)
+        outputs.append((output.name, output.datatype, output.shape, raw))
+    return infer_codec.encode_infer_response(
+        response.model_name, response.model_version, response.id, outputs
+    )
+
+
+def stream_response_bytes(response: InferResponse) -> bytes:
+    """The serialized ModelStreamInferResponse carrying this answer."""
+    if not _FAST_ENCODE:
+        reply = pb.ModelStreamInferResponse()
+        encode_infer_response(response, reply.infer_response)
+        return reply.SerializeToString()
+    return wrap_stream_response(infer_response_bytes(response))
 
 
 def encode_infer_response(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
 from mlserve.config import GrpcEndpointConfig
@@ -38,6 +38,7 @@ from mlserve.runtime.grpc_service import (
     UNAVAILABLE,
     HealthReporter,
     InferenceService,
+    Reply,
     Rpc,
     error_trailers,
 )
@@ -63,8 +64,8 @@ MAX_HEADER_LIST_BYTES = 16 * 1024
 # -- unary RPCs --------------------------------------------------------------
 
 
-def _reply(stream: H2Stream, message: Message) -> None:
-    stream.reply(message.SerializeToString())
+def _reply(stream: H2Stream, message: Reply) -> None:
+    stream.reply(message if isinstance(message, bytes) else message.SerializeToString())
 
 
 def _fail(stream: H2Stream, name: str, exc: BaseException) -> None:
@@ -101,8 +102,8 @@ _OPEN = "open"
 _CLIENT_DONE = "client done"
 
 
-def _stream_answer(stream: H2Stream, reply: Message) -> None:
-    stream.send(reply.SerializeToString())  # one fewer in flight
+def _stream_answer(stream: H2Stream, reply: bytes) -> None:
+    stream.send(reply)  # one fewer in flight
     if stream.user is _CLIENT_DONE and stream.inflight == 0:
         stream.finish(OK)
 

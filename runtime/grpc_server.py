@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
-from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
@@ -23,6 +22,7 @@ from mlserve.runtime.grpc_service import (
     STATUS_BY_KIND,
     HealthReporter,
     InferenceService,
+    Reply,
     Rpc,
     error_trailers,
 )
@@ -48,8 +48,8 @@ def _metadata_lookup(context: grpc.aio.ServicerContext) -> Callable[[str], str |
 
 def _unary_handler(
     rpc: Rpc,
-) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message | None]]:
-    async def handle(data: bytes, context: grpc.aio.ServicerContext) -> Message | None:
+) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Reply | None]]:
+    async def handle(data: bytes, context: grpc.aio.ServicerContext) -> Reply | None:
         try:
             return await rpc.call(data, _metadata_lookup(context), context.time_remaining())
         except MlserveError as exc:
@@ -80,7 +80,7 @@ def _stream_handler(
             service.check_stream_access(_metadata_lookup(context))
         except MlserveError as exc:
             await context.abort(status_code(STATUS_BY_KIND[exc.kind]), exc.message)
-        answers: asyncio.Queue[Message | None] = asyncio.Queue()
+        answers: asyncio.Queue[bytes | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
 
         async def serve_one(data: bytes) -> None:
@@ -109,8 +109,8 @@ def _stream_handler(
     return model_stream_infer
 
 
-def _serialize(message: Message) -> bytes:
-    return message.SerializeToString()
+def _serialize(message: Reply) -> bytes:
+    return message if isinstance(message, bytes) else message.SerializeToString()
 
 
 def _credentials(endpoint: EndpointConfig) -> grpc.ServerCredentials | None:

@@ -27,8 +27,9 @@ from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane
 from mlserve.runtime.grpc_codec import (
     decode_infer_request,
-    encode_infer_response,
+    infer_response_bytes,
     simple_infer_request,
+    stream_response_bytes,
 )
 from mlserve.runtime.inference_types import InferRequest
 
@@ -63,7 +64,9 @@ STATUS_BY_KIND: dict[ErrorKind, int] = {
 }
 
 MetadataLookup = Callable[[str], "str | None"]
-UnaryCall = Callable[[bytes, MetadataLookup, "float | None"], Coroutine[Any, Any, Message]]
+# A unary RPC's answer: a message, or already its bytes (ModelInfer).
+Reply = Message | bytes
+UnaryCall = Callable[[bytes, MetadataLookup, "float | None"], Coroutine[Any, Any, Reply]]
 
 
 def error_trailers(exc: MlserveError) -> tuple[tuple[str, str], ...]:
@@ -94,7 +97,7 @@ class InferenceService:
     # -- the method table ----------------------------------------------------
 
     def unary_rpcs(self) -> list[Rpc]:
-        table: list[tuple[str, str, type[Message], Callable[..., Awaitable[Message]]]] = [
+        table: list[tuple[str, str, type[Message], Callable[..., Awaitable[Reply]]]] = [
             ("ServerLive", "health", pb.ServerLiveRequest, self.server_live),
             ("ServerReady", "health", pb.ServerReadyRequest, self.server_ready),
             ("ModelReady", "health", pb.ModelReadyRequest, self.model_ready),
@@ -131,7 +134,7 @@ class InferenceService:
         self,
         group: str,
         request_type: type[Message],
-        handler: Callable[[Any, float | None], Awaitable[Message]],
+        handler: Callable[[Any, float | None], Awaitable[Reply]],
     ) -> UnaryCall:
         """Access check, then the handler with the parsed request; ModelInfer's
         handler takes the bytes (most requests skip building the protobuf)."""
@@ -142,12 +145,20 @@ class InferenceService:
 
         async def call(
             data: bytes, metadata: MetadataLookup, time_remaining: float | None
-        ) -> Message:
+        ) -> Reply:
             if restricted_header is not None:
                 access.check(group, metadata(restricted_header))
             request = data if takes_bytes else parse(request_type, data, limit)
             return await handler(request, time_remaining)
 
+        if takes_bytes and restricted_header is None:  # no check to make: no extra coroutine
+
+            def direct(
+                data: bytes, _: MetadataLookup, time_remaining: float | None
+            ) -> Coroutine[Any, Any, Reply]:
+                return handler(data, time_remaining)  # type: ignore[return-value]
+
+            return direct
         return call
 
     def check_stream_access(self, metadata: MetadataLookup) -> None:
@@ -255,23 +266,22 @@ class InferenceService:
             self.dataplane.count_rejected(request.model_name, request.model_version, exc)
             raise
 
-    async def model_infer(self, data: bytes, time_remaining: float | None) -> Message:
+    async def model_infer(self, data: bytes, time_remaining: float | None) -> bytes:
+        """ModelInfer: the answer already serialized (written straight to the wire)."""
         infer_request = self.decode(data, _perf_ns())
         if time_remaining is not None:
             infer_request.timeout_s = max(time_remaining, 1e-6)
         response = await self.dataplane.infer(infer_request)
-        return encode_infer_response(response)
+        return infer_response_bytes(response)
 
-    async def stream_reply(self, data: bytes) -> pb.ModelStreamInferResponse:
+    async def stream_reply(self, data: bytes) -> bytes:
         """One message of Triton's bidirectional ModelStreamInfer: a failed request
         gets `error_message` in its answer, and the stream goes on (never raises)."""
         infer_request: InferRequest | None = None
         try:
             infer_request = self.decode(data, _perf_ns())
             response = await self.dataplane.infer(infer_request)
-            reply = pb.ModelStreamInferResponse()
-            encode_infer_response(response, reply.infer_response)
-            return reply
+            return stream_response_bytes(response)
         except MlserveError as exc:
             return _error_reply(exc.message, infer_request, data)
         except Exception as exc:  # a bug: answer this request, keep the stream
@@ -293,9 +303,7 @@ def parse(request_type: type[Message], data: bytes, limit: int) -> Any:
         raise InvalidRequest(f"{name} is not a valid protobuf message: {exc}") from None
 
 
-def _error_reply(
-    message: str, request: InferRequest | None, data: bytes
-) -> pb.ModelStreamInferResponse:
+def _error_reply(message: str, request: InferRequest | None, data: bytes) -> bytes:
     """A stream answer carrying an error (the stream itself stays open), with
     the request's id and model when they can be read, so the client can match it."""
     reply = pb.ModelStreamInferResponse(error_message=message)
@@ -304,11 +312,11 @@ def _error_reply(
         try:
             ids = pb.ModelInferRequest.FromString(data)
         except DecodeError:
-            return reply
+            return reply.SerializeToString()
     reply.infer_response.id = ids.id
     reply.infer_response.model_name = ids.model_name
     reply.infer_response.model_version = ids.model_version
-    return reply
+    return reply.SerializeToString()
 
 
 ServingStatus = int  # a health_pb2.HealthCheckResponse.ServingStatus value

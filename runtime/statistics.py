@@ -55,7 +55,7 @@ class ModelStatistics:
         batch.compute_output.add(output_ns)
 
     def record_success(
-        self, *, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
+        self, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
     ) -> None:
         self.last_inference_ms = time.time_ns() // 1_000_000
         # Spelled out: five Duration.add calls cost more than the request's

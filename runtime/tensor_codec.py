@@ -33,6 +33,14 @@ def lookup_datatype(name: str, datatype: str) -> datatypes.Datatype:
     return found
 
 
+# Fixed-size datatypes with a numpy dtype: the common case, decoded on a short path.
+_FIXED: dict[str, tuple[np.dtype, int]] = {
+    d.name: (d.numpy, d.itemsize)
+    for d in datatypes.BY_NAME.values()
+    if d.numpy is not None and d.itemsize
+}
+
+
 def array_from_raw(
     name: str,
     datatype: str,
@@ -42,6 +50,12 @@ def array_from_raw(
     text: bool = True,
 ) -> np.ndarray:
     """Decode one tensor's raw bytes; `text` decodes BYTES elements to str."""
+    fixed = _FIXED.get(datatype)
+    if fixed is not None and (not shape or min(shape) >= 0):
+        dtype, itemsize = fixed
+        if len(raw) == math.prod(shape) * itemsize:
+            return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    # Anything else, valid (BYTES) or not (the errors are worded below).
     dt = lookup_datatype(name, datatype)
     count = check_shape(name, shape)
     if dt.name == "BYTES":

@@ -23,7 +23,7 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     "mlp": examples.mlp_model,
     "convnet": examples.convnet_model,
 }
-RAW_BATCHES = (1, 8, 32, 128)
+RAW_BATCHES = (1, 8, 16, 32, 128)
 # Messages per h2load request on ModelStreamInfer: one HTTP/2 stream carries
 # this many requests and gets as many answers, as a streaming client sends.
 STREAM_MESSAGES = 16

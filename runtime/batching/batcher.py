@@ -108,6 +108,9 @@ class BatcherSettings:
     # Batches predicted to take at most this long run on the event loop thread
     # (0: never, math.inf: always); see the module docstring.
     inline_limit_s: float = 0.0
+    # Every input's dims are fixed and checked before submit: requests then
+    # differ only in the outputs they ask for, and that alone keys the batch.
+    fixed_shapes: bool = False
 
 
 def shape_key(feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> ShapeKey:
@@ -227,7 +230,7 @@ class Batcher:
                 self._free -= 1
                 self._launch([entry], now)
                 return entry.future
-        entry.key = shape_key(feeds, output_names)
+        entry.key = tuple(output_names) if settings.fixed_shapes else shape_key(feeds, output_names)
         if entry.deadline_s:
             entry.timer = loop.call_at(
                 loop.time() + timeout, self._expire_one, entry, self._queues[level]

@@ -54,4 +54,4 @@ def test_quick_run_writes_results_for_every_mode(tmp_path: Path) -> None:
         assert seen <= run["successes"] <= seen + in_flight, run
     floors = {r["mode"] for r in runs if r["server"] == "floor"}
     assert floors == {"grpc", "grpc-stream", "http-json"}
-    assert set(results["raw_onnxruntime_rows_per_s"]["identity"]) == {"1", "8", "32", "128"}
+    assert set(results["raw_onnxruntime_rows_per_s"]["identity"]) == {"1", "8", "16", "32", "128"}

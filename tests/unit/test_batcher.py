@@ -360,3 +360,20 @@ def test_inline_failure_stays_with_the_request_at_fault() -> None:
         assert all(r.outputs[0].shape == (1, 3) for r in results)
 
     asyncio.run(scenario())
+
+
+def test_fixed_shapes_batch_by_requested_outputs() -> None:
+    """With every dim fixed (checked before submit) the outputs asked for are
+    all that keeps two requests apart."""
+
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, executor = make(model, fixed_shapes=True, inline_limit_s=math.inf)
+        futures = [
+            batcher.submit({"x": rows(1, i)}, 1, ["y"] if i % 2 else ["z"]) for i in range(6)
+        ]
+        await asyncio.gather(*futures)
+        executor.shutdown()
+        assert sorted(model.batches) == [3, 3]
+
+    asyncio.run(scenario())

@@ -150,14 +150,18 @@ def test_bf16_io_is_refused_with_a_reason() -> None:
         )
 
 
+BATCHING: dict[str, object] = {"max_batch_size": 8, "dynamic_batching": {}}
+
+
 @pytest.mark.parametrize(
     ("data", "cores", "limit"),
     [
-        ({}, 1, AUTO_INLINE_LIMIT_S),  # auto, one core: short batches inline
-        ({}, 2, 0.0),  # auto, a thread can run beside the loop: threads
-        ({"instance_count": 2}, 1, 0.0),
-        ({"device": "cuda:0"}, 1, 0.0),  # a GPU run is waiting, not computing: threads
-        ({"execution": "threads"}, 1, 0.0),
+        (BATCHING, 1, AUTO_INLINE_LIMIT_S),  # auto, one core: short batches inline
+        (BATCHING | {"instance_count": 2}, 1, 0.0),
+        (BATCHING | {"device": "cuda:0"}, 1, 0.0),  # a GPU run is waiting, not computing
+        (BATCHING | {"execution": "threads"}, 1, 0.0),
+        (BATCHING, 2, 0.0),  # auto, a thread can run beside the loop: threads
+        ({}, 1, 0.0),  # auto, no batching: the thread runs its queue back to back
         ({"execution": "inline"}, 4, math.inf),
     ],
 )
