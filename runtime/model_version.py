@@ -42,18 +42,10 @@ def inline_limit(config: ModelConfig, cores: int) -> float:
     """How long a batch may run on the event loop thread (0 = never).
 
     `auto` runs inline only where the instance thread could not run beside the
-    loop anyway (one CPU instance in a process allowed one core) and only
-    batches: unbatched, inline alternates Python and onnxruntime request by
-    request and thrashes the cache (measured: 49 against 41 us a request, MLP
-    at concurrency 64), where the thread runs its queue back to back."""
+    loop anyway: one CPU instance in a process allowed one core."""
     if config.execution == "inline":
         return math.inf
-    if (
-        config.execution == "auto"
-        and config.dynamic_batching is not None
-        and config.device == "cpu"
-        and config.instance_count == 1
-    ):
+    if config.execution == "auto" and config.device == "cpu" and config.instance_count == 1:
         return AUTO_INLINE_LIMIT_S if cores == 1 else 0.0
     return 0.0
 

@@ -154,6 +154,7 @@ class Batcher:
         self.stats = BatcherStatistics()
         self._on_batch = on_batch
         self._inline = settings.inline_limit_s > 0
+        self._alone_inline: list[Pending] = []  # batching off: this turn's inline requests
         self._dispatch_hops = 0  # loop turns until a deferred _dispatch runs; 0 = none pending
 
     # -- submission (event loop) ----------------------------------------------
@@ -261,26 +262,34 @@ class Batcher:
     ) -> asyncio.Future[BatchResult]:
         """Batching off: straight to the version's threads. Their own queue
         orders the work and a free thread takes the next request without a
-        round trip through the event loop; limits and deadlines still hold."""
+        round trip through the event loop; limits and deadlines still hold.
+        Inline, the requests of one loop turn run one after another at its end
+        (not each as it arrives: running the model between one request's Python
+        and the next's evicts both from the cache)."""
+        loop = asyncio.get_running_loop()
         entry = Pending(
-            feeds=feeds,
-            rows=rows,
-            output_names=output_names,
-            key=(),
-            future=None,  # type: ignore[arg-type]
-            enqueue_s=now,
-            deadline_s=now + timeout if timeout else 0.0,
-            sequence=0,
-        )
+            feeds, rows, output_names, (), loop.create_future(), now,
+            now + timeout if timeout else 0.0, 0,
+        )  # fmt: skip
         self._queued += 1
         self._queued_rows += rows
-        loop = asyncio.get_running_loop()
-        entry.future = loop.create_future()
-        if self._runs_inline(rows):  # answered before submit returns
-            self._alone_done(entry, self._outcome_alone(entry))
+        if self._runs_inline(rows):
+            self._alone_inline.append(entry)
+            if len(self._alone_inline) == 1:
+                loop.call_soon(self._run_alone_inline)
         else:
             self._executor.submit(self._run_alone, entry, loop)
         return entry.future
+
+    def _run_alone_inline(self) -> None:
+        """Event loop thread: this turn's requests, each alone, back to back."""
+        pending, self._alone_inline = self._alone_inline, []
+        for entry in pending:
+            if entry.future.done():  # cancelled while it waited: nothing to run
+                self._queued -= 1
+                self._queued_rows -= entry.rows
+                continue
+            self._alone_done(entry, self._outcome_alone(entry))
 
     def _run_alone(self, entry: Pending, loop: asyncio.AbstractEventLoop) -> None:
         """Worker thread: one request; the answer goes straight back to the

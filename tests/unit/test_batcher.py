@@ -331,18 +331,25 @@ def test_inline_limit_sends_long_batches_to_the_instance_thread() -> None:
     asyncio.run(scenario())
 
 
-def test_inline_without_batching_answers_before_submit_returns() -> None:
+def test_inline_without_batching_runs_the_turn_back_to_back() -> None:
+    """Batching off, inline: the requests of one loop turn run at its end, each
+    alone, on the loop thread; a failure stays with its request."""
+
     async def scenario() -> None:
         model = ThreadRecordingModel()
         batcher, executor = make(model, batching=False, inline_limit_s=math.inf)
-        future = submit(batcher, rows(3))
-        assert future.done()
-        np.testing.assert_array_equal(future.result().outputs[0], rows(3) * 2 + 1)
+        futures = [submit(batcher, rows(n)) for n in (3, 1, 2)]
+        bad = submit(batcher, np.full((1, 3), np.nan, np.float32))
+        assert not any(f.done() for f in futures)  # nothing runs inside submit
+        results = await asyncio.gather(*futures)
         with pytest.raises(InferenceFailed):
-            await submit(batcher, np.full((1, 3), np.nan, np.float32))
+            await bad
         assert batcher.queued == 0
         executor.shutdown()
-        assert model.threads == [threading.current_thread().name] * 2
+        assert model.batches == [3, 1, 2, 1]
+        assert model.threads == [threading.current_thread().name] * 4
+        for n, result in zip((3, 1, 2), results, strict=True):
+            np.testing.assert_array_equal(result.outputs[0], rows(n) * 2 + 1)
 
     asyncio.run(scenario())
 

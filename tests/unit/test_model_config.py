@@ -161,7 +161,7 @@ BATCHING: dict[str, object] = {"max_batch_size": 8, "dynamic_batching": {}}
         (BATCHING | {"device": "cuda:0"}, 1, 0.0),  # a GPU run is waiting, not computing
         (BATCHING | {"execution": "threads"}, 1, 0.0),
         (BATCHING, 2, 0.0),  # auto, a thread can run beside the loop: threads
-        ({}, 1, 0.0),  # auto, no batching: the thread runs its queue back to back
+        ({}, 1, AUTO_INLINE_LIMIT_S),  # batching off too
         ({"execution": "inline"}, 4, math.inf),
     ],
 )
