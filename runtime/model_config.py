@@ -58,6 +58,9 @@ class SessionSettings:
     inter_op_threads: int = 0
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     execution_mode: Literal["sequential", "parallel"] = "sequential"
+    # onnxruntime's intra-op threads spin between runs (its default); off, they
+    # sleep, and leave the cores to the event loop and to other processes.
+    allow_spinning: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,7 @@ def _session(section: Section | None) -> SessionSettings:
         execution_mode=section.choice(  # type: ignore[arg-type]
             "execution_mode", ("sequential", "parallel"), "sequential"
         ),
+        allow_spinning=section.boolean("allow_spinning", True),
     )
     section.reject_unknown()
     return settings

@@ -64,6 +64,8 @@ class OnnxSession:
         options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
         options.execution_mode = _EXEC_MODES[settings.execution_mode]
         options.log_severity_level = 3
+        if not settings.allow_spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(
                 model, sess_options=options, providers=providers_for(device)

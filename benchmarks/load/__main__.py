@@ -208,12 +208,21 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="mlserve and floors only")
     parser.add_argument("--no-perf-analyzer", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--server-cpus",
+        default=servers.SERVER_CPU,
+        help="cores of every server and of raw onnxruntime, comma-separated; onnxruntime "
+        f"gets as many intra-op threads (0,1: two, sharing core {drivers.CLIENT_CPU} with "
+        "the load generator)",
+    )
     args = parser.parse_args()
+    servers.SERVER_CPU = args.server_cpus
     quick = args.quick
     models = ["identity"] if quick else args.models.split(",")
     concurrency = [1, 8] if quick else [int(c) for c in args.concurrency.split(",")]
     seconds, windows = (1.0, 1) if quick else (args.seconds, args.windows)
-    threads = 1  # every server gets one core; so does raw onnxruntime
+    server_cpus = {int(cpu) for cpu in args.server_cpus.split(",")}
+    threads = len(server_cpus)  # an intra-op thread per server core; the same for raw
     work = Path(tempfile.mkdtemp(prefix="mlserve-bench-"))
     repo = work / "models"
     workload.write_repository(repo, models, threads)
@@ -246,7 +255,7 @@ def main() -> None:
         model_file = repo / model / "1" / "model.onnx"
         expected[model] = workload.expected_output(model_file, model)
         results["raw_onnxruntime_rows_per_s"][model] = workload.raw_onnxruntime(
-            model_file, workload.SHAPES[model], threads, int(servers.SERVER_CPU)
+            model_file, workload.SHAPES[model], threads, server_cpus
         )
         print(f"raw onnxruntime {model}: {results['raw_onnxruntime_rows_per_s'][model]}")
     # The batched models prefer the batch size raw onnxruntime ran fastest at in this run.

@@ -42,7 +42,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"### {model}",
             "",
-            "raw onnxruntime rows/s (1 thread, server core), batch "
+            f"raw onnxruntime rows/s ({results['settings']['intra_op_threads']} thread(s), "
+            "server cores), batch "
             + " / ".join(f"{b}: {_fmt(r)}" for b, r in raw.items())
             + _preferred_note(results, model),
             "",

@@ -115,11 +115,11 @@ def expected_output(model_file: Path, model: str) -> np.ndarray:
 
 
 def raw_onnxruntime(
-    model_file: Path, shape: tuple[int, ...], threads: int, cpu: int, seconds: float = 1.0
+    model_file: Path, shape: tuple[int, ...], threads: int, cpus: set[int], seconds: float = 1.0
 ) -> dict[int, float]:
-    """Rows per second at each of RAW_BATCHES, pinned to the server's core."""
+    """Rows per second at each of RAW_BATCHES, pinned to the server's cores."""
     before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
+    os.sched_setaffinity(0, cpus)
     try:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

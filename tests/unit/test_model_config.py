@@ -35,6 +35,7 @@ def test_full_config() -> None:
             "session": {
                 "intra_op_threads": 2,
                 "execution_mode": "parallel",
+                "allow_spinning": False,
                 "graph_optimization_level": "basic",
             },
             "warmup": {"kind": "random", "batch_size": 4},
@@ -52,6 +53,8 @@ def test_full_config() -> None:
     assert config.version_policy.select([1, 2, 3, 4]) == [1, 3]
     assert config.expected_sha256(1) == "a" * 64 and config.expected_sha256(2) is None
     assert config.session.execution_mode == "parallel"
+    assert config.session.allow_spinning is False
+    assert ModelConfig(name="m").session.allow_spinning is True  # onnxruntime's default
     assert config.dynamic_batching is not None
     assert config.dynamic_batching.preferred_batch_size == (4, 8)
 
