@@ -36,16 +36,26 @@ DEFAULT_MAX_QUEUE_SIZE = 4096
 # enough for small models' batches; short enough that health checks and other
 # models' requests wait no longer than a scheduler time slice would make them.
 AUTO_INLINE_LIMIT_S = 0.005
+AUTO_INLINES = False  # see inline_limit
 
 
 def inline_limit(config: ModelConfig, cores: int) -> float:
     """How long a batch may run on the event loop thread (0 = never).
 
-    `auto` runs inline only where the instance thread could not run beside the
-    loop anyway: one CPU instance in a process allowed one core."""
+    `auto` would run inline where the instance thread cannot run beside the
+    loop anyway (one CPU instance in a process allowed one core), but stays on
+    the threads for now: against an inline server, perf_analyzer at
+    concurrency 32-64 stalls after its first windows, with requests left
+    unread in some connections' sockets (not yet understood; tritonclient,
+    h2load and wrk see nothing wrong). `inline` is there to measure it."""
     if config.execution == "inline":
         return math.inf
-    if config.execution == "auto" and config.device == "cpu" and config.instance_count == 1:
+    if (
+        AUTO_INLINES
+        and config.execution == "auto"
+        and config.device == "cpu"
+        and config.instance_count == 1
+    ):
         return AUTO_INLINE_LIMIT_S if cores == 1 else 0.0
     return 0.0
 

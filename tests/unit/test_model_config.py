@@ -16,7 +16,12 @@ from mlserve.runtime.model_config import (
     complete,
     parse_model_config,
 )
-from mlserve.runtime.model_version import AUTO_INLINE_LIMIT_S, batcher_settings, inline_limit
+from mlserve.runtime.model_version import (
+    AUTO_INLINE_LIMIT_S,
+    AUTO_INLINES,
+    batcher_settings,
+    inline_limit,
+)
 
 
 def test_empty_config_is_valid() -> None:
@@ -159,12 +164,12 @@ BATCHING: dict[str, object] = {"max_batch_size": 8, "dynamic_batching": {}}
 @pytest.mark.parametrize(
     ("data", "cores", "limit"),
     [
-        (BATCHING, 1, AUTO_INLINE_LIMIT_S),  # auto, one core: short batches inline
+        (BATCHING, 1, AUTO_INLINE_LIMIT_S if AUTO_INLINES else 0.0),  # auto, one core
         (BATCHING | {"instance_count": 2}, 1, 0.0),
         (BATCHING | {"device": "cuda:0"}, 1, 0.0),  # a GPU run is waiting, not computing
         (BATCHING | {"execution": "threads"}, 1, 0.0),
         (BATCHING, 2, 0.0),  # auto, a thread can run beside the loop: threads
-        ({}, 1, AUTO_INLINE_LIMIT_S),  # batching off too
+        ({}, 1, AUTO_INLINE_LIMIT_S if AUTO_INLINES else 0.0),  # batching off too
         ({"execution": "inline"}, 4, math.inf),
     ],
 )
