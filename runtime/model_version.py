@@ -44,10 +44,12 @@ def inline_limit(config: ModelConfig, cores: int) -> float:
 
     `auto` would run inline where the instance thread cannot run beside the
     loop anyway (one CPU instance in a process allowed one core), but stays on
-    the threads for now: against an inline server, perf_analyzer at
-    concurrency 32-64 stalls after its first windows, with requests left
-    unread in some connections' sockets (not yet understood; tritonclient,
-    h2load and wrk see nothing wrong). `inline` is there to measure it."""
+    the threads for now. Against an inline server, perf_analyzer pinned to
+    the other core stalls between its measurement windows at concurrency
+    32-64, while the server goes on answering every request its workers send.
+    Allowed a second core, perf_analyzer runs normally: most likely answers
+    arriving a batch at a time starve its main thread behind its own 32-64
+    workers. Until that is confirmed, `inline` is explicit."""
     if config.execution == "inline":
         return math.inf
     if (
