@@ -4,9 +4,16 @@ see `_infer_codec_py.py`, the reference they must match. Parsing runs over the
 bytes in C; Python objects are made only for what the caller gets; an answer
 is sized first, then written once into its bytes object."""
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_AsString,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcpy
 
 
 cdef enum:
@@ -164,13 +171,6 @@ def decode_simple_infer(bytes data):
 
 
 # -- ModelInferResponse, written straight to the wire ------------------------
-
-cdef extern from "Python.h":
-    object PyBytes_FromStringAndSize(const char *v, Py_ssize_t n)
-    char *PyBytes_AsString(object o) except NULL
-
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS
-from libc.string cimport memcpy
 
 
 cdef inline Py_ssize_t _varint_size(uint64_t value) noexcept nogil:

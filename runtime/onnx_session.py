@@ -51,21 +51,27 @@ def _graph_tensor(arg: ort.NodeArg) -> GraphTensor:
     return GraphTensor(arg.name, datatype.name, shape)
 
 
+def session_options(settings: SessionSettings) -> ort.SessionOptions:
+    """onnxruntime's SessionOptions for our settings."""
+    options = ort.SessionOptions()
+    # 0 would let onnxruntime size its pool by the machine's cores and pin
+    # threads to them, escaping the process's CPU affinity (taskset, cgroups);
+    # the cores this process may use is the right default.
+    options.intra_op_num_threads = settings.intra_op_threads or len(os.sched_getaffinity(0))
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
+    options.execution_mode = _EXEC_MODES[settings.execution_mode]
+    options.log_severity_level = 3
+    if not settings.allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxSession:
     """One onnxruntime InferenceSession; `run` is thread-safe and releases the GIL."""
 
     def __init__(self, model: bytes | str, *, settings: SessionSettings, device: str) -> None:
-        options = ort.SessionOptions()
-        # 0 would let onnxruntime size its pool by the machine's cores and pin
-        # threads to them, escaping the process's CPU affinity (taskset, cgroups);
-        # the cores this process may use is the right default.
-        options.intra_op_num_threads = settings.intra_op_threads or len(os.sched_getaffinity(0))
-        options.inter_op_num_threads = settings.inter_op_threads
-        options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
-        options.execution_mode = _EXEC_MODES[settings.execution_mode]
-        options.log_severity_level = 3
-        if not settings.allow_spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(settings)
         try:
             self._session = ort.InferenceSession(
                 model, sess_options=options, providers=providers_for(device)

@@ -7,21 +7,18 @@ import math
 import pytest
 
 from mlserve.errors import ConfigError
+from mlserve.runtime import model_version
 from mlserve.runtime.model_config import (
     DEFAULT_MAX_BATCH_SIZE,
     GraphTensor,
     ModelConfig,
+    SessionSettings,
     TensorSpec,
     VersionPolicy,
     complete,
     parse_model_config,
 )
-from mlserve.runtime.model_version import (
-    AUTO_INLINE_LIMIT_S,
-    AUTO_INLINES,
-    batcher_settings,
-    inline_limit,
-)
+from mlserve.runtime.model_version import AUTO_INLINE_LIMIT_S, batcher_settings, inline_limit
 
 
 def test_empty_config_is_valid() -> None:
@@ -164,16 +161,38 @@ BATCHING: dict[str, object] = {"max_batch_size": 8, "dynamic_batching": {}}
 @pytest.mark.parametrize(
     ("data", "cores", "limit"),
     [
-        (BATCHING, 1, AUTO_INLINE_LIMIT_S if AUTO_INLINES else 0.0),  # auto, one core
+        (BATCHING, 1, AUTO_INLINE_LIMIT_S),  # auto, one core: short batches inline
         (BATCHING | {"instance_count": 2}, 1, 0.0),
         (BATCHING | {"device": "cuda:0"}, 1, 0.0),  # a GPU run is waiting, not computing
         (BATCHING | {"execution": "threads"}, 1, 0.0),
         (BATCHING, 2, 0.0),  # auto, a thread can run beside the loop: threads
-        ({}, 1, AUTO_INLINE_LIMIT_S if AUTO_INLINES else 0.0),  # batching off too
+        ({}, 1, AUTO_INLINE_LIMIT_S),  # batching off too
         ({"execution": "inline"}, 4, math.inf),
     ],
 )
-def test_where_batches_run(data: dict[str, object], cores: int, limit: float) -> None:
+def test_where_batches_run_once_auto_inlines(
+    data: dict[str, object], cores: int, limit: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule `auto` is built to follow, with its switch on."""
+    monkeypatch.setattr(model_version, "AUTO_INLINES", True)
     config = parse_model_config(data, name="m")
     assert inline_limit(config, cores) == limit
     assert batcher_settings(config, cores).inline_limit_s == limit
+
+
+def test_auto_stays_on_the_threads_for_now() -> None:
+    """Shipped switch off (see model_version.inline_limit): auto never inlines;
+    only an explicit `inline` does."""
+    assert not model_version.AUTO_INLINES
+    assert inline_limit(parse_model_config(BATCHING, name="m"), 1) == 0.0
+    assert inline_limit(parse_model_config({"execution": "inline"}, name="m"), 1) == math.inf
+
+
+def test_allow_spinning_reaches_onnxruntime() -> None:
+    from mlserve.runtime.onnx_session import session_options
+
+    entry = "session.intra_op.allow_spinning"
+    off = session_options(SessionSettings(allow_spinning=False))
+    assert off.get_session_config_entry(entry) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        session_options(SessionSettings()).get_session_config_entry(entry)  # default: unset
