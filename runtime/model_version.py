@@ -36,28 +36,20 @@ DEFAULT_MAX_QUEUE_SIZE = 4096
 # enough for small models' batches; short enough that health checks and other
 # models' requests wait no longer than a scheduler time slice would make them.
 AUTO_INLINE_LIMIT_S = 0.005
-AUTO_INLINES = False  # see inline_limit
 
 
 def inline_limit(config: ModelConfig, cores: int) -> float:
     """How long a batch may run on the event loop thread (0 = never).
 
-    `auto` would run inline where the instance thread cannot run beside the
-    loop anyway (one CPU instance in a process allowed one core), but stays on
-    the threads for now. Against an inline server, perf_analyzer pinned to
-    the other core stalls between its measurement windows at concurrency
-    32-64, while the server goes on answering every request its workers send.
-    Allowed a second core, perf_analyzer runs normally: most likely answers
-    arriving a batch at a time starve its main thread behind its own 32-64
-    workers. Until that is confirmed, `inline` is explicit."""
+    `auto` runs inline where the instance thread cannot run beside the loop
+    anyway: one CPU instance in a process allowed one core. There the handoff
+    to the thread is pure cost (two thread switches and a wakeup), and the
+    batch has the core to itself either way. Batches the latency model
+    expects to take longer than AUTO_INLINE_LIMIT_S still go to the thread,
+    so health checks and other models wait at most that long."""
     if config.execution == "inline":
         return math.inf
-    if (
-        AUTO_INLINES
-        and config.execution == "auto"
-        and config.device == "cpu"
-        and config.instance_count == 1
-    ):
+    if config.execution == "auto" and config.device == "cpu" and config.instance_count == 1:
         return AUTO_INLINE_LIMIT_S if cores == 1 else 0.0
     return 0.0
 

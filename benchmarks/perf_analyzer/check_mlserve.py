@@ -8,7 +8,8 @@ What it does (stdlib + numpy only):
    and for model `mlp` (FP32 [-1,64] -> [-1,10], max_batch_size 64) to be ready.
 2. Sweep: for each interface (gRPC and HTTP) and each concurrency (1, 8, 32,
    64), one perf_analyzer run on `mlp`, pinned to core 1 (`--client-cpus`),
-   time windows (`--measurement-interval`, default 2000 ms), report in CSV
+   windows of 3000 requests each (`--window-requests`; count windows, see
+   pa_runs.sweep_run for why not perf_analyzer's time windows), report in CSV
    (`-f`). Asserts: perf_analyzer exits 0 and prints no error; the server's
    `mlserve_request_failure_total` and `mlserve_request_unrouted_total` did not
    move; its `mlserve_request_success_total{model="mlp"}` delta equals the
@@ -16,8 +17,8 @@ What it does (stdlib + numpy only):
    (`/v2/models/mlp/stats`) and is >= the requests perf_analyzer measured in
    its windows (it also sends requests outside them, so no exact check here).
    A point where perf_analyzer finds no stable measurement (the server's
-   throughput swings between 2 s windows at HTTP concurrency 32-64) is run once
-   more with 2.5x longer windows; still unstable is a warning, not a failure.
+   throughput swings between windows at HTTP concurrency 32-64) is run once
+   more with 2.5x as many trials; still unstable is a warning, not a failure.
 3. Batched run: per interface, `-b 8` at concurrency 8 with a fixed
    `--request-count` and `--profile-export-file`: perf_analyzer's export must
    list exactly that many requests, each with one response, and the server
@@ -83,7 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--interfaces", default="grpc,http", help="sweep interfaces")
     p.add_argument("--concurrency", default="1,8,32,64", help="sweep concurrencies")
-    p.add_argument("--measurement-interval", type=int, default=2000, help="ms per window")
+    p.add_argument(
+        "--window-requests",
+        type=int,
+        default=3000,
+        help="requests per sweep window (count windows); 0: time windows",
+    )
+    p.add_argument(
+        "--measurement-interval", type=int, default=2000, help="ms per window, time windows only"
+    )
     p.add_argument(
         "--stability-percentage",
         type=float,
@@ -95,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         "--unstable-retry-factor",
         type=float,
         default=2.5,
-        help="retry an unstable sweep point once with windows this many times "
-        "as long (<= 1: no retry)",
+        help="retry an unstable sweep point once with this many times as many trials "
+        "(<= 1: no retry)",
     )
     p.add_argument(
         "--batch-count",
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     r.throughput
                     for r in reversed(runs)
-                    if r.mode == "time_windows"
+                    if r.mode == "windows"
                     and r.interface == iface
                     and r.concurrency == args.load_concurrency
                     and r.throughput

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import re
 import signal
@@ -38,7 +39,7 @@ class PaRun:
     interface: str
     concurrency: int
     batch: int
-    mode: str  # "time_windows" | "request_count"
+    mode: str  # "windows" (the sweep) | "request_count"
     rc: int | None = None
     wall_s: float = 0.0
     throughput: float | None = None
@@ -224,35 +225,55 @@ def run_pa(
 def sweep_run(
     args: argparse.Namespace, server: Server, workdir: Path, interface: str, concurrency: int
 ) -> list[PaRun]:
-    """Time windows; if perf_analyzer finds no stable measurement (a loaded 2-core box
-    is noisy), once more with windows --unstable-retry-factor times as long. Still
-    unstable is a warning, not a failure: the counts are checked all the same."""
-    interval = args.measurement_interval
+    """Measurement windows of --window-requests requests each (count windows;
+    0: time windows of --measurement-interval ms). If perf_analyzer finds no
+    stable measurement (a loaded 2-core box is noisy), once more with
+    --unstable-retry-factor times as many trials. Still unstable is a warning,
+    not a failure: the counts are checked all the same.
+
+    Why count windows: perf_analyzer 2.51 drops each measured request from its
+    record vector one erase at a time, so closing a window costs (requests in
+    the window) x (requests finished after it). Its workers keep sending
+    meanwhile, so above a rate the next window finds more to erase and it
+    never catches up: with its main thread sharing core 1 with 64 workers,
+    time windows of 2 s stalled for minutes at about 19k infer/s over gRPC,
+    and windows of 0.5 s at about 17k over HTTP. A window of a fixed request
+    count keeps that cost linear in the rate."""
+    trials = args.max_trials
     attempts = 1 + (args.unstable_retry_factor > 1)
     tries: list[PaRun] = []
     for attempt in range(1, attempts + 1):
         name = f"sweep_{interface}_c{concurrency}" + (f"_try{attempt}" if attempt > 1 else "")
-        run = PaRun(name, interface, concurrency, 1, "time_windows", attempts=attempt)
+        run = PaRun(name, interface, concurrency, 1, "windows", attempts=attempt)
         csv_path = workdir / f"{name}.csv"
+        if args.window_requests:
+            windows = [
+                "--measurement-mode",
+                "count_windows",
+                "--measurement-request-count",
+                str(args.window_requests),
+            ]
+            window_s = args.window_requests / 500  # no sweep point runs under 500 infer/s
+        else:
+            windows = ["--measurement-interval", str(args.measurement_interval)]
+            window_s = args.measurement_interval / 1000
         cmd = [
             *pa_base(args, server, interface, concurrency, 1),
-            "--measurement-interval",
-            str(interval),
+            *windows,
             "--stability-percentage",
             str(args.stability_percentage),
             "--max-trials",
-            str(args.max_trials),
+            str(trials),
             "-f",
             str(csv_path),
             "-v",
         ]
-        timeout = args.max_trials * interval / 1000 * 1.5 + 60
         run_pa(
             run,
             cmd,
             workdir=workdir,
             server=server,
-            timeout=timeout,
+            timeout=trials * window_s * 1.5 + 60,
             csv_path=csv_path,
             export_path=None,
         )
@@ -260,7 +281,7 @@ def sweep_run(
         if not run.unstable or not run.ok or attempt == attempts:
             break
         run.superseded = True
-        interval = int(interval * args.unstable_retry_factor)
+        trials = math.ceil(trials * args.unstable_retry_factor)
     return tries
 
 
@@ -336,7 +357,7 @@ def fmt_table(runs: list[PaRun]) -> str:
                 r.interface,
                 str(r.concurrency),
                 str(r.batch),
-                "count" if r.mode == "request_count" else "time",
+                "count" if r.mode == "request_count" else "windows",
                 "-" if r.throughput is None else f"{r.throughput:.0f}",
                 "-" if r.p50_us is None else str(r.p50_us),
                 "-" if r.p99_us is None else str(r.p99_us),

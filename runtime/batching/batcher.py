@@ -17,8 +17,9 @@ hand their results back with `call_soon_threadsafe`.
 Inline execution: where a worker thread cannot run beside the event loop
 anyway (one core), handing a batch to it only adds two thread switches and
 the wakeups (measured here: 10 us per request on the convnet, 7 on the MLP).
-Batches the latency model expects to finish within `inline_limit_s` then run
-on the event loop thread itself. Dispatch is deferred to the end of the loop
+Batches the latency model bounds within `inline_limit_s` then run on the
+event loop thread itself (a model's first batches, of unknown cost, go to the
+thread and teach it). Dispatch is deferred to the end of the loop
 turn, so that every request read in that turn joins the batch, and the next
 batch waits until the replies of the last one have been handed to their
 transports (two loop turns), so answers are never held behind a computation."""
@@ -482,7 +483,7 @@ class Batcher:
 
     def _runs_inline(self, rows: int) -> bool:
         limit = self.settings.inline_limit_s
-        return limit > 0 and self.latency.estimate.predict(rows) <= limit
+        return limit > 0 and self.latency.estimate.bound(rows) <= limit
 
     def _run_inline(self, batch: list[Pending], dispatched_s: float) -> None:
         """Event loop thread: run the batch here. Resolving the futures schedules

@@ -6,6 +6,7 @@ while staying cheap: five running sums and no history."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -16,9 +17,20 @@ class LatencyEstimate:
     per_row_s: float
     fixed_s: float
     samples: int
+    mean_rows: float = 0.0  # the (weighted) mean batch seen, and its mean time
+    mean_s: float = 0.0
 
     def predict(self, rows: int) -> float:
         return self.fixed_s + self.per_row_s * rows
+
+    def bound(self, rows: int) -> float:
+        """A time `rows` should not exceed, for decisions where guessing low
+        costs (running a batch on the event loop): infinite before any
+        measurement, and past the mean batch seen no cheaper per row than the
+        mean (the fitted line may know only small batches, or only one size)."""
+        if not self.samples or self.mean_rows <= 0:
+            return math.inf
+        return max(self.predict(rows), self.mean_s * rows / self.mean_rows)
 
     @property
     def trusted(self) -> bool:
@@ -54,5 +66,5 @@ class LatencyModel:
             intercept = max(0.0, mean_y - slope * mean_x)
         else:  # one batch size seen so far: attribute it all to the fixed cost
             slope, intercept = 0.0, mean_y
-        self.estimate = LatencyEstimate(slope, intercept, self._samples)
+        self.estimate = LatencyEstimate(slope, intercept, self._samples, mean_x, mean_y)
         return self.estimate

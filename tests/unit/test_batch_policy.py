@@ -3,6 +3,8 @@ and the latency budget, with time given as data."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from mlserve.runtime.batching.latency_model import LatencyEstimate, LatencyModel
@@ -111,3 +113,20 @@ def test_latency_model_learns_the_line() -> None:
     assert estimate.fixed_s == pytest.approx(0.002, rel=1e-6)
     assert estimate.per_row_s == pytest.approx(0.0005, rel=1e-6)
     assert estimate.predict(10) == pytest.approx(0.007, rel=1e-6)
+
+
+def test_latency_bound_never_guesses_low_from_little() -> None:
+    """The bound that decides inline execution: unknown before any batch, and
+    no cheaper per row than the mean batch once asked past it."""
+    model = LatencyModel()
+    assert model.estimate.bound(1) == math.inf
+    estimate = model.observe(1, 0.003)  # one size seen: the line is flat
+    assert estimate.predict(512) == pytest.approx(0.003)
+    assert estimate.bound(512) == pytest.approx(0.003 * 512)
+    assert estimate.bound(1) == pytest.approx(0.003)
+    for rows in (1, 2, 4, 8, 16, 32) * 4:
+        estimate = model.observe(rows, 0.002 + 0.0005 * rows)
+    assert estimate.bound(4) == pytest.approx(estimate.predict(4))  # below the mean: the line
+    mean_rows = estimate.mean_rows
+    assert estimate.bound(64) == pytest.approx(estimate.mean_s * 64 / mean_rows)
+    assert estimate.bound(64) > estimate.predict(64)

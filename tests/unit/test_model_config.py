@@ -7,7 +7,6 @@ import math
 import pytest
 
 from mlserve.errors import ConfigError
-from mlserve.runtime import model_version
 from mlserve.runtime.model_config import (
     DEFAULT_MAX_BATCH_SIZE,
     GraphTensor,
@@ -170,22 +169,12 @@ BATCHING: dict[str, object] = {"max_batch_size": 8, "dynamic_batching": {}}
         ({"execution": "inline"}, 4, math.inf),
     ],
 )
-def test_where_batches_run_once_auto_inlines(
-    data: dict[str, object], cores: int, limit: float, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The rule `auto` is built to follow, with its switch on."""
-    monkeypatch.setattr(model_version, "AUTO_INLINES", True)
+def test_where_batches_run(data: dict[str, object], cores: int, limit: float) -> None:
+    """Where `auto` puts a model's batches: inline only for one CPU instance
+    in a process allowed one core."""
     config = parse_model_config(data, name="m")
     assert inline_limit(config, cores) == limit
     assert batcher_settings(config, cores).inline_limit_s == limit
-
-
-def test_auto_stays_on_the_threads_for_now() -> None:
-    """Shipped switch off (see model_version.inline_limit): auto never inlines;
-    only an explicit `inline` does."""
-    assert not model_version.AUTO_INLINES
-    assert inline_limit(parse_model_config(BATCHING, name="m"), 1) == 0.0
-    assert inline_limit(parse_model_config({"execution": "inline"}, name="m"), 1) == math.inf
 
 
 def test_allow_spinning_reaches_onnxruntime() -> None:
