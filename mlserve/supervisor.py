@@ -123,6 +123,17 @@ class MergedMetrics(Collector):
         yield per_worker
 
 
+def worker_cpus(index: int, count: int, cpus: list[int]) -> set[int]:
+    """The cores worker `index` of `count` runs on: an equal share of the
+    supervisor's, so each worker's onnxruntime threads and event loop stay on
+    cores no sibling uses (and `execution: auto` sees the one core it has).
+    More workers than cores take the cores in turn."""
+    if count >= len(cpus):
+        return {cpus[index % len(cpus)]}
+    start, stop = index * len(cpus) // count, (index + 1) * len(cpus) // count
+    return set(cpus[start:stop])
+
+
 class Supervisor:
     """Starts, watches and stops the worker processes."""
 
@@ -135,6 +146,7 @@ class Supervisor:
         self.sockets = [str(self.workdir / f"worker-{i}.sock") for i in range(count)]
         self.processes: list[subprocess.Popen[str] | None] = [None] * count
         self.ready = [threading.Event() for _ in range(count)]
+        self.cpus = sorted(os.sched_getaffinity(0))
 
     def _worker_settings(self, index: int, ports: dict[str, int]) -> Path:
         settings = dict(self.settings)
@@ -161,6 +173,9 @@ class Supervisor:
             text=True,
         )
         self.processes[index] = process
+        # Before the worker starts a thread (it is still starting Python), so
+        # every thread it makes inherits the mask.
+        os.sched_setaffinity(process.pid, worker_cpus(index, self.count, self.cpus))
         self.ready[index].clear()
 
         def pump() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from mlserve import examples
+from mlserve.supervisor import worker_cpus
 from tests.conftest import start_server
 
 
@@ -79,6 +81,12 @@ def test_two_workers_serve_and_count_once(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"http://{server.http}/v2/models/mlp/stats") as response:
             http_stats = json.loads(response.read())["model_stats"][0]
         assert http_stats["inference_stats"]["success"]["count"] == total
+        # Each worker runs on its own share of the supervisor's cores.
+        pid = server.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert len(children) == 2
+        masks = [os.sched_getaffinity(int(child)) for child in children]
+        assert masks == [worker_cpus(i, 2, sorted(os.sched_getaffinity(pid))) for i in (0, 1)]
     finally:
         assert server.terminate() == 0
     assert "mlserve stopped" in server.output()

@@ -164,14 +164,17 @@ BATCHING: dict[str, object] = {"max_batch_size": 8, "dynamic_batching": {}}
         (BATCHING | {"instance_count": 2}, 1, 0.0),
         (BATCHING | {"device": "cuda:0"}, 1, 0.0),  # a GPU run is waiting, not computing
         (BATCHING | {"execution": "threads"}, 1, 0.0),
-        (BATCHING, 2, 0.0),  # auto, a thread can run beside the loop: threads
+        (BATCHING, 2, AUTO_INLINE_LIMIT_S),  # intra-op threads default to one per core
+        (BATCHING | {"session": {"intra_op_threads": 2}}, 2, AUTO_INLINE_LIMIT_S),
+        (BATCHING | {"session": {"intra_op_threads": 1}}, 2, 0.0),  # a core for the thread
+        (BATCHING | {"session": {"intra_op_threads": 1}}, 1, AUTO_INLINE_LIMIT_S),
         ({}, 1, AUTO_INLINE_LIMIT_S),  # batching off too
         ({"execution": "inline"}, 4, math.inf),
     ],
 )
 def test_where_batches_run(data: dict[str, object], cores: int, limit: float) -> None:
     """Where `auto` puts a model's batches: inline only for one CPU instance
-    in a process allowed one core."""
+    whose intra-op threads cover every core the process may use."""
     config = parse_model_config(data, name="m")
     assert inline_limit(config, cores) == limit
     assert batcher_settings(config, cores).inline_limit_s == limit
