@@ -494,7 +494,8 @@ class Batcher:
         except Exception as exc:  # every request still gets an answer
             results = [exc for _ in batch]
         self._finish(batch, results, dispatch=False)
-        self._dispatch_later(2)
+        if self._queued:  # else the next request's submit dispatches
+            self._dispatch_later(2)
 
     def _launch(self, batch: list[Pending], dispatched_s: float) -> None:
         self._executor.submit(self._run_and_report, batch, dispatched_s, asyncio.get_running_loop())
