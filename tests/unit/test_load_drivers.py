@@ -35,4 +35,3 @@ def test_h2load_summary(finished: str, seconds: float) -> None:
 def test_h2load_output_without_a_summary_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="not understood"):
         h2load_figures("connect failed\n", np.empty(0))
-
