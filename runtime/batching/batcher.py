@@ -369,14 +369,14 @@ class Batcher:
         """Ask the pure policy, describing the queue as it is now."""
         self._decisions += 1
         return batch_policy.decide(
-            QueueView(
-                now_s=now,
-                oldest_enqueue_s=oldest_s,
-                ready_rows=ready_rows,
-                free_instances=self._free,
-                busy_instances=self.settings.instances - self._free,
-                wait_gain_rows=self._wait_gain,
-                decisions=self._decisions,
+            QueueView(  # positional: keywords cost 0.5 us here
+                now,
+                oldest_s,
+                ready_rows,
+                self._free,
+                self.settings.instances - self._free,
+                self._wait_gain,
+                self._decisions,
             ),
             self.settings.policy,
             self.latency.estimate,
@@ -390,8 +390,9 @@ class Batcher:
                 return
             now = self._clock()
             if settings.batching:
+                chosen: list[int] | None
                 if len(queue) == 1:  # the common case at low load: nothing to scan
-                    chosen, ready = [0], queue[0].rows
+                    chosen, ready = None, queue[0].rows
                 else:
                     keys = [e.key for e in queue]
                     rows = [e.rows for e in queue]
@@ -409,19 +410,22 @@ class Batcher:
                     gained = ready - self._waited_from_rows
                     self._wait_gain = 0.8 * self._wait_gain + 0.2 * gained
                     self._waited_from_rows = 0
-                chosen = self._trim(queue, chosen, decision.rows)
-                batch = [queue[i] for i in chosen]
-                for index in reversed(chosen):
-                    del queue[index]
+                if chosen is None:
+                    batch = [queue.popleft()]
+                else:
+                    chosen = self._trim(queue, chosen, decision.rows)
+                    batch = [queue[i] for i in chosen]
+                    for index in reversed(chosen):
+                        del queue[index]
             else:
                 batch = [queue.popleft()]
             for entry in batch:
                 self._forget(entry)
-            live = [e for e in batch if not e.future.done()]
-            if not live:
+            live = [e for e in batch if not e.future.done()] if len(batch) > 1 else batch
+            if not live or live[0].future.done():
                 continue
             self._free -= 1
-            if self._runs_inline(sum(e.rows for e in live)):
+            if self._runs_inline(sum(e.rows for e in live) if len(live) > 1 else live[0].rows):
                 self._run_inline(live, now)
                 return  # the next batch once these answers are out
             self._launch(live, now)
@@ -514,6 +518,24 @@ class Batcher:
         self, batch: list[Pending], dispatched_s: float = 0.0
     ) -> list[BatchResult | BaseException]:
         """Worker thread: gather, run, split. Isolates a failing request."""
+        if len(batch) == 1:  # nothing to gather or split
+            entry = batch[0]
+            began = time.perf_counter_ns()
+            try:
+                outputs = self._run(entry.output_names, entry.feeds)
+            except MlserveError as exc:
+                return [exc]
+            return [
+                BatchResult(
+                    outputs,
+                    int((dispatched_s - entry.enqueue_s) * 1e9),
+                    0,
+                    time.perf_counter_ns() - began,
+                    0,
+                    entry.rows,
+                    1,
+                )
+            ]
         start = time.perf_counter_ns()
         names = batch[0].output_names
         try:

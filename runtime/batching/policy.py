@@ -39,7 +39,7 @@ class BatchPolicy:
         return max(self.preferred_batch_sizes, default=self.max_batch_size)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per decision, and a frozen init costs 3x
 class QueueView:
     """What the mechanism tells the policy about the queue at one instant."""
 
