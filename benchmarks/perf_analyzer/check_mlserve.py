@@ -9,7 +9,8 @@ What it does (stdlib + numpy only):
 2. Sweep: for each interface (gRPC and HTTP) and each concurrency (1, 8, 32,
    64), one perf_analyzer run on `mlp`, pinned to core 1 (`--client-cpus`),
    windows of 3000 requests each (`--window-requests`; count windows, see
-   pa_runs.sweep_run for why not perf_analyzer's time windows), report in CSV
+   pa_runs.sweep_run for why not perf_analyzer's time windows; from
+   concurrency 32 on, in --async mode, for the same reason), report in CSV
    (`-f`). Asserts: perf_analyzer exits 0 and prints no error; the server's
    `mlserve_request_failure_total` and `mlserve_request_unrouted_total` did not
    move; its `mlserve_request_success_total{model="mlp"}` delta equals the
@@ -89,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=3000,
         help="requests per sweep window (count windows); 0: time windows",
+    )
+    p.add_argument(
+        "--async-from",
+        type=int,
+        default=32,
+        help="sweep concurrencies from this one on run perf_analyzer with --async",
     )
     p.add_argument(
         "--measurement-interval", type=int, default=2000, help="ms per window, time windows only"

@@ -238,7 +238,11 @@ def sweep_run(
     never catches up: with its main thread sharing core 1 with 64 workers,
     time windows of 2 s stalled for minutes at about 19k infer/s over gRPC,
     and windows of 0.5 s at about 17k over HTTP. A window of a fixed request
-    count keeps that cost linear in the rate."""
+    count keeps that cost down; from --async-from concurrency on, the sweep
+    also runs perf_analyzer in --async mode (a few client threads in place of
+    one a request), so its main thread gets its share of the core: in sync
+    mode, count windows still stalled once at HTTP c=64 (about 15k infer/s),
+    while --async finished 4 of 4 tries in under 7 s."""
     trials = args.max_trials
     attempts = 1 + (args.unstable_retry_factor > 1)
     tries: list[PaRun] = []
@@ -257,6 +261,8 @@ def sweep_run(
         else:
             windows = ["--measurement-interval", str(args.measurement_interval)]
             window_s = args.measurement_interval / 1000
+        if concurrency >= args.async_from:
+            windows.append("--async")
         cmd = [
             *pa_base(args, server, interface, concurrency, 1),
             *windows,
