@@ -14,9 +14,11 @@ Everything here runs on the event loop thread except `_run_and_report` /
 onnxruntime, split; the GIL is released for the copies and the model) and
 hand their results back with `call_soon_threadsafe`.
 
-Inline execution: where a worker thread cannot run beside the event loop
-anyway (one core), handing a batch to it only adds two thread switches and
-the wakeups (measured here: 10 us per request on the convnet, 7 on the MLP).
+Inline execution: where a worker thread has no core to run on beside the
+event loop (the model's intra-op threads already cover every core; see
+model_version.inline_limit), handing a batch to it only adds two thread
+switches and the wakeups (measured on one core: 10 us per request on the
+convnet, 7 on the MLP).
 Batches the latency model bounds within `inline_limit_s` then run on the
 event loop thread itself (a model's first batches, of unknown cost, go to the
 thread and teach it). Dispatch is deferred to the end of the loop
@@ -300,26 +302,26 @@ class Batcher:
     def _outcome_alone(self, entry: Pending) -> BatchResult | BaseException:
         """Run one request, unless its deadline passed while it was queued."""
         start = self._clock()
-        outcome: BatchResult | BaseException
         if entry.deadline_s and start > entry.deadline_s:
-            outcome = DeadlineExceeded("the request's timeout expired while it waited in the queue")
-        else:
-            began = time.perf_counter_ns()
-            try:
-                outputs = self._run(entry.output_names, entry.feeds)
-            except BaseException as exc:  # delivered to the caller, never lost
-                outcome = exc
-            else:
-                outcome = BatchResult(
-                    outputs=outputs,
-                    queue_ns=int((start - entry.enqueue_s) * 1e9),
-                    input_ns=0,
-                    infer_ns=time.perf_counter_ns() - began,
-                    output_ns=0,
-                    batch_rows=entry.rows,
-                    batch_requests=1,
-                )
-        return outcome
+            return DeadlineExceeded("the request's timeout expired while it waited in the queue")
+        try:
+            return self._run_one(entry, start)
+        except BaseException as exc:  # delivered to the caller, never lost
+            return exc
+
+    def _run_one(self, entry: Pending, started_s: float) -> BatchResult:
+        """Run one request on its own: nothing to gather or split."""
+        began = time.perf_counter_ns()
+        outputs = self._run(entry.output_names, entry.feeds)
+        return BatchResult(  # positional: keywords cost more here
+            outputs,
+            int((started_s - entry.enqueue_s) * 1e9),
+            0,
+            time.perf_counter_ns() - began,
+            0,
+            entry.rows,
+            1,
+        )
 
     def _alone_done(self, entry: Pending, outcome: BatchResult | BaseException) -> None:
         self._queued -= 1
@@ -421,11 +423,17 @@ class Batcher:
                 batch = [queue.popleft()]
             for entry in batch:
                 self._forget(entry)
-            live = [e for e in batch if not e.future.done()] if len(batch) > 1 else batch
-            if not live or live[0].future.done():
-                continue
+            if len(batch) == 1:  # the common case: no list to build
+                if batch[0].future.done():  # cancelled while it waited
+                    continue
+                live, live_rows = batch, batch[0].rows
+            else:
+                live = [e for e in batch if not e.future.done()]
+                if not live:
+                    continue
+                live_rows = sum(e.rows for e in live)
             self._free -= 1
-            if self._runs_inline(sum(e.rows for e in live) if len(live) > 1 else live[0].rows):
+            if self._runs_inline(live_rows):
                 self._run_inline(live, now)
                 return  # the next batch once these answers are out
             self._launch(live, now)
@@ -518,24 +526,11 @@ class Batcher:
         self, batch: list[Pending], dispatched_s: float = 0.0
     ) -> list[BatchResult | BaseException]:
         """Worker thread: gather, run, split. Isolates a failing request."""
-        if len(batch) == 1:  # nothing to gather or split
-            entry = batch[0]
-            began = time.perf_counter_ns()
+        if len(batch) == 1:
             try:
-                outputs = self._run(entry.output_names, entry.feeds)
+                return [self._run_one(batch[0], dispatched_s)]
             except MlserveError as exc:
                 return [exc]
-            return [
-                BatchResult(
-                    outputs,
-                    int((dispatched_s - entry.enqueue_s) * 1e9),
-                    0,
-                    time.perf_counter_ns() - began,
-                    0,
-                    entry.rows,
-                    1,
-                )
-            ]
         start = time.perf_counter_ns()
         names = batch[0].output_names
         try:
