@@ -27,6 +27,9 @@ def _have_nghttp2() -> bool:
     import sysconfig
 
     dirs = ["/usr/include", "/usr/local/include", sysconfig.get_config_var("INCLUDEDIR") or ""]
+    # The compiler's own search path variables (headers unpacked outside /usr).
+    for variable in ("CPATH", "C_INCLUDE_PATH"):
+        dirs += os.environ.get(variable, "").split(os.pathsep)
     return any(os.path.isfile(os.path.join(d, "nghttp2", "nghttp2.h")) for d in dirs if d)
 
 
@@ -78,4 +81,6 @@ setup(
     package_dir=PACKAGE_DIR,
     package_data={"mlserve.ext": ["*.pyi", "*.pxd", "*.pxi", "py.typed"], "mlserve": ["py.typed"]},
     ext_modules=_extensions(),
+    # Compile the extension modules side by side, one job per core.
+    options={"build_ext": {"parallel": os.cpu_count() or 1}},
 )

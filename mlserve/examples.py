@@ -188,6 +188,85 @@ def convnet_model(seed: int = 0) -> bytes:
     )
 
 
+def resnet50_model(seed: int = 0) -> bytes:
+    """ResNet-50 v1.5 shaped, FP32 [-1, 3, 224, 224] -> [-1, 1000]: the GPU
+    benchmark's model (25.5M random weights, batch norms folded into the
+    convolutions as a deployed graph has them). Residual branches are scaled
+    down so that random weights keep the activations finite through 16 blocks."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes: list[Any] = []
+    inits: list[Any] = []
+
+    def conv(
+        source: str, cin: int, cout: int, kernel: int, stride: int, *, relu: bool, gain: float = 1.0
+    ) -> str:
+        index = len(inits) // 2
+        w = rng.standard_normal((cout, cin, kernel, kernel)) * gain * np.sqrt(2 / (cin * kernel**2))
+        inits.extend(
+            (
+                numpy_helper.from_array(w.astype(np.float32), f"w{index}"),
+                numpy_helper.from_array(np.zeros(cout, np.float32), f"b{index}"),
+            )
+        )
+        pad = kernel // 2
+        out = f"conv{index}"
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [source, f"w{index}", f"b{index}"],
+                [out],
+                kernel_shape=[kernel, kernel],
+                pads=[pad] * 4,
+                strides=[stride, stride],
+            )
+        )
+        if not relu:
+            return out
+        nodes.append(helper.make_node("Relu", [out], [f"{out}_relu"]))
+        return f"{out}_relu"
+
+    current = conv("x", 3, 64, 7, 2, relu=True)
+    nodes.append(
+        helper.make_node(
+            "MaxPool", [current], ["stem"], kernel_shape=[3, 3], pads=[1] * 4, strides=[2, 2]
+        )
+    )
+    current, channels = "stem", 64
+    for width, blocks, first_stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for block in range(blocks):
+            stride = first_stride if block == 0 else 1
+            branch = conv(current, channels, width, 1, 1, relu=True)
+            branch = conv(branch, width, width, 3, stride, relu=True)
+            branch = conv(branch, width, width * 4, 1, 1, relu=False, gain=0.2)
+            shortcut = current
+            if block == 0:
+                shortcut = conv(current, channels, width * 4, 1, stride, relu=False)
+            summed = f"{branch}_sum"
+            nodes += [
+                helper.make_node("Add", [branch, shortcut], [summed]),
+                helper.make_node("Relu", [summed], [f"{summed}_relu"]),
+            ]
+            current, channels = f"{summed}_relu", width * 4
+    fc = (rng.standard_normal((channels, 1000)) / np.sqrt(channels)).astype(np.float32)
+    inits += [
+        numpy_helper.from_array(fc, "fc_w"),
+        numpy_helper.from_array(np.zeros(1000, np.float32), "fc_b"),
+    ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [current], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"]),
+    ]
+    return _model(
+        nodes,
+        [_tensor("x", "FP32", ["batch", 3, 224, 224])],
+        [_tensor("y", "FP32", ["batch", 1000])],
+        inits,
+    )
+
+
 def write_model(
     repository: Path, name: str, model: bytes, *, version: int = 1, config: str | None = None
 ) -> Path:

@@ -4,6 +4,7 @@ checks that asking for CUDA is refused with a reason instead of failing later.""
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -18,16 +19,25 @@ from tests.conftest import start_server
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+NO_CUDA = (
+    "onnxruntime has no CUDAExecutionProvider here (CPU-only machine); run on the "
+    "GPU machine with onnxruntime-gpu (benchmarks/gpu/device_run.sh)"
+)
+
+
 def _repo(tmp_path: Path) -> Path:
     examples.write_model(tmp_path, "mlp_gpu", examples.mlp_model(), config="device: cuda:0\n")
+    examples.write_model(
+        tmp_path,
+        "convnet_gpu_batched",
+        examples.convnet_model(),
+        config="device: cuda:0\nmax_batch_size: 32\n"
+        "dynamic_batching: {max_queue_delay_us: 2000}\ninstance_count: 2\n",
+    )
     return tmp_path
 
 
-@pytest.mark.skipif(
-    not HAS_CUDA,
-    reason="onnxruntime has no CUDAExecutionProvider here "
-    "(CPU-only machine); run on the GPU machine with onnxruntime-gpu",
-)
+@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA)
 def test_cuda_model_serves_and_matches_cpu(tmp_path: Path) -> None:
     server = start_server(_repo(tmp_path))
     try:
@@ -43,6 +53,55 @@ def test_cuda_model_serves_and_matches_cpu(tmp_path: Path) -> None:
         config = client.get_model_config("mlp_gpu", as_json=True)["config"]
         assert config["instance_group"][0]["kind"] == "KIND_GPU"
         assert "CUDAExecutionProvider" in config["parameters"]["providers"]["string_value"]
+    finally:
+        server.terminate()
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA)
+def test_cuda_batches_concurrent_requests_and_splits_exactly(tmp_path: Path) -> None:
+    """Requests of 1-3 rows sent at once share batches on the GPU (two
+    instances, two CUDA streams) and each gets exactly its own rows back."""
+    server = start_server(_repo(tmp_path))
+    try:
+        client = grpcclient.InferenceServerClient(server.grpc)
+        rng = np.random.default_rng(3)
+        inputs = [
+            rng.standard_normal((int(rng.integers(1, 4)), 3, 32, 32)).astype(np.float32)
+            for _ in range(64)
+        ]
+        results: dict[int, np.ndarray] = {}
+        errors: list[object] = []
+        done = threading.Semaphore(0)
+
+        def callback(index: int, result: object, error: object) -> None:
+            if error is not None:
+                errors.append(error)
+            else:
+                results[index] = result.as_numpy("y")  # type: ignore[attr-defined]
+            done.release()
+
+        for index, x in enumerate(inputs):
+            tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            client.async_infer(
+                "convnet_gpu_batched",
+                [tensor],
+                callback=lambda result, error, i=index: callback(i, result, error),
+            )
+        for _ in inputs:
+            assert done.acquire(timeout=60)
+        assert not errors, errors[:3]
+        cpu = ort.InferenceSession(
+            str(tmp_path / "convnet_gpu_batched" / "1" / "model.onnx"),
+            providers=["CPUExecutionProvider"],
+        )
+        for index, x in enumerate(inputs):
+            # cuDNN may compute in TF32 on Ampere and later.
+            np.testing.assert_allclose(results[index], cpu.run(None, {"x": x})[0], atol=2e-2)
+        stats = client.get_inference_statistics("convnet_gpu_batched", as_json=True)
+        entry = stats["model_stats"][0]
+        assert int(entry["inference_count"]) == sum(len(x) for x in inputs)
+        assert int(entry["execution_count"]) < len(inputs), "no two requests shared a batch"
     finally:
         server.terminate()
 
