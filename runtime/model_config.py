@@ -8,6 +8,7 @@ onnxruntime models."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -61,6 +62,10 @@ class SessionSettings:
     # onnxruntime's intra-op threads spin between runs (its default); off, they
     # sleep, and leave the cores to the event loop and to other processes.
     allow_spinning: bool = True
+    # CUDA only: how cuDNN picks a convolution algorithm for each new input
+    # shape. "exhaustive" (onnxruntime's default) times every candidate, which
+    # can take a second per shape on a deep network; "heuristic" asks cuDNN.
+    cudnn_conv_algo_search: Literal["exhaustive", "heuristic", "default"] = "exhaustive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,11 @@ class DynamicBatching:
     default_priority_level: int = 0
     preserve_ordering: bool = False
     max_latency_ms: float = 0.0
+    # TF Serving's allowed_batch_sizes: batches are padded up to the next of
+    # these sizes (the last must be max_batch_size; [] = never pad). None = the
+    # device's default: none on the CPU; on a GPU powers of two up to
+    # max_batch_size, so that kernels tuned per input shape are tuned at load.
+    allowed_batch_sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +187,9 @@ def _session(section: Section | None) -> SessionSettings:
             "execution_mode", ("sequential", "parallel"), "sequential"
         ),
         allow_spinning=section.boolean("allow_spinning", True),
+        cudnn_conv_algo_search=section.choice(  # type: ignore[arg-type]
+            "cudnn_conv_algo_search", ("exhaustive", "heuristic", "default"), "exhaustive"
+        ),
     )
     section.reject_unknown()
     return settings
@@ -209,6 +222,16 @@ def _dynamic_batching(section: Section | None) -> DynamicBatching | None:
             section.child_path("default_priority_level"),
             f"must be in [1, priority_levels={levels}], got {default_level}",
         )
+    allowed: tuple[int, ...] | None = None
+    if section.raw("allowed_batch_sizes", None) is not None:
+        allowed = tuple(
+            section.items("allowed_batch_sizes", lambda v, p: check_int(v, p, minimum=1))
+        )
+        if any(a >= b for a, b in itertools.pairwise(allowed)):
+            raise ConfigError(
+                section.child_path("allowed_batch_sizes"),
+                f"must be a list of increasing sizes, got {list(allowed)}",
+            )
     batching = DynamicBatching(
         max_queue_delay_us=section.integer("max_queue_delay_us", 0, minimum=0),
         preferred_batch_size=tuple(preferred),
@@ -218,6 +241,7 @@ def _dynamic_batching(section: Section | None) -> DynamicBatching | None:
         default_priority_level=default_level,
         preserve_ordering=section.boolean("preserve_ordering", False),
         max_latency_ms=section.number("max_latency_ms", 0.0),
+        allowed_batch_sizes=allowed,
     )
     section.reject_unknown()
     return batching
@@ -320,6 +344,13 @@ def complete(
             "max_batch_size",
             f"is {max_batch_size} but the model's first dimension is not variable in every "
             "input and output, so it cannot batch; set max_batch_size: 0",
+        )
+    allowed = config.dynamic_batching and config.dynamic_batching.allowed_batch_sizes
+    if allowed and allowed[-1] != max_batch_size:
+        raise ConfigError(
+            "dynamic_batching.allowed_batch_sizes",
+            f"must end with max_batch_size ({max_batch_size}), so that every batch has a "
+            f"size to pad up to; got {list(allowed)}",
         )
     for graph in graph_inputs + graph_outputs:
         if graph.datatype == "BF16":

@@ -28,7 +28,12 @@ _EXEC_MODES = {
 }
 
 
-def providers_for(device: str) -> list[str | tuple[str, dict[str, str]]]:
+_CUDNN_SEARCH = {"exhaustive": "EXHAUSTIVE", "heuristic": "HEURISTIC", "default": "DEFAULT"}
+
+
+def providers_for(
+    device: str, settings: SessionSettings | None = None
+) -> list[str | tuple[str, dict[str, str]]]:
     """Execution providers for `cpu` or `cuda:N`; refuses CUDA if this build lacks it."""
     if device == "cpu":
         return ["CPUExecutionProvider"]
@@ -40,7 +45,9 @@ def providers_for(device: str) -> list[str | tuple[str, dict[str, str]]]:
             f"is {device} but this onnxruntime has no CUDAExecutionProvider "
             f"(available: {', '.join(available)}); install onnxruntime-gpu",
         )
-    return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    search = _CUDNN_SEARCH[(settings or SessionSettings()).cudnn_conv_algo_search]
+    cuda = {"device_id": device_id, "cudnn_conv_algo_search": search}
+    return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
 
 
 def _graph_tensor(arg: ort.NodeArg) -> GraphTensor:
@@ -74,7 +81,7 @@ class OnnxSession:
         options = session_options(settings)
         try:
             self._session = ort.InferenceSession(
-                model, sess_options=options, providers=providers_for(device)
+                model, sess_options=options, providers=providers_for(device, settings)
             )
         except ConfigError:
             raise

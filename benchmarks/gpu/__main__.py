@@ -7,9 +7,10 @@ For each model (built here with onnx.helper: a ResNet-50 and the load
 benchmark's convnet), in one run on one machine:
 - raw onnxruntime with the CUDA provider in process, numpy in and out (host
   to device copies included, as a server pays them) at batch 1..128: the limit;
-- mlserve with batching off, with dynamic batching, and with dynamic batching
-  over two instances (two sessions, two CUDA streams, so one batch's copies
-  overlap another's compute), under `mlserve bench` over gRPC.
+- mlserve with batching off, with dynamic batching (batches padded to powers
+  of two, the GPU default), with dynamic batching unpadded (every batch size
+  tuned by cuDNN the first time it comes), and padded over two instances,
+  under `mlserve bench` over gRPC.
 
 The server is pinned to --server-cpus, the client processes to --client-cpus
 (`taskset`). Every served variant's answer is checked against onnxruntime on
@@ -50,12 +51,15 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
 SHAPES: dict[str, tuple[int, ...]] = {"resnet50": (3, 224, 224), "convnet": (3, 32, 32)}
 RAW_BATCHES = (1, 8, 16, 32, 64, 128)
 MAX_BATCH = 128
-# name suffix -> extra config: batching off, on, on over two instances.
+# name suffix -> extra config: batching off, on (padded), on unpadded, on over
+# two instances. Only "" and "_batched" run at every concurrency level.
 VARIANTS = {
     "": "",
     "_batched": "dynamic_batching: {}\n",
+    "_batched_unpadded": "dynamic_batching: {allowed_batch_sizes: []}\n",
     "_batched_x2": "dynamic_batching: {}\ninstance_count: 2\n",
 }
+EVERY_LEVEL = ("", "_batched")
 
 
 def sample(model: str, rows: int = 1) -> np.ndarray:
@@ -161,8 +165,8 @@ def run_model(
     levels = [int(c) for c in args.concurrency.split(",")]
     runs = []
     for suffix in VARIANTS:
-        # Two instances only matter once batches queue up: the top level alone.
-        for c in levels if suffix != "_batched_x2" else levels[-1:]:
+        # The other variants only differ once batches queue up: the top level alone.
+        for c in levels if suffix in EVERY_LEVEL else levels[-1:]:
             runs.append(bench(server, model + suffix, c, args, work))
     return {"answer_error": errors, "runs": runs}
 

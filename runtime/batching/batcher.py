@@ -29,6 +29,7 @@ transports (two loop turns), so answers are never held behind a computation."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -114,6 +115,9 @@ class BatcherSettings:
     # Every input's dims are fixed and checked before submit: requests then
     # differ only in the outputs they ask for, and that alone keys the batch.
     fixed_shapes: bool = False
+    # Batches are padded with zero rows up to the next of these sizes
+    # (ascending, the last max_batch_size); empty = run every size as it comes.
+    pad_sizes: tuple[int, ...] = ()
 
 
 def shape_key(feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> ShapeKey:
@@ -310,9 +314,15 @@ class Batcher:
             return exc
 
     def _run_one(self, entry: Pending, started_s: float) -> BatchResult:
-        """Run one request on its own: nothing to gather or split."""
+        """Run one request on its own: nothing to gather or split (unless padded)."""
         began = time.perf_counter_ns()
-        outputs = self._run(entry.output_names, entry.feeds)
+        rows = entry.rows
+        padded = _padded_rows(self.settings.pad_sizes, rows)
+        if padded == rows:
+            outputs = self._run(entry.output_names, entry.feeds)
+        else:
+            feeds = {name: _pad(array, padded) for name, array in entry.feeds.items()}
+            outputs = [array[:rows] for array in self._run(entry.output_names, feeds)]
         return BatchResult(  # positional: keywords cost more here
             outputs,
             int((started_s - entry.enqueue_s) * 1e9),
@@ -533,8 +543,10 @@ class Batcher:
                 return [exc]
         start = time.perf_counter_ns()
         names = batch[0].output_names
+        rows = [e.rows for e in batch]
+        total_rows = sum(rows)
         try:
-            feeds = _gather(batch)
+            feeds = _gather(batch, total_rows, _padded_rows(self.settings.pad_sizes, total_rows))
             gathered = time.perf_counter_ns()
             outputs = self._run(names, feeds)
             ran = time.perf_counter_ns()
@@ -545,14 +557,8 @@ class Batcher:
             return [r for entry in batch for r in self._run_batch([entry], dispatched_s)]
         except MlserveError as exc:
             return [exc for _ in batch]
-        rows = [e.rows for e in batch]
-        per_request = (
-            [split_rows(array, rows) for array in outputs]
-            if len(batch) > 1
-            else [[array] for array in outputs]
-        )
+        per_request = [split_rows(array, rows) for array in outputs]  # padding rows: left out
         done = time.perf_counter_ns()
-        total_rows = sum(rows)
         results: list[BatchResult | BaseException] = []
         for index, entry in enumerate(batch):
             results.append(
@@ -617,13 +623,26 @@ def _resolve(entry: Pending, result: BatchResult | BaseException) -> None:
         entry.future.set_result(result)
 
 
-def _gather(batch: list[Pending]) -> dict[str, np.ndarray]:
-    if len(batch) == 1:
-        return batch[0].feeds
+def _padded_rows(sizes: tuple[int, ...], rows: int) -> int:
+    """The smallest of `sizes` that holds `rows` (`rows` itself without sizes)."""
+    return sizes[bisect.bisect_left(sizes, rows)] if sizes else rows
+
+
+def _pad(array: np.ndarray, rows: int) -> np.ndarray:
+    out = np.empty((rows, *array.shape[1:]), dtype=array.dtype)
+    out[: len(array)] = array
+    out[len(array) :] = 0 if array.dtype != object else ""
+    return out
+
+
+def _gather(batch: list[Pending], total: int, padded: int) -> dict[str, np.ndarray]:
+    """One contiguous buffer per input: the requests' rows, then zero rows up
+    to `padded`."""
     feeds = {}
-    total = sum(e.rows for e in batch)
     for name, first in batch[0].feeds.items():
-        out = np.empty((total, *first.shape[1:]), dtype=first.dtype)
-        gather_rows([e.feeds[name] for e in batch], out)
+        out = np.empty((padded, *first.shape[1:]), dtype=first.dtype)
+        gather_rows([e.feeds[name] for e in batch], out[:total] if padded > total else out)
+        if padded > total:
+            out[total:] = 0 if out.dtype != object else ""
         feeds[name] = out
     return feeds

@@ -45,6 +45,13 @@ def batching_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config="max_batch_size: 32\nexecution: inline\ndynamic_batching:\n"
         "  max_queue_delay_us: 2000\n",
     )
+    examples.write_model(
+        root,
+        "mlp_padded",  # batches padded with zero rows to 4, 16 or 32 rows
+        examples.mlp_model(),
+        config="max_batch_size: 32\ndynamic_batching:\n  max_queue_delay_us: 2000\n"
+        "  allowed_batch_sizes: [4, 16, 32]\n",
+    )
     examples.write_model(root, "slow", examples.matmul_chain_model(512, 64), config=SLOW_CONFIG)
     return root
 
@@ -73,7 +80,7 @@ def reference(batching_repo: Path, x: np.ndarray, model: str = "mlp_batched") ->
     return session.run(None, {"x": x})[0]
 
 
-@pytest.mark.parametrize("model", ["mlp_batched", "mlp_inline"])
+@pytest.mark.parametrize("model", ["mlp_batched", "mlp_inline", "mlp_padded"])
 def test_concurrent_requests_are_batched_and_split_exactly(
     batching_server: ServerProcess, batching_repo: Path, model: str
 ) -> None:

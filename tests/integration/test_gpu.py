@@ -49,7 +49,9 @@ def test_cuda_model_serves_and_matches_cpu(tmp_path: Path) -> None:
         cpu = ort.InferenceSession(
             str(tmp_path / "mlp_gpu" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
         )
-        np.testing.assert_allclose(out, cpu.run(None, {"x": x})[0], rtol=1e-3, atol=1e-4)
+        # cuBLAS and cuDNN compute FP32 in TF32 on Ampere and later (onnxruntime's
+        # default, use_tf32): about 1e-3 relative.
+        np.testing.assert_allclose(out, cpu.run(None, {"x": x})[0], rtol=1e-2, atol=2e-3)
         config = client.get_model_config("mlp_gpu", as_json=True)["config"]
         assert config["instance_group"][0]["kind"] == "KIND_GPU"
         assert "CUDAExecutionProvider" in config["parameters"]["providers"]["string_value"]

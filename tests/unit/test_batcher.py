@@ -213,6 +213,7 @@ def test_preserve_ordering_across_instances() -> None:
     preserve=st.booleans(),
     gaps=st.lists(st.booleans(), min_size=30, max_size=30),
     inline=st.booleans(),
+    pad=st.booleans(),
 )
 def test_batched_results_equal_unbatched(  # noqa: PLR0917 (Hypothesis passes keywords)
     sizes: list[int],
@@ -221,9 +222,12 @@ def test_batched_results_equal_unbatched(  # noqa: PLR0917 (Hypothesis passes ke
     preserve: bool,
     gaps: list[bool],
     inline: bool,
+    pad: bool,
 ) -> None:
     """Random request sizes and arrival order, on the instance threads or
-    inline on the loop: every request gets exactly its own rows."""
+    inline on the loop, padded to allowed sizes or not: every request gets
+    exactly its own rows."""
+    pad_sizes = (*(n for n in (1, 2, 4, 8) if n < max_batch), max_batch) if pad else ()
 
     async def scenario() -> None:
         model = FakeModel()
@@ -233,6 +237,7 @@ def test_batched_results_equal_unbatched(  # noqa: PLR0917 (Hypothesis passes ke
             instances=instances,
             preserve_ordering=preserve,
             inline_limit_s=math.inf if inline else 0.0,
+            pad_sizes=pad_sizes,
         )
         inputs = [rows(n, start=i * 100.0) for i, n in enumerate(sizes)]
         futures = []
@@ -247,11 +252,35 @@ def test_batched_results_equal_unbatched(  # noqa: PLR0917 (Hypothesis passes ke
         executor.shutdown()
         for x, result in zip(inputs, results, strict=True):
             np.testing.assert_array_equal(result.outputs[0], x * 2 + 1)
-        assert sum(model.batches) == sum(sizes)  # nothing lost or run twice
+        if pad:
+            assert set(model.batches) <= set(pad_sizes)
+        else:
+            assert sum(model.batches) == sum(sizes)  # nothing lost or run twice
         assert all(b <= max_batch for b in model.batches)
         assert sorted(resolved) == list(range(len(sizes)))
         if preserve:
             assert resolved == list(range(len(sizes)))
+
+    asyncio.run(scenario())
+
+
+def test_batches_are_padded_up_to_the_allowed_sizes() -> None:
+    """The model sees only allowed sizes (zero rows appended); each request
+    gets its own rows, and the batch is reported by its real rows."""
+
+    async def scenario() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher, executor = make(model, pad_sizes=(4, 8))
+        inputs = [rows(1), rows(1, 10), rows(2, 20), rows(2, 30)]
+        futures = [submit(batcher, x) for x in inputs]
+        gate.set()
+        results = await asyncio.gather(*futures)
+        executor.shutdown()
+        assert model.batches == [4, 8]  # 1 row alone, then 5 rows
+        assert [r.batch_rows for r in results] == [1, 5, 5, 5]
+        for x, result in zip(inputs, results, strict=True):
+            np.testing.assert_array_equal(result.outputs[0], x * 2 + 1)
 
     asyncio.run(scenario())
 

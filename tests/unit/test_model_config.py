@@ -17,7 +17,12 @@ from mlserve.runtime.model_config import (
     complete,
     parse_model_config,
 )
-from mlserve.runtime.model_version import AUTO_INLINE_LIMIT_S, batcher_settings, inline_limit
+from mlserve.runtime.model_version import (
+    AUTO_INLINE_LIMIT_S,
+    batcher_settings,
+    inline_limit,
+    pad_sizes,
+)
 
 
 def test_empty_config_is_valid() -> None:
@@ -91,6 +96,18 @@ def test_full_config() -> None:
             "and instance_count 1",
         ),
         ({"execution": "inline", "device": "cuda:0"}, "execution: 'inline' runs batches"),
+        (
+            {"dynamic_batching": {"allowed_batch_sizes": [8, 4]}},
+            "dynamic_batching.allowed_batch_sizes: must be a list of increasing sizes",
+        ),
+        (
+            {"dynamic_batching": {"allowed_batch_sizes": [0, 4]}},
+            "dynamic_batching.allowed_batch_sizes[0]: must be >= 1",
+        ),
+        (
+            {"session": {"cudnn_conv_algo_search": "fast"}},
+            "session.cudnn_conv_algo_search: must be one of exhaustive, heuristic, default",
+        ),
         ([1, 2], "must be a mapping"),
     ],
 )
@@ -178,6 +195,72 @@ def test_where_batches_run(data: dict[str, object], cores: int, limit: float) ->
     config = parse_model_config(data, name="m")
     assert inline_limit(config, cores) == limit
     assert batcher_settings(config, cores).inline_limit_s == limit
+
+
+@pytest.mark.parametrize(
+    ("data", "sizes"),
+    [
+        ({"max_batch_size": 48, "dynamic_batching": {}}, ()),  # CPU: no padding
+        (
+            {"max_batch_size": 48, "device": "cuda:0", "dynamic_batching": {}},
+            (1, 2, 4, 8, 16, 32, 48),
+        ),
+        ({"max_batch_size": 1, "device": "cuda:0", "dynamic_batching": {}}, (1,)),
+        ({"max_batch_size": 48, "device": "cuda:0"}, ()),  # batching off: shapes as sent
+        (
+            {
+                "max_batch_size": 16,
+                "device": "cuda:0",
+                "dynamic_batching": {"allowed_batch_sizes": [4, 16]},
+            },
+            (4, 16),
+        ),
+        ({"max_batch_size": 16, "dynamic_batching": {"allowed_batch_sizes": [8, 16]}}, (8, 16)),
+        (
+            {
+                "max_batch_size": 16,
+                "device": "cuda:0",
+                "dynamic_batching": {"allowed_batch_sizes": []},
+            },
+            (),  # [] = never pad
+        ),
+    ],
+)
+def test_batches_pad_to_allowed_sizes(data: dict[str, object], sizes: tuple[int, ...]) -> None:
+    """GPU models pad batches to powers of two by default (each shape is tuned
+    once, at load); CPU models only where allowed_batch_sizes asks."""
+    config = complete(parse_model_config(data, name="m"), *BATCHED)
+    assert pad_sizes(config) == sizes
+    assert batcher_settings(config, 2).pad_sizes == sizes
+
+
+def test_allowed_batch_sizes_must_end_at_max_batch_size() -> None:
+    data = {"max_batch_size": 16, "dynamic_batching": {"allowed_batch_sizes": [4, 8]}}
+    with pytest.raises(ConfigError, match=r"must end with max_batch_size \(16\)"):
+        complete(parse_model_config(data, name="m"), *BATCHED)
+
+
+def test_cudnn_search_reaches_the_cuda_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA provider's options as built (CUDA itself runs on the GPU
+    machine: tests/integration/test_gpu.py); here a CPU build is told it has
+    the provider, since the list is built before onnxruntime loads it."""
+    from mlserve.runtime import onnx_session
+
+    monkeypatch.setattr(
+        onnx_session.ort, "get_available_providers", lambda: ["CUDAExecutionProvider"]
+    )
+    providers = onnx_session.providers_for(
+        "cuda:0", SessionSettings(cudnn_conv_algo_search="heuristic")
+    )
+    assert providers[0] == (
+        "CUDAExecutionProvider",
+        {"device_id": "0", "cudnn_conv_algo_search": "HEURISTIC"},
+    )
+    default = onnx_session.providers_for("cuda:1")
+    assert default[0] == (
+        "CUDAExecutionProvider",
+        {"device_id": "1", "cudnn_conv_algo_search": "EXHAUSTIVE"},
+    )
 
 
 def test_allow_spinning_reaches_onnxruntime() -> None:
