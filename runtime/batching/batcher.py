@@ -155,7 +155,9 @@ class Batcher:
         self._order: deque[Pending] = deque()  # submission order, with preserve_ordering
         self._held: dict[int, BatchResult | BaseException] = {}
         self._wait_gain = 1.0
-        self._decisions = 0
+        self._probe_every = batch_policy.PROBE_EVERY
+        self._last_arrival_s = 0.0
+        self._arrival_gap_s = 0.0  # EWMA of gaps between batched arrivals
         self._waited_from_rows = 0
         self.latency = LatencyModel()
         self.stats = BatcherStatistics()
@@ -213,6 +215,10 @@ class Batcher:
         if not settings.batching:
             return self._submit_alone(feeds, rows, output_names, now, timeout)
         level = self._level(priority) if settings.priority_levels else 0
+        # A gap longer than the queue delay is idle time, not a rate: clamp it.
+        gap = min(now - self._last_arrival_s, settings.policy.max_queue_delay_s)
+        self._arrival_gap_s += 0.2 * (gap - self._arrival_gap_s)
+        self._last_arrival_s = now
         loop = asyncio.get_running_loop()
         entry = Pending(  # positional: keywords cost 0.3 us here
             feeds,
@@ -379,7 +385,6 @@ class Batcher:
 
     def _decide(self, now: float, oldest_s: float, ready_rows: int) -> Decision:
         """Ask the pure policy, describing the queue as it is now."""
-        self._decisions += 1
         return batch_policy.decide(
             QueueView(  # positional: keywords cost 0.5 us here
                 now,
@@ -388,7 +393,11 @@ class Batcher:
                 self._free,
                 self.settings.instances - self._free,
                 self._wait_gain,
-                self._decisions,
+                # Counted in arrivals, so that every decision about one
+                # arrival (the fast path's, then the queue's) agrees.
+                self._sequence % self._probe_every == 0,
+                self._arrival_gap_s,
+                self._last_arrival_s,
             ),
             self.settings.policy,
             self.latency.estimate,
@@ -422,6 +431,11 @@ class Batcher:
                     gained = ready - self._waited_from_rows
                     self._wait_gain = 0.8 * self._wait_gain + 0.2 * gained
                     self._waited_from_rows = 0
+                    self._probe_every = (
+                        batch_policy.PROBE_EVERY
+                        if gained > 0
+                        else min(2 * self._probe_every, batch_policy.PROBE_EVERY_MAX)
+                    )
                 if chosen is None:
                     batch = [queue.popleft()]
                 else:
@@ -462,9 +476,10 @@ class Batcher:
         return kept
 
     def _arm(self, at: float) -> None:
-        if self._timer is not None and self._timer_at <= at:
-            return
+        """(Re)set the wait timer: a new arrival can move it either way."""
         if self._timer is not None:
+            if self._timer_at == at:
+                return
             self._timer.cancel()
         loop = asyncio.get_running_loop()
         self._timer_at = at

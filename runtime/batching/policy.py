@@ -6,7 +6,10 @@ request has waited `max_queue_delay`), plus two of ours:
 
 - work conservation: an idle server does not make a lone request sit out the
   timer. It waits only when waiting has recently paid off (rows gathered per
-  wait) or when other instances are busy, i.e. there is load;
+  wait) or when other instances are busy, i.e. there is load; and only while
+  requests keep arriving: a wait ends once ARRIVAL_GAPS mean arrival gaps
+  pass with none (a burst that is over gains nothing from the rest of the
+  timer, it only idles the server);
 - a latency budget (`max_latency_s`): never wait past the point where the
   oldest request, plus the predicted compute time, would miss it.
 
@@ -21,8 +24,13 @@ from mlserve.runtime.batching.latency_model import LatencyEstimate
 
 # Waiting must gather at least this many extra rows on average to be worth it.
 MIN_WAIT_GAIN_ROWS = 0.5
-# Every Nth idle decision waits anyway, so a rising load is noticed.
+# Every Nth idle decision waits anyway, so a rising load is noticed; N
+# doubles after each wait that gathered nothing (the batcher keeps it), so a
+# steady lone client pays for few probes.
 PROBE_EVERY = 16
+PROBE_EVERY_MAX = 256
+# A wait lasts at most this many mean gaps between arrivals past the last one.
+ARRIVAL_GAPS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +57,9 @@ class QueueView:
     free_instances: int
     busy_instances: int
     wait_gain_rows: float  # recent average of rows gathered by waiting
-    decisions: int  # a counter, for probing
+    probe_due: bool  # wait even if idle and waiting has not paid off lately
+    arrival_gap_s: float  # recent mean gap between arrivals (0 = unknown)
+    last_arrival_s: float  # when the newest request arrived
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +104,13 @@ def decide(view: QueueView, policy: BatchPolicy, latency: LatencyEstimate) -> De
         return SendNow(rows)
     loaded = view.busy_instances > 0
     worth_it = view.wait_gain_rows >= MIN_WAIT_GAIN_ROWS
-    probing = view.decisions % PROBE_EVERY == 0
-    if not (loaded or worth_it or probing):
+    if not (loaded or worth_it or view.probe_due):
         return SendNow(rows)
+    if view.arrival_gap_s > 0:
+        quiet_at = view.last_arrival_s + ARRIVAL_GAPS * view.arrival_gap_s
+        remaining = min(remaining, quiet_at - view.now_s)
+        if remaining <= 0:
+            return SendNow(rows)
     return Wait(remaining)
 
 

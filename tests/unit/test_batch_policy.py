@@ -9,7 +9,6 @@ import pytest
 
 from mlserve.runtime.batching.latency_model import LatencyEstimate, LatencyModel
 from mlserve.runtime.batching.policy import (
-    PROBE_EVERY,
     BatchPolicy,
     Idle,
     QueueView,
@@ -24,7 +23,7 @@ UNTRUSTED = LatencyEstimate(0.0, 0.0, 0)
 TRUSTED = LatencyEstimate(0.0001, 0.001, 100)
 
 
-def view(**changes: float) -> QueueView:
+def view(**changes: float | bool) -> QueueView:
     base = {
         "now_s": 10.0,
         "oldest_enqueue_s": 10.0,
@@ -32,7 +31,9 @@ def view(**changes: float) -> QueueView:
         "free_instances": 1,
         "busy_instances": 1,
         "wait_gain_rows": 1.0,
-        "decisions": 1,
+        "probe_due": False,
+        "arrival_gap_s": 0.0,
+        "last_arrival_s": 10.0,
     }
     base.update(changes)
     return QueueView(**base)  # type: ignore[arg-type]
@@ -68,12 +69,24 @@ def test_timer_runs_from_the_oldest_request() -> None:
 
 def test_idle_server_does_not_make_a_lone_request_wait() -> None:
     policy = BatchPolicy(max_batch_size=8, max_queue_delay_s=0.002)
-    lonely = view(ready_rows=1, busy_instances=0, wait_gain_rows=0.0, decisions=3)
+    lonely = view(ready_rows=1, busy_instances=0, wait_gain_rows=0.0)
     assert decide(lonely, policy, UNTRUSTED) == SendNow(1)
     # ...unless waiting has been paying off, or it is time to probe for load.
     assert isinstance(decide(view(ready_rows=1, busy_instances=0), policy, UNTRUSTED), Wait)
-    probe = view(ready_rows=1, busy_instances=0, wait_gain_rows=0.0, decisions=PROBE_EVERY)
+    probe = view(ready_rows=1, busy_instances=0, wait_gain_rows=0.0, probe_due=True)
     assert isinstance(decide(probe, policy, UNTRUSTED), Wait)
+
+
+def test_a_wait_ends_when_arrivals_stop() -> None:
+    """Requests 100 us apart: wait at most two gaps past the newest one,
+    never past the queue delay, and send once the burst is over."""
+    policy = BatchPolicy(max_batch_size=64, max_queue_delay_s=0.002)
+    flowing = view(now_s=10.0001, last_arrival_s=10.0001, arrival_gap_s=0.0001)
+    assert decide(flowing, policy, UNTRUSTED) == Wait(pytest.approx(2 * 0.0001))
+    slow = view(now_s=10.0001, last_arrival_s=10.0001, arrival_gap_s=0.005)
+    assert decide(slow, policy, UNTRUSTED) == Wait(pytest.approx(0.0019))
+    over = view(now_s=10.0004, last_arrival_s=10.0001, arrival_gap_s=0.0001)
+    assert decide(over, policy, UNTRUSTED) == SendNow(3)
 
 
 def test_latency_budget_caps_the_wait() -> None:

@@ -51,8 +51,9 @@ def make(
     **kw: object,
 ) -> tuple[Batcher, InstancePool]:
     executor = InstancePool(instances, "test")
+    delay = float(kw.pop("max_queue_delay_s", 0.0))  # type: ignore[arg-type]
     settings_ = BatcherSettings(
-        policy=BatchPolicy(max_batch_size=max_batch),
+        policy=BatchPolicy(max_batch_size=max_batch, max_queue_delay_s=delay),
         batching=batching,
         instances=instances,
         max_queue_size=kw.pop("max_queue_size", 100),  # type: ignore[arg-type]
@@ -260,6 +261,35 @@ def test_batched_results_equal_unbatched(  # noqa: PLR0917 (Hypothesis passes ke
         assert sorted(resolved) == list(range(len(sizes)))
         if preserve:
             assert resolved == list(range(len(sizes)))
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_client_pays_for_ever_fewer_probes() -> None:
+    """With a queue delay, an idle batcher still probes now and then (waits,
+    to notice rising load); each probe that gathers nothing doubles the
+    interval to the next, so a steady lone client meets few of them."""
+
+    async def scenario() -> None:
+        batcher, executor = make(FakeModel(), max_batch=8, max_queue_delay_s=0.005)
+        waits = 0
+        arm = batcher._arm
+
+        def counting_arm(at: float) -> None:
+            nonlocal waits
+            waits += 1
+            arm(at)
+
+        batcher._arm = counting_arm  # type: ignore[method-assign]
+        for index in range(300):
+            result = await submit(batcher, rows(1, index))
+            np.testing.assert_array_equal(result.outputs[0], rows(1, index) * 2 + 1)
+        executor.shutdown()
+        # A few waits while the start-up belief that waiting pays decays, each
+        # doubling the probe interval; then one probe at arrival 256. Without
+        # the doubling, 22 waits.
+        assert 1 <= waits <= 6
+        assert batcher._probe_every == 256
 
     asyncio.run(scenario())
 
