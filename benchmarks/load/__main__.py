@@ -106,41 +106,71 @@ class Runner:
         **labels: Any,
     ) -> None:
         """Warm up, then `windows` windows per concurrency; medians recorded."""
-        self.load(server, variant, mode, max(self.concurrency), 1)
+        self.measure_interleaved(server, mode, [(variant, successes, labels)])
+
+    def measure_interleaved(
+        self, server: Server, mode: str, targets: list[tuple[str, SuccessCounter, dict[str, Any]]]
+    ) -> None:
+        """Several variants on one server, their windows taking turns at each
+        concurrency (A B A B ...), so that a ratio between them (batching on
+        against off) does not carry the machine's drift between two points
+        measured minutes apart."""
+        for variant, _, _ in targets:
+            self.load(server, variant, mode, max(self.concurrency), 1)
         for c in self.concurrency:
-            windows = []
+            windows: list[list[dict[str, Any]]] = [[] for _ in targets]
             for _ in range(self.windows):
-                successes.begin()
-                before = server.cpu_seconds()
-                figures = self.load(server, variant, mode, c, self.seconds)
-                cpu = server.cpu_seconds() - before
-                ok = successes.end(figures)
-                windows.append(
-                    {
-                        **asdict(figures),
-                        "successes": ok,
-                        "rps": ok / figures.seconds if figures.seconds else 0.0,
-                        "cpu_us": cpu / ok * 1e6 if ok else float("nan"),
-                    }
-                )
-            run: Run = {
-                "server": server.name,
-                "mode": mode,
-                "variant": variant,
-                "concurrency": c,
-                **labels,
-                "windows": windows,
-            }
-            for field in ("rps", "cpu_us", "p50_us", "p99_us"):
-                run[field] = statistics.median(w[field] for w in windows)
-            run["client_requests"] = sum(w["requests"] for w in windows)
-            run["successes"] = sum(w["successes"] for w in windows)
-            self.runs.append(run)
-            print(
-                f"  {server.name:8} {variant:18} {mode:12} c={c:<3} {run['rps']:9.0f}/s "
-                f"cpu {run['cpu_us']:7.1f} us  p50 {run['p50_us']:9.0f} us",
-                flush=True,
-            )
+                for index, (variant, successes, _) in enumerate(targets):
+                    for _other, others, _labels in targets:  # the last window's answers drain
+                        if others is not successes:
+                            others.begin()
+                    windows[index].append(self._window(server, variant, mode, c, successes))
+            for (variant, _, labels), measured in zip(targets, windows, strict=True):
+                self._record(server, variant, mode, c, labels=labels, windows=measured)
+
+    def _window(
+        self, server: Server, variant: str, mode: str, c: int, successes: SuccessCounter
+    ) -> dict[str, Any]:
+        successes.begin()
+        before = server.cpu_seconds()
+        figures = self.load(server, variant, mode, c, self.seconds)
+        cpu = server.cpu_seconds() - before
+        ok = successes.end(figures)
+        return {
+            **asdict(figures),
+            "successes": ok,
+            "rps": ok / figures.seconds if figures.seconds else 0.0,
+            "cpu_us": cpu / ok * 1e6 if ok else float("nan"),
+        }
+
+    def _record(
+        self,
+        server: Server,
+        variant: str,
+        mode: str,
+        c: int,
+        *,
+        labels: dict[str, Any],
+        windows: list[dict[str, Any]],
+    ) -> None:
+        run: Run = {
+            "server": server.name,
+            "mode": mode,
+            "variant": variant,
+            "concurrency": c,
+            **labels,
+            "windows": windows,
+        }
+        for field in ("rps", "cpu_us", "p50_us", "p99_us"):
+            run[field] = statistics.median(w[field] for w in windows)
+        run["client_requests"] = sum(w["requests"] for w in windows)
+        run["successes"] = sum(w["successes"] for w in windows)
+        self.runs.append(run)
+        print(
+            f"  {server.name:8} {variant:18} {mode:12} c={c:<3} {run['rps']:9.0f}/s "
+            f"cpu {run['cpu_us']:7.1f} us  p50 {run['p50_us']:9.0f} us",
+            flush=True,
+        )
 
 
 class SuccessCounter:
@@ -341,26 +371,37 @@ def run_mlserve(
     server = servers.start_mlserve(repo, grpc_impl)
     try:
         for model in models:
-            for variant, batched in ((model, False), (f"{model}_batched", True)):
-                problems = [
-                    verify.check_answer("grpc", server.ports.grpc, variant, expected[model]),
-                    verify.check_answer("http", server.ports.http, variant, expected[model]),
-                ]
-                for mode in modes:
-                    labels = {"model": model, "batched": batched}
-                    problem = "; ".join(p for p in problems if p)
-                    if problem:
+            # Batching off and on take turns window by window (measure_interleaved).
+            variants = ((model, False), (f"{model}_batched", True))
+            problems = {
+                variant: "; ".join(
+                    p
+                    for p in (
+                        verify.check_answer("grpc", server.ports.grpc, variant, expected[model]),
+                        verify.check_answer("http", server.ports.http, variant, expected[model]),
+                    )
+                    if p
+                )
+                for variant, _ in variants
+            }
+            for mode in modes:
+                targets: list[tuple[str, SuccessCounter, dict[str, Any]]] = []
+                for variant, batched in variants:
+                    labels: dict[str, Any] = {"model": model, "batched": batched}
+                    if problems[variant]:
                         runner.runs.append(
                             {
                                 "server": server.name,
                                 "mode": mode,
                                 **labels,
-                                "error": problem,
+                                "error": problems[variant],
                                 "concurrency": 0,
                             }
                         )
                         continue
-                    runner.measure(server, variant, mode, MlserveCounter(server, variant), **labels)
+                    targets.append((variant, MlserveCounter(server, variant), labels))
+                if targets:
+                    runner.measure_interleaved(server, mode, targets)
         if not skip_perf_analyzer and drivers.PERF_ANALYZER.exists():
             side_by_side(runner, server, models, results)
     finally:
