@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +65,37 @@ class ServerProcess:
                 self.pump.join(timeout=5)
             if self.process.stdout is not None:
                 self.process.stdout.close()
+
+
+def infer_concurrently(
+    address: str, model: str, inputs: list[Any], timeout_s: float = 30.0
+) -> list[Any]:
+    """Send every input ("x", FP32) at once with tritonclient's async_infer
+    and return each answer's "y", in input order; fails on any error."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(address)
+    results: dict[int, Any] = {}
+    errors: list[object] = []
+    done = threading.Semaphore(0)
+
+    def callback(index: int, result: Any, error: object) -> None:
+        if error is not None:
+            errors.append(error)
+        else:
+            results[index] = result.as_numpy("y")
+        done.release()
+
+    for index, x in enumerate(inputs):
+        tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        client.async_infer(
+            model, [tensor], callback=lambda result, error, i=index: callback(i, result, error)
+        )
+    for _ in inputs:
+        assert done.acquire(timeout=timeout_s), "an answer never came"
+    assert not errors, errors[:3]
+    return [results[index] for index in range(len(inputs))]
 
 
 GRPC_IMPLS = ("native", "grpcio")

@@ -28,7 +28,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.load import servers
+from benchmarks.load import servers, workload
 from benchmarks.load.servers import Server
 from mlserve import examples
 from mlserve.proto import grpc_service_pb2 as pb
@@ -83,14 +82,7 @@ def raw_rows_per_s(model_file: Path, model: str, device: str, seconds: float) ->
     session = ort.InferenceSession(str(model_file), providers=providers_for(device))
     out = {}
     for batch in RAW_BATCHES:
-        x = sample(model, batch)
-        for _ in range(5):
-            session.run(None, {"x": x})
-        runs, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            session.run(None, {"x": x})
-            runs += 1
-        out[batch] = runs * batch / (time.perf_counter() - start)
+        out[batch] = workload.rows_per_s(session, sample(model, batch), seconds, warmup_runs=5)
         print(f"raw {model} {device} batch {batch}: {out[batch]:,.0f} rows/s", flush=True)
     return out
 

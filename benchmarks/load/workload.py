@@ -132,16 +132,23 @@ def raw_onnxruntime(
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-        out = {}
-        for batch in RAW_BATCHES:
-            x = np.ones((batch, *shape), np.float32)
-            for _ in range(20):
-                session.run(None, {"x": x})
-            runs, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                session.run(None, {"x": x})
-                runs += 1
-            out[batch] = runs * batch / (time.perf_counter() - start)
-        return out
+        return {
+            batch: rows_per_s(session, np.ones((batch, *shape), np.float32), seconds)
+            for batch in RAW_BATCHES
+        }
     finally:
         os.sched_setaffinity(0, before)
+
+
+def rows_per_s(
+    session: ort.InferenceSession, x: np.ndarray, seconds: float, warmup_runs: int = 20
+) -> float:
+    """Rows per second of `session` on input `x` (numpy in and out), after
+    `warmup_runs` untimed runs."""
+    for _ in range(warmup_runs):
+        session.run(None, {"x": x})
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        session.run(None, {"x": x})
+        runs += 1
+    return runs * len(x) / (time.perf_counter() - start)

@@ -215,10 +215,11 @@ class Batcher:
         if not settings.batching:
             return self._submit_alone(feeds, rows, output_names, now, timeout)
         level = self._level(priority) if settings.priority_levels else 0
-        # A gap longer than the queue delay is idle time, not a rate: clamp it.
-        gap = min(now - self._last_arrival_s, settings.policy.max_queue_delay_s)
-        self._arrival_gap_s += 0.2 * (gap - self._arrival_gap_s)
-        self._last_arrival_s = now
+        if settings.policy.max_queue_delay_s:  # the gap caps waits; no delay, no wait
+            # A gap longer than the queue delay is idle time, not a rate: clamp it.
+            gap = min(now - self._last_arrival_s, settings.policy.max_queue_delay_s)
+            self._arrival_gap_s += 0.2 * (gap - self._arrival_gap_s)
+            self._last_arrival_s = now
         loop = asyncio.get_running_loop()
         entry = Pending(  # positional: keywords cost 0.3 us here
             feeds,
@@ -327,7 +328,7 @@ class Batcher:
         if padded == rows:
             outputs = self._run(entry.output_names, entry.feeds)
         else:
-            feeds = {name: _pad(array, padded) for name, array in entry.feeds.items()}
+            feeds = _gather([entry], rows, padded)
             outputs = [array[:rows] for array in self._run(entry.output_names, feeds)]
         return BatchResult(  # positional: keywords cost more here
             outputs,
@@ -641,13 +642,6 @@ def _resolve(entry: Pending, result: BatchResult | BaseException) -> None:
 def _padded_rows(sizes: tuple[int, ...], rows: int) -> int:
     """The smallest of `sizes` that holds `rows` (`rows` itself without sizes)."""
     return sizes[bisect.bisect_left(sizes, rows)] if sizes else rows
-
-
-def _pad(array: np.ndarray, rows: int) -> np.ndarray:
-    out = np.empty((rows, *array.shape[1:]), dtype=array.dtype)
-    out[: len(array)] = array
-    out[len(array) :] = 0 if array.dtype != object else ""
-    return out
 
 
 def _gather(batch: list[Pending], total: int, padded: int) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from mlserve import examples
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import ServerProcess, infer_concurrently, start_server
 
 SLOW_CONFIG = """
 max_batch_size: 512
@@ -89,25 +89,8 @@ def test_concurrent_requests_are_batched_and_split_exactly(
     inputs = [
         rng.standard_normal((int(rng.integers(1, 4)), 64)).astype(np.float32) for _ in range(48)
     ]
-    results: dict[int, np.ndarray] = {}
+    results = infer_concurrently(batching_server.grpc, model, inputs)
     client = grpcclient.InferenceServerClient(batching_server.grpc)
-    done = threading.Semaphore(0)
-
-    def callback(index: int, result: object, error: object) -> None:
-        assert error is None, error
-        results[index] = result.as_numpy("y")  # type: ignore[attr-defined]
-        done.release()
-
-    for index, x in enumerate(inputs):
-        tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x)
-        client.async_infer(
-            model,
-            [tensor],
-            callback=lambda result, error, i=index: callback(i, result, error),
-        )
-    for _ in inputs:
-        assert done.acquire(timeout=30)
     expected = reference(batching_repo, np.concatenate(inputs), model)
     offset = 0
     for index, x in enumerate(inputs):

@@ -4,7 +4,6 @@ checks that asking for CUDA is refused with a reason instead of failing later.""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from mlserve import examples
-from tests.conftest import start_server
+from tests.conftest import infer_concurrently, start_server
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 
@@ -71,28 +70,7 @@ def test_cuda_batches_concurrent_requests_and_splits_exactly(tmp_path: Path) -> 
             rng.standard_normal((int(rng.integers(1, 4)), 3, 32, 32)).astype(np.float32)
             for _ in range(64)
         ]
-        results: dict[int, np.ndarray] = {}
-        errors: list[object] = []
-        done = threading.Semaphore(0)
-
-        def callback(index: int, result: object, error: object) -> None:
-            if error is not None:
-                errors.append(error)
-            else:
-                results[index] = result.as_numpy("y")  # type: ignore[attr-defined]
-            done.release()
-
-        for index, x in enumerate(inputs):
-            tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
-            tensor.set_data_from_numpy(x)
-            client.async_infer(
-                "convnet_gpu_batched",
-                [tensor],
-                callback=lambda result, error, i=index: callback(i, result, error),
-            )
-        for _ in inputs:
-            assert done.acquire(timeout=60)
-        assert not errors, errors[:3]
+        results = infer_concurrently(server.grpc, "convnet_gpu_batched", inputs, timeout_s=60)
         cpu = ort.InferenceSession(
             str(tmp_path / "convnet_gpu_batched" / "1" / "model.onnx"),
             providers=["CPUExecutionProvider"],
