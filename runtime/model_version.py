@@ -308,4 +308,5 @@ class ModelVersion:
         self.close()
 
     def close(self) -> None:
+        self.batcher.close()
         self._executor.shutdown()

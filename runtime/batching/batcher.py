@@ -56,6 +56,7 @@ from mlserve.runtime.batching.policy import (
     SendNow,
     Wait,
 )
+from mlserve.runtime.batching.wake_timer import WakeTimer
 
 RunFn = Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]]
 ShapeKey = tuple[object, ...]
@@ -149,7 +150,8 @@ class Batcher:
         self._queued = 0
         self._queued_rows = 0
         self._free = settings.instances
-        self._timer: asyncio.TimerHandle | None = None
+        self._wake = WakeTimer(self._on_timer)
+        self._timer_armed = False
         self._timer_at = 0.0
         self._sequence = 0
         self._order: deque[Pending] = deque()  # submission order, with preserve_ordering
@@ -165,6 +167,11 @@ class Batcher:
         self._inline = settings.inline_limit_s > 0
         self._alone_inline: list[Pending] = []  # batching off: this turn's inline requests
         self._dispatch_hops = 0  # loop turns until a deferred _dispatch runs; 0 = none pending
+
+    def close(self) -> None:
+        """Stop the wait timer (event loop thread); queued requests are the
+        caller's to drain first."""
+        self._wake.close()
 
     # -- submission (event loop) ----------------------------------------------
 
@@ -478,16 +485,14 @@ class Batcher:
 
     def _arm(self, at: float) -> None:
         """(Re)set the wait timer: a new arrival can move it either way."""
-        if self._timer is not None:
-            if self._timer_at == at:
-                return
-            self._timer.cancel()
-        loop = asyncio.get_running_loop()
+        if self._timer_armed and self._timer_at == at:
+            return
         self._timer_at = at
-        self._timer = loop.call_at(loop.time() + max(0.0, at - self._clock()), self._on_timer)
+        self._timer_armed = True
+        self._wake.arm(at - self._clock())
 
     def _on_timer(self) -> None:
-        self._timer = None
+        self._timer_armed = False
         self._dispatch()
 
     def _dispatch_later(self, turns: int) -> None:

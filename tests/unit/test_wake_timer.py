@@ -1,0 +1,133 @@
+"""The batcher's wait timer: fires once, never early, and a sub-millisecond
+wait is not a busy loop of re-arms (uvloop's millisecond timers are)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from mlserve.runtime.batching.batcher import Batcher, BatcherSettings
+from mlserve.runtime.batching.instance_pool import InstancePool
+from mlserve.runtime.batching.policy import BatchPolicy
+from mlserve.runtime.batching.wake_timer import TIMERFD, WakeTimer
+
+from .test_batcher import FakeModel, rows, submit
+
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
+    "asyncio": asyncio.run,
+    "uvloop": uvloop.run,
+}
+BACKENDS = ["timerfd", "loop-timer"]
+
+
+def test_linux_has_the_precise_timer() -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("timerfd is Linux only; elsewhere waits round up to milliseconds")
+    assert TIMERFD is not None
+    assert WakeTimer(lambda: None).precise
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("loop", LOOPS)
+def test_fires_once_and_never_early(loop: str, backend: str) -> None:
+    async def scenario() -> None:
+        fired: list[float] = []
+        timer = WakeTimer(lambda: fired.append(time.monotonic()), use_timerfd=backend == "timerfd")
+        for delay in (0.0003, 0.0008, 0.0015):
+            fired.clear()
+            start = time.monotonic()
+            timer.arm(delay)
+            await asyncio.sleep(delay + 0.02)
+            assert len(fired) == 1
+            assert fired[0] - start >= delay
+        timer.close()
+
+    LOOPS[loop](scenario())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("loop", LOOPS)
+def test_rearm_replaces_and_cancel_stops(loop: str, backend: str) -> None:
+    async def scenario() -> None:
+        fired: list[float] = []
+        timer = WakeTimer(lambda: fired.append(time.monotonic()), use_timerfd=backend == "timerfd")
+        start = time.monotonic()
+        timer.arm(5.0)
+        timer.arm(0.0005)  # earlier: the 5 s expiry is gone
+        await asyncio.sleep(0.05)
+        assert len(fired) == 1
+        assert 0.0005 <= fired[0] - start < 5.0
+        timer.arm(0.002)
+        timer.cancel()
+        await asyncio.sleep(0.02)
+        assert len(fired) == 1
+        timer.close()
+
+    LOOPS[loop](scenario())
+
+
+def test_close_gives_the_descriptor_back() -> None:
+    if TIMERFD is None:
+        pytest.skip("no timerfd on this platform")
+
+    async def scenario() -> None:
+        timer = WakeTimer(lambda: None)
+        timer.arm(1.0)
+        fd = timer._fd
+        os.fstat(fd)  # open
+        timer.close()
+        with pytest.raises(OSError):
+            os.fstat(fd)
+        timer.close()  # twice is harmless
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_batch_wait_wakes_the_batcher_once(loop: str) -> None:
+    """A request waits for company (another instance is busy, so there is
+    load) for a sub-millisecond queue delay: the batcher is woken once for it,
+    not once per loop turn, and the request is answered."""
+
+    async def scenario() -> None:
+        model = FakeModel(delay_s=0.05)
+        executor = InstancePool(2, "test")
+        batcher = Batcher(
+            BatcherSettings(
+                policy=BatchPolicy(max_batch_size=8, max_queue_delay_s=0.0004),
+                batching=True,
+                instances=2,
+                max_queue_size=100,
+            ),
+            model.run,
+            executor,
+        )
+        wakeups = 0
+        on_timer = batcher._on_timer
+
+        def counting() -> None:
+            nonlocal wakeups
+            wakeups += 1
+            on_timer()
+
+        batcher._wake._callback = counting
+        busy = submit(batcher, rows(1))  # holds one instance for 50 ms
+        await asyncio.sleep(0.001)
+        assert batcher._free == 1  # the first request holds an instance
+        wakeups = 0
+        waiting = submit(batcher, rows(1, 10))  # an instance is free but one is busy: wait
+        result = await waiting
+        assert result.outputs[0].tolist() == (rows(1, 10) * 2 + 1).tolist()
+        assert wakeups == 1
+        await busy
+        batcher.close()
+        executor.shutdown()
+
+    LOOPS[loop](scenario())
