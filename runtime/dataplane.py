@@ -235,7 +235,12 @@ class DataPlane:
             if request.parameters or request.timeout_s:
                 priority, timeout_s = _schedule_parameters(request)
             prepared = _perf_ns()
-            result = await model.execute(names, feeds, rows, priority=priority, timeout_s=timeout_s)
+            pending = model.execute(names, feeds, rows, priority=priority, timeout_s=timeout_s)
+            try:
+                result = await pending
+            except asyncio.CancelledError:  # the client went away: free its queue slot
+                model.batcher.withdraw(pending)
+                raise
             fetched = _perf_ns()
             specs = model.output_specs
             outputs = []

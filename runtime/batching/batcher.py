@@ -257,11 +257,6 @@ class Batcher:
             entry.timer = loop.call_at(
                 loop.time() + timeout, self._expire_one, entry, self._queues[level]
             )
-        entry.future.add_done_callback(
-            lambda future: (
-                self._drop_cancelled(entry, self._queues[level]) if future.cancelled() else None
-            )
-        )
         self._queues[level].append(entry)
         if settings.preserve_ordering:
             self._order.append(entry)
@@ -359,13 +354,19 @@ class Batcher:
             self.stats.expired += 1
         _resolve(entry, outcome)
 
-    def _drop_cancelled(self, entry: Pending, queue: deque[Pending]) -> None:
-        """A cancelled request (client gone) gives its queue slot back at once."""
-        try:
-            queue.remove(entry)
-        except ValueError:  # already in a batch
-            return
-        self._forget(entry)
+    def withdraw(self, future: asyncio.Future[BatchResult]) -> None:
+        """The caller stopped waiting (its client went away and the handler was
+        cancelled): give the queue slot back at once. Called only then, so the
+        common path pays no done-callback per request; a request already in a
+        batch runs and its answer is dropped."""
+        for queue in self._queues:
+            for entry in queue:
+                if entry.future is future:
+                    queue.remove(entry)
+                    self._forget(entry)
+                    if not future.done():
+                        future.cancel()
+                    return
 
     def _level(self, priority: int) -> int:
         levels = self.settings.priority_levels

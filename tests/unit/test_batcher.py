@@ -148,6 +148,34 @@ def test_full_queue_is_refused_at_once() -> None:
     asyncio.run(scenario())
 
 
+def test_a_withdrawn_request_frees_its_queue_slot_at_once() -> None:
+    """A handler cancelled while its request queues (the client went away)
+    withdraws it: the slot is free for the next request and the model never
+    sees the withdrawn rows."""
+
+    async def scenario() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher, _ = make(model, max_queue_size=2)
+        running = submit(batcher, rows(1))
+        gone = submit(batcher, rows(1, 5))
+        kept = submit(batcher, rows(1, 7))
+        with pytest.raises(Overloaded):
+            submit(batcher, rows(1))
+        batcher.withdraw(gone)
+        assert gone.cancelled()
+        assert batcher.queued == 1  # `kept`; the running one has left the queue
+        late = submit(batcher, rows(1, 9))  # the freed slot takes it
+        gate.set()
+        await running
+        np.testing.assert_array_equal((await kept).outputs[0], rows(1, 7) * 2 + 1)
+        np.testing.assert_array_equal((await late).outputs[0], rows(1, 9) * 2 + 1)
+        assert sum(model.batches) == 3  # the withdrawn row never ran
+        assert batcher.queued == 0
+
+    asyncio.run(scenario())
+
+
 def test_expired_requests_are_answered_before_compute() -> None:
     async def scenario() -> None:
         gate = threading.Event()
