@@ -456,6 +456,8 @@ class Batcher:
                 batch = [queue.popleft()]
             for entry in batch:
                 self._forget(entry)
+                if entry.deadline_s and now >= entry.deadline_s:  # its timer is late
+                    self._expire_now(entry)
             if len(batch) == 1:  # the common case: no list to build
                 if batch[0].future.done():  # cancelled while it waited
                     continue
@@ -513,15 +515,26 @@ class Batcher:
         entry.timer = None
         if entry.future.done():
             return
-        self.stats.expired += 1
-        entry.future.set_exception(
-            DeadlineExceeded("the request's timeout expired while it waited in the queue")
-        )
+        early = entry.deadline_s - self._clock()
+        if early > 0:  # uvloop rounds to whole ms from the turn's cached time
+            entry.timer = asyncio.get_running_loop().call_later(
+                early, self._expire_one, entry, queue
+            )
+            return
+        self._expire_now(entry)
         try:
             queue.remove(entry)
         except ValueError:  # already taken into a batch that has not started yet
             return
         self._forget(entry)
+
+    def _expire_now(self, entry: Pending) -> None:
+        if entry.future.done():
+            return
+        self.stats.expired += 1
+        entry.future.set_exception(
+            DeadlineExceeded("the request's timeout expired while it waited in the queue")
+        )
 
     # -- running batches ------------------------------------------------------
 

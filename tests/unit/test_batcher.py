@@ -196,6 +196,40 @@ def test_expired_requests_are_answered_before_compute() -> None:
     asyncio.run(scenario())
 
 
+def test_a_request_past_its_deadline_never_joins_a_batch() -> None:
+    """Expiry does not rest on the loop timer alone (it can fire late): a
+    request whose deadline has passed when its batch forms is answered
+    DEADLINE_EXCEEDED and the model never sees it."""
+
+    async def scenario() -> None:
+        now = [100.0]
+        gate = threading.Event()
+        model = FakeModel(gate)
+        executor = InstancePool(1, "test")
+        batcher = Batcher(
+            BatcherSettings(
+                policy=BatchPolicy(max_batch_size=8), batching=True, instances=1, max_queue_size=10
+            ),
+            model.run,
+            executor,
+            clock=lambda: now[0],
+        )
+        running = submit(batcher, rows(1))
+        late = submit(batcher, rows(1, 3), timeout_s=60.0)  # its timer: a minute away
+        kept = submit(batcher, rows(1, 7))
+        now[0] += 120.0  # two minutes pass on the batcher's clock
+        gate.set()
+        await running
+        with pytest.raises(DeadlineExceeded):
+            await late
+        np.testing.assert_array_equal((await kept).outputs[0], rows(1, 7) * 2 + 1)
+        assert model.batches == [1, 1]
+        assert batcher.stats.expired == 1
+        executor.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_higher_priority_goes_first() -> None:
     async def scenario() -> None:
         gate = threading.Event()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from mlserve.errors import DeadlineExceeded
 from mlserve.runtime.batching.batcher import Batcher, BatcherSettings
 from mlserve.runtime.batching.instance_pool import InstancePool
 from mlserve.runtime.batching.policy import BatchPolicy
@@ -127,6 +129,36 @@ def test_a_batch_wait_wakes_the_batcher_once(loop: str) -> None:
         assert result.outputs[0].tolist() == (rows(1, 10) * 2 + 1).tolist()
         assert wakeups == 1
         await busy
+        batcher.close()
+        executor.shutdown()
+
+    LOOPS[loop](scenario())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_sub_millisecond_timeout_never_expires_early(loop: str) -> None:
+    """Per-request deadlines are loop timers; uvloop would fire a 300 us one on
+    the next loop turn. The request still expires only once its time is up."""
+
+    async def scenario() -> None:
+        gate = threading.Event()
+        executor = InstancePool(1, "test")
+        batcher = Batcher(
+            BatcherSettings(
+                policy=BatchPolicy(max_batch_size=8), batching=True, instances=1, max_queue_size=10
+            ),
+            FakeModel(gate).run,
+            executor,
+        )
+        running = submit(batcher, rows(1))  # holds the only instance
+        for timeout in (0.0003, 0.0008):
+            start = time.monotonic()
+            doomed = submit(batcher, rows(1), timeout_s=timeout)
+            with pytest.raises(DeadlineExceeded):
+                await doomed
+            assert time.monotonic() - start >= timeout
+        gate.set()
+        await running
         batcher.close()
         executor.shutdown()
 
