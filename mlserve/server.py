@@ -5,6 +5,7 @@ drains on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import resource
@@ -62,9 +63,27 @@ def _raise_open_file_limit() -> None:
             log.warning("cannot raise the open file limit from %d", soft)
 
 
+# The cyclic collector's thresholds while serving (CPython's default: 700, 10,
+# 10). Every request allocates dozens of containers (messages, arrays,
+# futures, coroutine frames), so at the default a young collection ran every
+# ~20 requests and an older one every ~200: perf put 7% of the server's
+# cycles in the collector on the MLP at concurrency 64. Measured there (one
+# core, native gRPC, batching), server CPU per request: 23.6 us at the
+# default, 22.6 at (700, 20, 100), 21.9 at (10000, 10, 10), 21.6 at
+# (10000, 20, 100); 50000 was worse (each young pass longer). Refcounting
+# frees the request's garbage anyway: the collector is only for cycles.
+GC_THRESHOLDS = (10_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Set the serving process's collector thresholds (GC_THRESHOLDS)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(config: ServerConfig) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     _raise_open_file_limit()
+    tune_gc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
