@@ -22,7 +22,10 @@ def _preferred_note(results: dict[str, Any], model: str) -> str:
     size = results["settings"].get("preferred_batch_size", {}).get(model)
     if size is None:  # runs recorded before the batched models preferred a size
         return ""
-    return f"; `{model}_batched` prefers batches of {size} (the fastest raw size)"
+    return (
+        f"; `{model}_batched` prefers batches of {size} "
+        "(the smallest raw size within 2% of the fastest)"
+    )
 
 
 def markdown(results: dict[str, Any]) -> str:

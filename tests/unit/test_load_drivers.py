@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks.load.drivers import h2load_figures
+from benchmarks.load.workload import best_batch
 
 _SUMMARY = """
 finished in {finished}, {rps} req/s, 107.45KB/s
@@ -35,3 +36,10 @@ def test_h2load_summary(finished: str, seconds: float) -> None:
 def test_h2load_output_without_a_summary_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="not understood"):
         h2load_figures("connect failed\n", np.empty(0))
+
+
+def test_the_preferred_batch_is_the_smallest_about_as_fast_as_the_best() -> None:
+    # The convnet's raw rates of one run: 32 fastest by 0.7%, 8 preferred.
+    assert best_batch({1: 6_523, 8: 6_900, 16: 6_924, 32: 6_949, 128: 6_248}) == 8
+    # The MLP's: 128 fastest by 12%, so 128.
+    assert best_batch({1: 95_251, 8: 395_400, 16: 478_646, 32: 539_472, 128: 603_301}) == 128
