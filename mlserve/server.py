@@ -64,10 +64,9 @@ def _raise_open_file_limit() -> None:
 
 
 # The cyclic collector's thresholds while serving (CPython's default: 700, 10,
-# 10). Every request allocates dozens of containers (messages, arrays,
-# futures, coroutine frames), so at the default a young collection ran every
-# ~20 requests and an older one every ~200: perf put 7% of the server's
-# cycles in the collector on the MLP at concurrency 64. Measured there (one
+# 10). Every request allocates containers (messages, arrays, futures,
+# coroutine frames) that count towards a collection: perf put 7% of the
+# server's cycles in the collector on the MLP at concurrency 64. Measured there (one
 # core, native gRPC, batching), server CPU per request: 23.6 us at the
 # default, 22.6 at (700, 20, 100), 21.9 at (10000, 10, 10), 21.6 at
 # (10000, 20, 100); 50000 was worse (each young pass longer). Refcounting

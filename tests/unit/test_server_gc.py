@@ -14,6 +14,5 @@ def test_tune_gc_sets_the_serving_thresholds() -> None:
         gc.set_threshold(700, 10, 10)
         tune_gc()
         assert gc.get_threshold() == GC_THRESHOLDS
-        assert GC_THRESHOLDS[0] > 700  # young collections rarer than CPython's default
     finally:
         gc.set_threshold(*before)
