@@ -624,14 +624,15 @@ class Batcher:
             self.latency.observe(first.batch_rows, first.infer_ns / 1e9)
             if self._on_batch is not None:
                 self._on_batch(first)
-        preserve = self.settings.preserve_ordering
-        for entry, result in zip(batch, results, strict=True):
-            if preserve:
-                self._held[entry.sequence] = result
-            else:
-                _resolve(entry, result)
         if self.settings.preserve_ordering:
+            for entry, result in zip(batch, results, strict=True):
+                self._held[entry.sequence] = result
             self._release_in_order()
+        elif len(batch) == 1:  # a lone request, the common case at low load
+            _resolve(batch[0], first)
+        else:
+            for entry, result in zip(batch, results, strict=True):
+                _resolve(entry, result)
         if dispatch:
             self._dispatch()
 

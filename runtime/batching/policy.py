@@ -18,7 +18,7 @@ cannot finish within the budget, rather than serve it late."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlserve.runtime.batching.latency_model import LatencyEstimate
 
@@ -26,9 +26,12 @@ from mlserve.runtime.batching.latency_model import LatencyEstimate
 MIN_WAIT_GAIN_ROWS = 0.5
 # Every Nth idle decision waits anyway, so a rising load is noticed; N
 # doubles after each wait that gathered nothing (the batcher keeps it), so a
-# steady lone client pays for few probes.
+# steady lone client pays for few probes. A probe holds its request for about
+# two arrival gaps; at 1 in 256 that cost a lone gRPC client on the MLP 2.8 us
+# a request (queue time, 1.4% of its round trip); at 1 in 1024 about 0.7 us,
+# and rising load is still noticed within 1024 arrivals.
 PROBE_EVERY = 16
-PROBE_EVERY_MAX = 256
+PROBE_EVERY_MAX = 1024
 # A wait lasts at most this many mean gaps between arrivals past the last one.
 ARRIVAL_GAPS = 2.0
 
@@ -41,10 +44,13 @@ class BatchPolicy:
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_s: float = 0.0
     max_latency_s: float = 0.0  # 0 = no latency budget
+    # Derived once: `decide` reads it for every batch, and a property computing
+    # max() cost 0.35 us of an 11 us batched request (py-spy, in process).
+    largest_preferred: int = field(init=False)
 
-    @property
-    def largest_preferred(self) -> int:
-        return max(self.preferred_batch_sizes, default=self.max_batch_size)
+    def __post_init__(self) -> None:
+        largest = max(self.preferred_batch_sizes, default=self.max_batch_size)
+        object.__setattr__(self, "largest_preferred", largest)
 
 
 @dataclass(slots=True)  # not frozen: built per decision, and a frozen init costs 3x

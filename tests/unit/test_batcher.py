@@ -348,10 +348,10 @@ def test_a_lone_client_pays_for_ever_fewer_probes() -> None:
             np.testing.assert_array_equal(result.outputs[0], rows(1, index) * 2 + 1)
         executor.shutdown()
         # A few waits while the start-up belief that waiting pays decays, each
-        # doubling the probe interval; then one probe at arrival 256. Without
-        # the doubling, 22 waits.
+        # doubling the probe interval; then one probe at arrival 256, which
+        # doubles it again. Without the doubling, 22 waits.
         assert 1 <= waits <= 6
-        assert batcher._probe_every == 256
+        assert batcher._probe_every == 512
 
     asyncio.run(scenario())
 
