@@ -64,7 +64,7 @@ class ServerConfig:
     strict_readiness: bool = True
     exit_timeout_secs: float = 30.0
     log_level: str = "info"
-    workers: int = 1  # 0 = auto: one per CPU for small CPU models
+    workers: int = 0  # 0 = auto (the default): supervisor.auto_workers decides
     # Set by the supervisor for its worker processes only:
     worker_socket: str | None = None  # unix socket serving this worker's metrics
     worker_peers: tuple[str, ...] = ()  # every worker's socket, for statistics
@@ -198,7 +198,7 @@ def server_config_from_mapping(data: dict[str, Any]) -> ServerConfig:
 
 
 def _workers(section: Section) -> int:
-    value = section.raw("workers", 1)
+    value = section.raw("workers", "auto")
     if value == "auto":
         return 0
     number = value if isinstance(value, int) and not isinstance(value, bool) else None

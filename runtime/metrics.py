@@ -221,10 +221,21 @@ class ServerMetrics(Collector):
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics endpoint in its own thread; returns the bound port."""
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server, self._thread = serve_registry(host, port, self.registry)
         return int(self._server.server_port)
 
     def close(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+def serve_registry(
+    host: str, port: int, registry: CollectorRegistry
+) -> tuple[WSGIServer, threading.Thread]:
+    """prometheus-client's /metrics server; a port it cannot bind is an
+    OSError that names the address (prometheus-client's does not)."""
+    try:
+        return start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror} ({host}:{port})") from None

@@ -111,12 +111,17 @@ def grpc_impl(request: pytest.FixtureRequest) -> str:
 
 
 def start_server(
-    repository: Path, *extra: str, wait_ready: bool = True, env: dict[str, str] | None = None
+    repository: Path,
+    *extra: str,
+    wait_ready: bool = True,
+    env: dict[str, str] | None = None,
+    workers: str | None = "1",
 ) -> ServerProcess:
     """Start `mlserve serve` on free loopback ports; returns once it is ready.
-    The gRPC transport is the current `grpc_impl` unless `extra` names one."""
+    The gRPC transport is the current `grpc_impl` unless `extra` names one;
+    one serving process unless `workers` says otherwise (None: the default)."""
     impl = () if "--grpc-impl" in extra else ("--grpc-impl", _grpc_impl["current"])
-    command = serve_command(repository, *impl, *extra)
+    command = serve_command(repository, *impl, *extra, workers=workers)
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

@@ -89,8 +89,8 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument(
         "--workers",
-        help="serving processes sharing the ports (default 1; 'auto' = one per CPU when "
-        "every model is small and on the CPU)",
+        help="serving processes sharing the ports: N, or 'auto' (the default) = one per "
+        "CPU when every model is small, on the CPU and single-threaded, else 1",
     )
 
 
@@ -148,9 +148,12 @@ def _run_serve(args: argparse.Namespace) -> int:
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if config.workers != 1 and config.worker_socket is None:
-        from mlserve.supervisor import run_supervisor
+        from mlserve.supervisor import auto_workers, run_supervisor
 
-        return run_supervisor(config, settings)
+        count, reason = (config.workers, "--workers") if config.workers else auto_workers(config)
+        print(f"mlserve workers: {count} ({reason})", flush=True)
+        if count > 1:
+            return run_supervisor(config, settings, count)
     try:
         import uvloop
     except ImportError:  # uvloop is optional off Linux/macOS

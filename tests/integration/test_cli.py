@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import ServerProcess
 
@@ -55,8 +56,14 @@ def test_models_lists_the_index(server: ServerProcess) -> None:
     assert {"name": "mlp", "version": "1", "state": "READY", "reason": ""} in rows
 
 
-def test_a_port_in_use_is_a_clear_error(server: ServerProcess, model_repository: Path) -> None:
-    taken = server.http.rsplit(":", 1)[1]
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("taken_kind", ["http", "metrics"])
+def test_a_port_in_use_is_a_clear_error(
+    server: ServerProcess, model_repository: Path, workers: str, taken_kind: str
+) -> None:
+    """One process or a supervisor of two: a taken port is named, exit status 2."""
+    taken = getattr(server, taken_kind).rsplit(":", 1)[1]
+    ports = {"http": "0", "metrics": "0", taken_kind: taken}
     result = subprocess.run(
         [
             *CLI,
@@ -64,19 +71,23 @@ def test_a_port_in_use_is_a_clear_error(server: ServerProcess, model_repository:
             "--model-repository",
             str(model_repository),
             "--http-port",
-            taken,
+            ports["http"],
             "--http-address",
             "127.0.0.1",
             "--grpc-port",
             "0",
             "--metrics-port",
-            "0",
+            ports["metrics"],
+            "--metrics-address",
+            "127.0.0.1",
+            "--workers",
+            workers,
         ],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr
     assert "cannot listen" in result.stderr and taken in result.stderr
     assert "Traceback" not in result.stderr

@@ -32,7 +32,7 @@ def value(text: str, pattern: str) -> float:
 
 def test_two_workers_serve_and_count_once(tmp_path: Path) -> None:
     examples.write_model(tmp_path, "mlp", examples.mlp_model())
-    server = start_server(tmp_path, "--workers", "2")
+    server = start_server(tmp_path, workers="2")
     try:
         body = json.dumps(
             {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
@@ -95,7 +95,7 @@ def test_two_workers_serve_and_count_once(tmp_path: Path) -> None:
 def test_explicit_load_and_unload_reach_every_worker(tmp_path: Path) -> None:
     examples.write_model(tmp_path, "alpha", examples.scaled_model(3.0))
     server = start_server(
-        tmp_path, "--workers", "2", "--model-control-mode", "explicit", "--load-model", "alpha"
+        tmp_path, "--model-control-mode", "explicit", "--load-model", "alpha", workers="2"
     )
     try:
 
@@ -126,5 +126,42 @@ def test_explicit_load_and_unload_reach_every_worker(tmp_path: Path) -> None:
             for i in (0, 1)
         ]
         assert min(shares) > 0, f"one worker got everything: {shares}"
+    finally:
+        assert server.terminate() == 0
+
+
+def test_by_default_small_cpu_models_get_a_worker_per_cpu(tmp_path: Path) -> None:
+    """No `--workers`: one serving process per usable CPU for small CPU
+    models (one CPU: the server itself serves, no supervisor)."""
+    examples.write_model(tmp_path, "mlp", examples.mlp_model())
+    server = start_server(tmp_path, workers=None)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+        chosen = server.wait_for_line(r"mlserve workers: (\d+) \((.*)\)")
+        assert int(chosen.group(1)) == cpus, chosen.group(0)
+        pid = server.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert len(children) == (cpus if cpus > 1 else 0)
+        client = grpcclient.InferenceServerClient(server.grpc)
+        tensor = grpcclient.InferInput("x", [1, 64], "FP32")
+        tensor.set_data_from_numpy(np.full((1, 64), 0.5, np.float32))
+        assert client.infer("mlp", [tensor]).as_numpy("y").shape == (1, 10)
+        client.close()
+    finally:
+        assert server.terminate() == 0
+
+
+def test_a_multithreaded_model_keeps_one_worker(tmp_path: Path) -> None:
+    """A model that asks for two intra-op threads would only see them take
+    turns on a worker's one core: the default then starts one process."""
+    examples.write_model(
+        tmp_path, "mlp", examples.mlp_model(), config="session: {intra_op_threads: 2}\n"
+    )
+    server = start_server(tmp_path, workers=None)
+    try:
+        chosen = server.wait_for_line(r"mlserve workers: (\d+) \((.*)\)")
+        assert chosen.group(1) == "1", chosen.group(0)
+        pid = server.process.pid
+        assert Path(f"/proc/{pid}/task/{pid}/children").read_text().split() == []
     finally:
         assert server.terminate() == 0

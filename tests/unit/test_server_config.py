@@ -82,8 +82,30 @@ def test_auto_workers_one_per_cpu_only_for_small_cpu_models(tmp_path: Path) -> N
     from mlserve.supervisor import auto_workers
 
     examples.write_model(tmp_path, "m", examples.identity_model())
-    config = server_config_from_mapping({"model_repository": str(tmp_path), "workers": "auto"})
-    assert config.workers == 0
-    assert auto_workers(config) == len(os.sched_getaffinity(0))
-    (tmp_path / "m" / "config.yaml").write_text("device: cuda:0\n")
-    assert auto_workers(config) == 1
+    config = server_config_from_mapping({"model_repository": str(tmp_path)})
+    assert config.workers == 0  # auto is the default
+    cpus = len(os.sched_getaffinity(0))
+    assert auto_workers(config)[0] == cpus
+    for model_config, reason in (
+        ("device: cuda:0\n", "runs on cuda:0"),
+        ("instance_count: 2\n", "more than one instance"),
+        ("session: {intra_op_threads: 2}\n", "intra-op thread"),
+    ):
+        (tmp_path / "m" / "config.yaml").write_text(model_config)
+        count, why = auto_workers(config)
+        assert count == 1
+        assert reason in why or cpus == 1, why
+
+
+def test_auto_workers_one_for_large_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from mlserve import examples, supervisor
+
+    examples.write_model(tmp_path, "m", examples.identity_model())
+    config = server_config_from_mapping({"model_repository": str(tmp_path)})
+    size = (tmp_path / "m" / "1" / "model.onnx").stat().st_size
+    monkeypatch.setattr(supervisor, "SMALL_MODELS_BYTES", size - 1)
+    count, why = supervisor.auto_workers(config)
+    assert count == 1
+    assert "MiB" in why or len(os.sched_getaffinity(0)) == 1, why
