@@ -144,8 +144,12 @@ def _run_serve(args: argparse.Namespace) -> int:
         if key != "command":
             settings[key] = value
     config = server_config_from_mapping(settings)
+    worker = ""  # a supervisor's workers share its terminal: say whose line it is
+    if config.worker_socket is not None and config.worker_socket in config.worker_peers:
+        worker = f" [worker {config.worker_peers.index(config.worker_socket)}]"
     logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=config.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s{worker} %(name)s: %(message)s",
     )
     if config.workers != 1 and config.worker_socket is None:
         from mlserve.supervisor import auto_workers, run_supervisor
