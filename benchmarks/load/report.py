@@ -4,6 +4,7 @@ mlserve/limit) and PNG plots (throughput and latency against concurrency)."""
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ def markdown(results: dict[str, Any]) -> str:
             vs_raw = f"{best / best_raw:.0%}" if best_raw > 0 and not floor else "-"
             lines.append(f"| {key} | " + " | ".join(cells) + f" | {vs_raw} |")
         lines += ["", *_ratios(runs, model, concurrencies), ""]
+        lines += _batching_pairs(runs, model, concurrencies)
     errors = [r for r in runs if "error" in r]
     if errors:
         lines += ["### Not timed (wrong or failed answers)", ""]
@@ -99,6 +101,56 @@ def markdown(results: dict[str, Any]) -> str:
                     f"failed ({row.get('error')}) | | | |"
                 )
     return "\n".join(lines) + "\n"
+
+
+def pair_ratios(on: Run, off: Run, field: str) -> list[float]:
+    """on/off for each pair of windows measured back to back (the runner
+    alternates them), so drift between pairs cancels out."""
+    return [
+        a[field] / b[field]
+        for a, b in zip(on["windows"], off["windows"], strict=False)
+        if b[field] > 0
+    ]
+
+
+def _batching_pairs(runs: list[Run], model: str, concurrencies: list[int]) -> list[str]:
+    """mlserve with batching on against off, as the median of its window pairs
+    (the range in brackets): steadier than the ratio of the table's medians
+    where the machine's noise is the size of the effect (c=1)."""
+    by_key = {
+        (r["mode"], r["concurrency"], bool(r.get("batched"))): r
+        for r in runs
+        if r["server"] == "mlserve" and r["model"] == model and r.get("windows")
+    }
+    modes = sorted({mode for mode, _, _ in by_key}, key=str)
+    rows = []
+    for mode in modes:
+        cells = []
+        for c in concurrencies:
+            on, off = by_key.get((mode, c, True)), by_key.get((mode, c, False))
+            rps = pair_ratios(on, off, "rps") if on and off else []
+            p50 = pair_ratios(on, off, "p50_us") if on and off else []
+            if not rps:
+                cells.append("- | -")
+                continue
+            cells.append(
+                " | ".join(
+                    f"{statistics.median(v):.2f}x ({min(v):.2f}-{max(v):.2f})" if v else "-"
+                    for v in (rps, p50)
+                )
+            )
+        if any(cell != "- | -" for cell in cells):
+            rows.append(f"| {mode} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        f"mlserve, batching on / off, median of adjacent window pairs (range): {model}",
+        "",
+        "| mode | " + " | ".join(f"c={c} req/s | p50" for c in concurrencies) + " |",
+        "| --- | " + " | ".join("--- | ---" for _ in concurrencies) + " |",
+        *rows,
+        "",
+    ]
 
 
 def _ratios(runs: list[Run], model: str, concurrencies: list[int]) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.load import report
 from benchmarks.load.drivers import h2load_figures
 from benchmarks.load.workload import best_batch
 
@@ -43,3 +44,24 @@ def test_the_preferred_batch_is_the_smallest_about_as_fast_as_the_best() -> None
     assert best_batch({1: 6_523, 8: 6_900, 16: 6_924, 32: 6_949, 128: 6_248}) == 8
     # The MLP's: 128 fastest by 12%, so 128.
     assert best_batch({1: 95_251, 8: 395_400, 16: 478_646, 32: 539_472, 128: 603_301}) == 128
+
+
+def test_batching_is_judged_by_window_pairs() -> None:
+    """Window i of batching on is compared with window i of batching off
+    (measured back to back); the report gives their median and range."""
+
+    def run(batched: bool, rps: list[float], p50: list[float]) -> dict:
+        windows = [{"rps": r, "p50_us": p} for r, p in zip(rps, p50, strict=True)]
+        return {
+            "server": "mlserve", "mode": "grpc", "model": "mlp", "concurrency": 1,
+            "batched": batched, "windows": windows,
+        }  # fmt: skip
+
+    # The machine slowed down between pairs (4,000 -> 5,000 -> 3,000), and each
+    # pair's ratio is 0.9x, 1.0x, 1.1x: the median is the middle pair's.
+    off = run(False, [4_000, 5_000, 3_000], [200, 200, 300])
+    on = run(True, [3_600, 5_000, 3_300], [220, 200, 270])
+    assert report.pair_ratios(on, off, "rps") == pytest.approx([0.9, 1.0, 1.1])
+    lines = report._batching_pairs([off, on], "mlp", [1])
+    assert "| grpc | 1.00x (0.90-1.10) | 1.00x (0.90-1.10) |" in lines
+    assert report._batching_pairs([off], "mlp", [1]) == []  # nothing to pair
