@@ -244,6 +244,51 @@ def test_message_split_across_many_data_frames(native: ServerProcess) -> None:
     raw.close()
 
 
+def _answers(data: bytes) -> list[pb.ModelInferResponse]:
+    """A stream's length-prefixed ModelStreamInferResponse messages, in order."""
+    answers = []
+    while data:
+        size = int.from_bytes(data[1:5], "big")
+        answer = pb.ModelStreamInferResponse.FromString(data[5 : 5 + size])
+        assert not answer.error_message, answer.error_message
+        answers.append(answer.infer_response)
+        data = data[5 + size :]
+    return answers
+
+
+@pytest.mark.parametrize("piece", [3, 5, 700])
+def test_streamed_messages_split_anywhere_arrive_intact(native: ServerProcess, piece: int) -> None:
+    """Three requests of different sizes on one ModelStreamInfer, cut into
+    DATA frames of `piece` bytes (3: every 5-byte prefix is cut; 700: a few
+    frames per message): each answer equals the one for the same request sent
+    whole."""
+    stream_path = "/inference.GRPCInferenceService/ModelStreamInfer"
+    requests = []
+    for index, rows in enumerate((1, 8, 3)):
+        request = pb.ModelInferRequest(model_name="mlp", id=str(index))
+        request.inputs.add(name="x", datatype="FP32", shape=[rows, 64])
+        values = np.arange(rows * 64, dtype=np.float32).reshape(rows, 64) / (index + 7)
+        request.raw_input_contents.append(values.tobytes())
+        requests.append(grpc_message(request.SerializeToString()))
+    raw = RawH2(_port(native))
+    whole_frames = [RawH2.data(1, r, end_stream=False) for r in requests]  # one message each
+    raw.send(*raw.headers(1, path=stream_path), *whole_frames, RawH2.data(1, b""))
+    whole = _answers(raw.answer(1).data)
+    body = b"".join(requests)
+    frames = [
+        RawH2.data(3, body[i : i + piece], end_stream=False) for i in range(0, len(body), piece)
+    ]
+    raw.send(*raw.headers(3, path=stream_path), *frames, RawH2.data(3, b""))
+    split = _answers(raw.answer(3).data)
+    raw.close()
+    # Answered as each is done, not in order: matched by id.
+    whole.sort(key=lambda a: a.id)
+    split.sort(key=lambda a: a.id)
+    assert [a.id for a in split] == ["0", "1", "2"]
+    assert [a.raw_output_contents for a in split] == [a.raw_output_contents for a in whole]
+    assert [list(a.outputs[0].shape) for a in split] == [[1, 10], [8, 10], [3, 10]]
+
+
 # -- connection-level abuse: GOAWAY or close, and the server goes on ------------
 
 
