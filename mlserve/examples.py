@@ -188,6 +188,22 @@ def convnet_model(seed: int = 0) -> bytes:
     )
 
 
+def pool_model() -> bytes:
+    """FP32 [-1, 3, 224, 224] -> [-1, 3]: global average pooling. An
+    ImageNet-sized request (602 KB a row) with next to no compute: what
+    moving a large tensor through the server costs."""
+    from onnx import helper
+
+    return _model(
+        [
+            helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["y"], axis=1),
+        ],
+        [_tensor("x", "FP32", ["batch", 3, 224, 224])],
+        [_tensor("y", "FP32", ["batch", 3])],
+    )
+
+
 def resnet50_model(seed: int = 0) -> bytes:
     """ResNet-50 v1.5 shaped, FP32 [-1, 3, 224, 224] -> [-1, 1000]: the GPU
     benchmark's model (25.5M random weights, batch norms folded into the

@@ -13,6 +13,7 @@ import signal
 import ssl
 import sys
 
+from mlserve.allocator import tune_malloc
 from mlserve.config import ServerConfig, TlsConfig
 from mlserve.errors import ConfigError, MlserveError
 from mlserve.runtime import grpc_native
@@ -83,6 +84,7 @@ async def serve(config: ServerConfig) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     _raise_open_file_limit()
     tune_gc()
+    tune_malloc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

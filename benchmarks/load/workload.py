@@ -17,11 +17,17 @@ import onnxruntime as ort
 from mlserve import examples
 from mlserve.proto import grpc_service_pb2 as pb
 
-SHAPES: dict[str, tuple[int, ...]] = {"identity": (16,), "mlp": (64,), "convnet": (3, 32, 32)}
+SHAPES: dict[str, tuple[int, ...]] = {
+    "identity": (16,),
+    "mlp": (64,),
+    "convnet": (3, 32, 32),
+    "pool": (3, 224, 224),  # a 602 KB request: the transport's cost for large tensors
+}
 BUILDERS: dict[str, Callable[[], bytes]] = {
     "identity": examples.identity_model,
     "mlp": examples.mlp_model,
     "convnet": examples.convnet_model,
+    "pool": examples.pool_model,
 }
 RAW_BATCHES = (1, 8, 16, 32, 128)
 # The batched models' max_queue_delay_us. Over grpcio, requests reach the

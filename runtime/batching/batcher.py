@@ -46,6 +46,7 @@ from mlserve.errors import (
 )
 from mlserve.ext.batching import gather_rows, select_batch, split_rows
 from mlserve.runtime.batching import policy as batch_policy
+from mlserve.runtime.batching.gather_buffers import GatherBuffers
 from mlserve.runtime.batching.instance_pool import InstancePool
 from mlserve.runtime.batching.latency_model import LatencyModel
 from mlserve.runtime.batching.policy import (
@@ -161,6 +162,7 @@ class Batcher:
         self._last_arrival_s = 0.0
         self._arrival_gap_s = 0.0  # EWMA of gaps between batched arrivals
         self._waited_from_rows = 0
+        self._buffers = GatherBuffers()
         self.latency = LatencyModel()
         self.stats = BatcherStatistics()
         self._on_batch = on_batch
@@ -330,8 +332,9 @@ class Batcher:
         if padded == rows:
             outputs = self._run(entry.output_names, entry.feeds)
         else:
-            feeds = _gather([entry], rows, padded)
-            outputs = [array[:rows] for array in self._run(entry.output_names, feeds)]
+            ran = self._run(entry.output_names, _gather([entry], rows, padded, self._buffers))
+            self._buffers.forget_aliased(ran)
+            outputs = [array[:rows] for array in ran]
         return BatchResult(  # positional: keywords cost more here
             outputs,
             int((started_s - entry.enqueue_s) * 1e9),
@@ -581,10 +584,13 @@ class Batcher:
         rows = [e.rows for e in batch]
         total_rows = sum(rows)
         try:
-            feeds = _gather(batch, total_rows, _padded_rows(self.settings.pad_sizes, total_rows))
+            feeds = _gather(
+                batch, total_rows, _padded_rows(self.settings.pad_sizes, total_rows), self._buffers
+            )
             gathered = time.perf_counter_ns()
             outputs = self._run(names, feeds)
             ran = time.perf_counter_ns()
+            self._buffers.forget_aliased(outputs)
         except InferenceFailed as exc:
             if len(batch) == 1:
                 return [exc]
@@ -664,12 +670,14 @@ def _padded_rows(sizes: tuple[int, ...], rows: int) -> int:
     return sizes[bisect.bisect_left(sizes, rows)] if sizes else rows
 
 
-def _gather(batch: list[Pending], total: int, padded: int) -> dict[str, np.ndarray]:
-    """One contiguous buffer per input: the requests' rows, then zero rows up
-    to `padded`."""
+def _gather(
+    batch: list[Pending], total: int, padded: int, buffers: GatherBuffers
+) -> dict[str, np.ndarray]:
+    """One contiguous buffer per input (this thread's, reused): the requests'
+    rows, then zero rows up to `padded`."""
     feeds = {}
     for name, first in batch[0].feeds.items():
-        out = np.empty((padded, *first.shape[1:]), dtype=first.dtype)
+        out = buffers.take(name, first.dtype, first.shape[1:], padded)
         gather_rows([e.feeds[name] for e in batch], out[:total] if padded > total else out)
         if padded > total:
             out[total:] = 0 if out.dtype != object else ""
