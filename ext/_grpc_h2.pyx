@@ -38,6 +38,9 @@ cdef nghttp2_session_callbacks *_callbacks = NULL
 # of this process, and the most they may hold (set_buffer_limit).
 cdef Py_ssize_t _buffered_total = 0
 cdef Py_ssize_t _buffered_limit = 1 << 30
+# How long a connection we are done with keeps reading (and discarding) after
+# its half-close, waiting for the client to close first.
+LINGER_S = 2.0
 
 
 def set_buffer_limit(Py_ssize_t limit):
@@ -207,6 +210,8 @@ cdef class H2Connection:
     cdef Py_ssize_t max_inflight
     cdef uint32_t max_streams
     cdef bint in_read, flush_scheduled, write_paused, goaway_sent
+    cdef readonly bint lingering  # all said: half-closed, discarding what still arrives
+    cdef object linger_timer
     cdef readonly bint read_paused
     cdef readonly double last_activity
     cdef readonly double ping_sent  # when our keepalive PING went out (0 = none pending)
@@ -277,6 +282,9 @@ cdef class H2Connection:
     def connection_lost(self, exc):
         self.registry.discard(self)
         self.transport = None
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
+            self.linger_timer = None
         for stream in self.streams.values():
             (<H2Stream>stream).closed = True
             self._drop_buffer(<H2Stream>stream)
@@ -285,7 +293,7 @@ cdef class H2Connection:
         self.ready.clear()
 
     def data_received(self, bytes data):
-        if self.session == NULL or self.transport is None:
+        if self.session == NULL or self.transport is None or self.lingering:
             return
         self.last_activity = _now()
         self.in_read = True
@@ -295,8 +303,7 @@ cdef class H2Connection:
         if rv < 0:  # nghttp2 queued a GOAWAY where the protocol asks for one
             self.ready.clear()
             self._flush()
-            if self.transport is not None:
-                self.transport.close()
+            self._linger()
             return
         if self.ready:
             self._dispatch()
@@ -409,7 +416,7 @@ cdef class H2Connection:
 
     cdef _flush(self):
         """Everything nghttp2 has to send, in one write."""
-        if self.session == NULL or self.transport is None or self.write_paused:
+        if self.session == NULL or self.transport is None or self.write_paused or self.lingering:
             return
         cdef const uint8_t *chunk
         cdef ssize_t n
@@ -435,6 +442,27 @@ cdef class H2Connection:
         if not nghttp2_session_want_read(self.session) and not nghttp2_session_want_write(
             self.session
         ):
+            self._linger()
+
+    cdef _linger(self):
+        """Done with this connection (after GOAWAY): half-close, then read and
+        discard until the client closes, for up to LINGER_S. Closing at once
+        while the client's last frames (WINDOW_UPDATEs, a PING) sit unread
+        makes the kernel reset the connection, and a reset drops whatever of
+        our last answers it has not yet sent."""
+        if self.lingering or self.transport is None:
+            return
+        self.lingering = True
+        if self.read_paused:
+            self.transport.resume_reading()
+            self.read_paused = False
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # sent after everything already written
+        self.linger_timer = self.loop.call_later(LINGER_S, self._linger_over)
+
+    def _linger_over(self):
+        self.linger_timer = None
+        if self.transport is not None:
             self.transport.close()
 
     cdef _submit_response(self, H2Stream stream):

@@ -23,6 +23,7 @@ from mlserve.runtime.grpc_server import GrpcioServer, start_grpc_server
 from mlserve.runtime.grpc_service import HealthReporter
 from mlserve.runtime.http_api import HttpApi
 from mlserve.runtime.http_server import (
+    LINGER_S,
     Handler,
     HttpProtocol,
     HttpRequest,
@@ -180,6 +181,11 @@ async def serve(config: ServerConfig) -> int:
         connection.closing = True
         if connection.idle:
             connection.close()
+    # Connections still answering, or half-closed after their last answer:
+    # exiting now would reset them and cut that answer short.
+    until = loop.time() + LINGER_S
+    while connections and loop.time() < until:
+        await asyncio.sleep(0.01)
     if grpc_stop is not None:
         await grpc_stop
     metrics.close()

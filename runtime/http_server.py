@@ -22,6 +22,9 @@ import httptools
 from mlserve.runtime.coroutine_driver import drive
 
 _MAX_PIPELINE = 32
+# How long a connection that had its last answer keeps reading (and discarding)
+# after its half-close, waiting for the client to close first.
+LINGER_S = 2.0
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -62,6 +65,7 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = False  # a handler is running for this connection
         self._paused = False
         self.closing = False
+        self._linger: asyncio.TimerHandle | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
@@ -77,8 +81,12 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         self._transport = None
+        if self._linger is not None:
+            self._linger.cancel()
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:  # answered for the last time: discard
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -163,9 +171,7 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = request.keep_alive and not self.closing
         self._write(response, keep_alive)
         if not keep_alive:
-            self._transport.close()
-            self._transport = None
-            self._pipeline.clear()
+            self._close_after_last_answer()
             return
         if self._paused and len(self._pipeline) <= _MAX_PIPELINE // 2:
             self._transport.resume_reading()
@@ -193,7 +199,23 @@ class HttpProtocol(asyncio.Protocol):
             return
         body = json.dumps({"error": message}).encode()
         self._write(HttpResponse(status, body), keep_alive=False)
-        self._transport.close()
+        self._close_after_last_answer()
+
+    def _close_after_last_answer(self) -> None:
+        """Half-close, then read and discard until the client closes, for up to
+        LINGER_S. Closing at once while bytes the client sent after its last
+        request sit unread makes the kernel reset the connection, and a reset
+        drops whatever of the last answer it has not yet sent."""
+        transport = self._transport
+        assert transport is not None
+        self._transport = None  # nothing more is answered on this connection
+        self._pipeline.clear()
+        if self._paused:
+            transport.resume_reading()
+            self._paused = False
+        if transport.can_write_eof():
+            transport.write_eof()  # sent after everything already written
+        self._linger = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
 
     @property
     def idle(self) -> bool:

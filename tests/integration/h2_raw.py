@@ -48,8 +48,19 @@ class Answer:
 
 
 class RawH2:
-    def __init__(self, port: int, *, timeout_s: float = 5.0, preface: bool = True) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+    def __init__(
+        self,
+        port: int,
+        *,
+        timeout_s: float = 5.0,
+        preface: bool = True,
+        receive_buffer: int | None = None,
+    ) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:  # before connecting: it sets the TCP window
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(timeout_s)
+        self.sock.connect(("127.0.0.1", port))
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
         self.buffer = b""

@@ -8,14 +8,17 @@ import gzip
 import http.client
 import json
 import struct
+import time
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from mlserve import examples
 from mlserve.proto import grpc_service_pb2 as pb
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, start_server
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -374,6 +377,62 @@ def test_http_malformed_request_line(server: ServerProcess) -> None:
     assert b"malformed HTTP request" in reply
     ok, _ = http_post(server, "/v2/models/mlp/infer", json_body(GOOD))
     assert ok == 200
+
+
+def test_http_last_answer_survives_bytes_the_client_sends_after_it(tmp_path: Path) -> None:
+    """A `Connection: close` answer (here 256 KiB, to a client that reads
+    slowly) is still in the server's buffers when the client sends more bytes.
+    Closing with those unread would reset the connection and drop the answer's
+    unsent tail: the server half-closes and reads until the client closes."""
+    import socket
+
+    rows = 64
+    examples.write_model(
+        tmp_path, "wide", examples.identity_model(dims=(1024,)), config="max_batch_size: 64\n"
+    )
+    server = start_server(tmp_path)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [rows, 1024],
+                    "parameters": {"binary_data_size": rows * 1024 * 4},
+                }
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    sent = np.arange(rows * 1024, dtype=np.float32)
+    body = header + sent.tobytes()
+    try:
+        host, port = server.http.rsplit(":", 1)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect((host, int(port)))
+        with sock:
+            sock.sendall(
+                b"POST /v2/models/wide/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n"
+                % (len(header), len(body))
+                + body
+            )
+            time.sleep(0.5)  # answered; the answer waits in the server's buffers
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.2)
+            reply = b""
+            while chunk := sock.recv(1 << 16):
+                reply += chunk
+    finally:
+        server.terminate()
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), reply[:300]
+    fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    assert len(payload) == int(fields[b"Content-Length"])
+    outputs = np.frombuffer(payload[int(fields[b"Inference-Header-Content-Length"]) :], np.float32)
+    assert np.array_equal(outputs, sent)
 
 
 @pytest.mark.parametrize("name", ["..", "a/../b", "/etc", "%2e%2e", ".hidden"])

@@ -245,7 +245,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
             try:
                 results.append(client.infer("slow", [tensor]).as_numpy("y").shape)
             except Exception as exc:
-                results.append(exc)
+                results.append(f"{exc!s}")
 
         thread = threading.Thread(target=in_flight)
         thread.start()

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
-from hyperframe.frame import GoAwayFrame, PingFrame
+from hyperframe.frame import GoAwayFrame, PingFrame, SettingsFrame, WindowUpdateFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -572,6 +572,55 @@ def test_shutdown_sends_goaway_and_finishes_in_flight_calls(tmp_path: Path) -> N
             assert raw.answer(sid, 20).header("grpc-status") == "0"
         assert raw.read_until_closed(10)
         assert raw.goaway is not None and raw.goaway.error_code == 0
+        raw.close()
+        assert server.process.wait(20) == 0
+    finally:
+        server.terminate()
+
+
+def test_shutdown_delivers_the_last_answer_to_a_client_still_sending(tmp_path: Path) -> None:
+    """The server is done with a connection (GOAWAY sent, its last stream
+    answered) while the answer is still in its buffers, because the client
+    reads slowly, and the client sends one more frame (a PING; grpcio sends
+    WINDOW_UPDATEs as it reads). Closing the socket with those bytes unread
+    makes the kernel reset the connection and drop the answer's unsent tail:
+    the server must half-close instead and read until the client closes."""
+    from mlserve import examples
+
+    examples.write_model(
+        tmp_path, "wide", examples.identity_model(dims=(1024,)), config="max_batch_size: 256\n"
+    )
+    server = start_server(tmp_path, "--grpc-impl", "native", "--exit-timeout-secs", "20")
+    try:
+        raw = RawH2(_port(server), receive_buffer=4096, timeout_s=20)
+        wide_open = SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        raw.send(wide_open, WindowUpdateFrame(0, 2**31 - 1 - 65535))
+        raw.read_for(0.2)  # the server's SETTINGS, acknowledged: its 1 MiB stream window
+        request = pb.ModelInferRequest(model_name="wide")
+        request.inputs.add(name="x", datatype="FP32", shape=[64, 1024])  # a 256 KiB answer
+        request.raw_input_contents.append(np.arange(64 * 1024, dtype=np.float32).tobytes())
+        body = grpc_message(request.SerializeToString())
+        stream = "/inference.GRPCInferenceService/ModelStreamInfer"
+        raw.send(
+            *raw.headers(1, path=stream),
+            *(
+                RawH2.data(1, body[i : i + 16384], end_stream=False)
+                for i in range(0, len(body), 16384)
+            ),
+        )
+        time.sleep(0.3)  # answered; the answer waits in the server's buffers
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_line("shutting down: draining")
+        raw.send(RawH2.data(1, b""))  # half-close: the server ends the stream, and is done
+        time.sleep(0.3)
+        raw.send(PingFrame(0, b"12345678"))
+        time.sleep(0.2)
+        answer = raw.answer(1, 20)
+        assert answer.header("grpc-status") == "0", answer
+        reply = pb.ModelStreamInferResponse.FromString(answer.data[5:])
+        expected = np.arange(64 * 1024, dtype=np.float32).tobytes()
+        assert reply.infer_response.raw_output_contents[0] == expected
+        assert raw.read_until_closed(10)
         raw.close()
         assert server.process.wait(20) == 0
     finally:
