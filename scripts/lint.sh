@@ -27,7 +27,7 @@ done
 
 # benchmarks/ is not shipped: checked, but not under --strict.
 "$VENV/bin/mypy" --config-file benchmarks/mypy.ini benchmarks/load benchmarks/micro benchmarks/peers \
-    benchmarks/perf_analyzer/check_mlserve.py benchmarks/perf_analyzer/mlserve_process.py \
+    benchmarks/gpu benchmarks/perf_analyzer/check_mlserve.py benchmarks/perf_analyzer/mlserve_process.py \
     benchmarks/perf_analyzer/pa_runs.py
 
 PYTHON="$PWD/$PY" scripts/gen_proto.sh --check

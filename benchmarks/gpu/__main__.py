@@ -67,7 +67,7 @@ def sample(model: str, rows: int = 1) -> np.ndarray:
 
 
 def write_repository(repo: Path, models: list[str], device: str) -> dict[str, Path]:
-    files = {}
+    files: dict[str, Path] = {}
     for model in models:
         onnx_bytes = BUILDERS[model]()
         for suffix, extra in VARIANTS.items():

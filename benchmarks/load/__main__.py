@@ -112,15 +112,18 @@ class Runner:
         self, server: Server, mode: str, targets: list[tuple[str, SuccessCounter, dict[str, Any]]]
     ) -> None:
         """Several variants on one server, their windows taking turns at each
-        concurrency (A B A B ...), so that a ratio between them (batching on
-        against off) does not carry the machine's drift between two points
-        measured minutes apart."""
+        concurrency (A B B A A B ...), so that a ratio between them (batching
+        on against off) does not carry the machine's drift between two points
+        measured minutes apart, nor a bias for going first."""
         for variant, _, _ in targets:
             self.load(server, variant, mode, max(self.concurrency), 1)
         for c in self.concurrency:
             windows: list[list[dict[str, Any]]] = [[] for _ in targets]
-            for _ in range(self.windows):
-                for index, (variant, successes, _) in enumerate(targets):
+            for round_ in range(self.windows):
+                order = list(enumerate(targets))
+                if round_ % 2:
+                    order.reverse()
+                for index, (variant, successes, _) in order:
                     for _other, others, _labels in targets:  # the last window's answers drain
                         if others is not successes:
                             others.begin()
