@@ -71,6 +71,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._too_large = 0
+        self._refused_early = False  # answered at its headers (Expect: 100-continue)
 
     # -- asyncio.Protocol -----------------------------------------------------
 
@@ -113,6 +114,26 @@ class HttpProtocol(asyncio.Protocol):
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             self._too_large = int(length)
+        expect = self._headers.get("expect")
+        if expect is not None and expect.lower() == "100-continue":
+            self._answer_expectation()
+
+    def _answer_expectation(self) -> None:
+        """curl sends `Expect: 100-continue` with bodies over 1 MiB and waits
+        up to a second for our go-ahead before sending them. Say go on, or,
+        for a body declared over the limit, refuse it now, before it is sent.
+        Only an idle connection gets the early word: with an answer still owed
+        on it, an interim answer would be read as part of that one (the
+        client then sends its body when its own wait is over)."""
+        if self._transport is None or not self.idle or self.closing:
+            return
+        if self._parser.get_http_version() != "1.1":
+            return
+        if not self._too_large:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return
+        self._refused_early = True  # the body, if sent anyway, is not answered again
+        self._queue(self._request(b""))
 
     def on_body(self, body: bytes) -> None:
         if self._too_large:
@@ -125,9 +146,14 @@ class HttpProtocol(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._refused_early:
+            self._refused_early = False
+            return
+        self._queue(self._request(self._body[0] if len(self._body) == 1 else b"".join(self._body)))
+
+    def _request(self, body: bytes) -> HttpRequest:
         url = httptools.parse_url(self._url)
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        request = HttpRequest(
+        return HttpRequest(
             method=self._parser.get_method().decode("ascii", "replace"),
             path=url.path.decode("utf-8", "replace"),
             query=(url.query or b"").decode("utf-8", "replace"),
@@ -136,6 +162,8 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive=self._parser.should_keep_alive() and not self._too_large,
             body_too_large=self._too_large,
         )
+
+    def _queue(self, request: HttpRequest) -> None:
         self._pipeline.append(request)
         if len(self._pipeline) > _MAX_PIPELINE and self._transport is not None:
             self._transport.pause_reading()

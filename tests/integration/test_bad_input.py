@@ -379,6 +379,27 @@ def test_http_malformed_request_line(server: ServerProcess) -> None:
     assert ok == 200
 
 
+def test_http_body_over_limit_is_refused_before_it_is_sent(server: ServerProcess) -> None:
+    """`Expect: 100-continue` (curl sends it with bodies over 1 MiB): a body
+    declared over the limit is refused at once, and never has to be sent."""
+    import socket
+
+    host, port = server.http.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2000000\r\n\r\n"
+        )
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), reply
+    assert b"Connection: close" in head
+    error = json.loads(body)["error"]
+    assert "over the server's limit" in error and "1048576" in error
+
+
 def test_http_last_answer_survives_bytes_the_client_sends_after_it(tmp_path: Path) -> None:
     """A `Connection: close` answer (here 256 KiB, to a client that reads
     slowly) is still in the server's buffers when the client sends more bytes.

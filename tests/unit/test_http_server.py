@@ -1,11 +1,13 @@
 """The bare HTTP/1.1 protocol: pipelined requests answered in order whether
-their handler finishes at once, waits on a future or yields to the loop, and
-a handler bug answered with 500 on a closed connection."""
+their handler finishes at once, waits on a future or yields to the loop, a
+handler bug answered with 500 on a closed connection, and `Expect:
+100-continue` answered only where an interim answer cannot be misread."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -23,6 +25,10 @@ async def _handler(request: HttpRequest) -> HttpResponse:
         return HttpResponse(200, b"yield", "text/plain")
     if request.path == "/boom":
         raise RuntimeError("handler bug")
+    if request.body_too_large:
+        return HttpResponse(400, b"too large", "text/plain")
+    if request.method == "POST":
+        return HttpResponse(200, request.body, "text/plain")
     return HttpResponse(200, request.path.encode(), "text/plain")
 
 
@@ -75,3 +81,64 @@ def test_a_handler_bug_answers_500_and_closes_the_connection() -> None:
 def test_connection_close_is_honoured(path: str) -> None:
     raw = f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
     assert asyncio.run(_exchange(raw, 1, closes=True))[0][0] == 200
+
+
+def _post_headers(path: str, length: int) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+async def _with_connection(
+    talk: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> None:
+    server, port, _ = await start_http_server(
+        _handler, host="127.0.0.1", port=0, max_body_bytes=1024
+    )
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await talk(reader, writer)
+        writer.close()
+    finally:
+        server.close()
+
+
+def test_expect_100_continue_gets_the_go_ahead_before_the_body() -> None:
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_post_headers("/echo", 5))
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await reader.readexactly(5) == b"hello"
+
+    asyncio.run(_with_connection(talk))
+
+
+def test_expect_100_continue_over_the_limit_is_refused_at_its_headers() -> None:
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_post_headers("/echo", 5000))  # the limit is 1024; no body sent
+        reply = await asyncio.wait_for(reader.read(), 5)  # answered, then closed
+        assert reply.startswith(b"HTTP/1.1 400")
+        assert b"Connection: close" in reply and reply.endswith(b"too large")
+
+    asyncio.run(_with_connection(talk))
+
+
+def test_no_interim_answer_while_an_earlier_answer_is_owed() -> None:
+    """A 100 Continue written while /later is being answered would be read as
+    the start of /later's answer: the client waits out its own timer instead."""
+
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_get("/later") + _post_headers("/echo", 2))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert await reader.readexactly(5) == b"later"
+        writer.write(b"ok")  # as curl does when its wait is over
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert await reader.readexactly(2) == b"ok"
+
+    asyncio.run(_with_connection(talk))
