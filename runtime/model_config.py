@@ -232,11 +232,14 @@ def _dynamic_batching(section: Section | None) -> DynamicBatching | None:
                 section.child_path("allowed_batch_sizes"),
                 f"must be a list of increasing sizes, got {list(allowed)}",
             )
+    max_queue_size, queue_timeout_us = _queue_policy(section)
     batching = DynamicBatching(
-        max_queue_delay_us=section.integer("max_queue_delay_us", 0, minimum=0),
+        max_queue_delay_us=_spelled_either_way(
+            section, "max_queue_delay_us", "max_queue_delay_microseconds"
+        ),
         preferred_batch_size=tuple(preferred),
-        max_queue_size=section.integer("max_queue_size", 0, minimum=0),
-        default_queue_timeout_us=section.integer("default_queue_timeout_us", 0, minimum=0),
+        max_queue_size=max_queue_size,
+        default_queue_timeout_us=queue_timeout_us,
         priority_levels=levels,
         default_priority_level=default_level,
         preserve_ordering=section.boolean("preserve_ordering", False),
@@ -245,6 +248,54 @@ def _dynamic_batching(section: Section | None) -> DynamicBatching | None:
     )
     section.reject_unknown()
     return batching
+
+
+def _spelled_either_way(section: Section, ours: str, tritons: str) -> int:
+    """A setting that a config copied from Triton's config.pbtxt spells its way."""
+    if section.has(ours) and section.has(tritons):
+        raise ConfigError(section.child_path(tritons), f"is {ours} spelled Triton's way: set one")
+    return section.integer(tritons if section.has(tritons) else ours, 0, minimum=0)
+
+
+def _queue_policy(section: Section) -> tuple[int, int]:
+    """(max_queue_size, default_queue_timeout_us): beside the other settings,
+    or in Triton's `default_queue_policy`, which holds the parts we support
+    (one policy for every priority level; an expired request is refused)."""
+    if section.has("priority_queue_policy"):
+        raise ConfigError(
+            section.child_path("priority_queue_policy"),
+            "per-level queue policies are not supported: one queue policy applies "
+            "to every priority level",
+        )
+    policy = section.optional_section("default_queue_policy")
+    if policy is None:
+        return (
+            section.integer("max_queue_size", 0, minimum=0),
+            section.integer("default_queue_timeout_us", 0, minimum=0),
+        )
+    for flat in ("max_queue_size", "default_queue_timeout_us"):
+        if section.has(flat):
+            raise ConfigError(
+                section.child_path(flat),
+                "set the queue policy in default_queue_policy or here, not both",
+            )
+    if policy.string("timeout_action", "REJECT") != "REJECT":
+        raise ConfigError(
+            policy.child_path("timeout_action"),
+            "only REJECT is supported: a request past its timeout is answered "
+            "DEADLINE_EXCEEDED / 504, never served late (DELAY)",
+        )
+    if not policy.boolean("allow_timeout_override", True):
+        raise ConfigError(
+            policy.child_path("allow_timeout_override"),
+            "only true is supported: a request's own timeout always applies",
+        )
+    limits = (
+        policy.integer("max_queue_size", 0, minimum=0),
+        policy.integer("default_timeout_microseconds", 0, minimum=0),
+    )
+    policy.reject_unknown()
+    return limits
 
 
 def _sha256(value: object, path: str) -> dict[int, str] | str | None:

@@ -9,6 +9,7 @@ import pytest
 from mlserve.errors import ConfigError
 from mlserve.runtime.model_config import (
     DEFAULT_MAX_BATCH_SIZE,
+    DynamicBatching,
     GraphTensor,
     ModelConfig,
     SessionSettings,
@@ -109,12 +110,70 @@ def test_full_config() -> None:
             "session.cudnn_conv_algo_search: must be one of exhaustive, heuristic, default",
         ),
         ([1, 2], "must be a mapping"),
+        (
+            {"dynamic_batching": {"max_queue_delay_us": 5, "max_queue_delay_microseconds": 5}},
+            "dynamic_batching.max_queue_delay_microseconds: is max_queue_delay_us spelled "
+            "Triton's way: set one",
+        ),
+        (
+            {"dynamic_batching": {"default_queue_policy": {"timeout_action": "DELAY"}}},
+            "dynamic_batching.default_queue_policy.timeout_action: only REJECT is supported",
+        ),
+        (
+            {"dynamic_batching": {"default_queue_policy": {"allow_timeout_override": False}}},
+            "dynamic_batching.default_queue_policy.allow_timeout_override: only true",
+        ),
+        (
+            {"dynamic_batching": {"default_queue_policy": {"max_queue_sise": 4}}},
+            "dynamic_batching.default_queue_policy.max_queue_sise: unknown key",
+        ),
+        (
+            {"dynamic_batching": {"default_queue_policy": {}, "max_queue_size": 4}},
+            "dynamic_batching.max_queue_size: set the queue policy in default_queue_policy",
+        ),
+        (
+            {"dynamic_batching": {"priority_queue_policy": {1: {"max_queue_size": 4}}}},
+            "dynamic_batching.priority_queue_policy: per-level queue policies are not supported",
+        ),
     ],
 )
 def test_invalid_configs_name_the_key_path(data: object, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_model_config(data, name="m")
     assert message in info.value.message
+
+
+def test_tritons_spellings_of_the_batching_settings() -> None:
+    """A dynamic_batching section copied from Triton's config.pbtxt (as YAML)
+    means what it means there."""
+    ours = parse_model_config(
+        {
+            "dynamic_batching": {
+                "max_queue_delay_us": 500,
+                "max_queue_size": 32,
+                "default_queue_timeout_us": 2000,
+            }
+        },
+        name="m",
+    )
+    tritons = parse_model_config(
+        {
+            "dynamic_batching": {
+                "max_queue_delay_microseconds": 500,
+                "default_queue_policy": {
+                    "max_queue_size": 32,
+                    "default_timeout_microseconds": 2000,
+                    "timeout_action": "REJECT",
+                    "allow_timeout_override": True,
+                },
+            }
+        },
+        name="m",
+    )
+    assert tritons == ours
+    assert ours.dynamic_batching == DynamicBatching(
+        max_queue_delay_us=500, max_queue_size=32, default_queue_timeout_us=2000
+    )
 
 
 def test_version_policies() -> None:
