@@ -328,7 +328,7 @@ cdef class H2Connection:
         (pending_out, answers framed and not yet taken by nghttp2)."""
         if self.transport is None:
             return
-        if not self.goaway_sent and (
+        if not self.goaway_sent and not self.lingering and (
             self.write_paused
             or self.pending_out > self.max_pending_out
             or self.inflight > self.max_inflight
