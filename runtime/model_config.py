@@ -250,6 +250,56 @@ def _dynamic_batching(section: Section | None) -> DynamicBatching | None:
     return batching
 
 
+MAX_INSTANCES = 64
+
+
+def _instances(section: Section) -> tuple[int, str]:
+    """(instance_count, device): ours, or Triton's `instance_group` with one
+    group (`count`, `kind`, `gpus` with at most one GPU)."""
+    if not section.has("instance_group"):
+        device = section.string("device", "cpu")
+        if not _DEVICE.match(device):
+            raise ConfigError(
+                section.child_path("device"), f"must be 'cpu' or 'cuda:N', got {device!r}"
+            )
+        return section.integer("instance_count", 1, minimum=1, maximum=MAX_INSTANCES), device
+    path = section.child_path("instance_group")
+    for ours in ("instance_count", "device"):
+        if section.has(ours):
+            raise ConfigError(
+                section.child_path(ours), "set instances in instance_group or here, not both"
+            )
+    groups = section.raw("instance_group")
+    if not isinstance(groups, list) or len(groups) != 1:
+        raise ConfigError(
+            path, f"one group is supported (every instance on one device), got {groups!r}"
+        )
+    group = Section(groups[0], f"{path}[0]")
+    count = group.integer("count", 1, minimum=1, maximum=MAX_INSTANCES)
+    kind = group.choice("kind", ("KIND_AUTO", "KIND_CPU", "KIND_GPU"), "KIND_AUTO")
+    gpus = group.items("gpus", lambda v, p: check_int(v, p, minimum=0))
+    group.reject_unknown()
+    if len(gpus) > 1:
+        raise ConfigError(group.child_path("gpus"), f"one GPU per model is supported, got {gpus}")
+    if kind == "KIND_CPU" and gpus:
+        raise ConfigError(group.child_path("gpus"), "names GPUs for kind KIND_CPU")
+    if kind == "KIND_AUTO" and not gpus:
+        kind = "KIND_GPU" if _gpu_available() else "KIND_CPU"
+    return count, "cpu" if kind == "KIND_CPU" else f"cuda:{gpus[0] if gpus else 0}"
+
+
+def _gpu_available() -> bool:
+    """What Triton's KIND_AUTO asks: is there a GPU to run on (a CUDA device
+    node, and onnxruntime built with its CUDA provider)?"""
+    import os
+
+    import onnxruntime as ort
+
+    return os.path.exists("/dev/nvidia0") and (
+        "CUDAExecutionProvider" in ort.get_available_providers()
+    )
+
+
 def _spelled_either_way(section: Section, ours: str, tritons: str) -> int:
     """A setting that a config copied from Triton's config.pbtxt spells its way."""
     if section.has(ours) and section.has(tritons):
@@ -332,11 +382,7 @@ def parse_model_config(data: object, *, name: str, path: str = "") -> ModelConfi
     max_batch_size = section.raw("max_batch_size", None)
     if max_batch_size is not None:
         max_batch_size = check_int(max_batch_size, section.child_path("max_batch_size"), minimum=0)
-    device = section.string("device", "cpu")
-    if not _DEVICE.match(device):
-        raise ConfigError(
-            section.child_path("device"), f"must be 'cpu' or 'cuda:N', got {device!r}"
-        )
+    instance_count, device = _instances(section)
     execution = section.choice("execution", ("auto", "inline", "threads"), "auto")
     filename = section.string("default_model_filename", "model.onnx")
     if "/" in filename or filename in ("", ".", ".."):
@@ -347,7 +393,7 @@ def parse_model_config(data: object, *, name: str, path: str = "") -> ModelConfi
         inputs=tuple(section.items("inputs", _tensor)),
         outputs=tuple(section.items("outputs", _tensor)),
         version_policy=_version_policy(section.optional_section("version_policy")),
-        instance_count=section.integer("instance_count", 1, minimum=1, maximum=64),
+        instance_count=instance_count,
         device=device,
         session=_session(section.optional_section("session")),
         warmup=_warmup(section.optional_section("warmup")),

@@ -65,6 +65,9 @@ def model_config_proto(model: ModelVersion) -> mc.ModelConfig:
         dyn.default_priority_level = batching.default_priority_level
         dyn.default_queue_policy.max_queue_size = batching.max_queue_size
         dyn.default_queue_policy.default_timeout_microseconds = batching.default_queue_timeout_us
+        # A request's own timeout (V2 `timeout`, gRPC deadline) always applies;
+        # an expired request is refused (timeout_action REJECT, the default).
+        dyn.default_queue_policy.allow_timeout_override = True
     proto.parameters["sha256"].string_value = model.sha256
     proto.parameters["providers"].string_value = ",".join(model.session.providers)
     return proto

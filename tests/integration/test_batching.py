@@ -52,6 +52,15 @@ def batching_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config="max_batch_size: 32\ndynamic_batching:\n  max_queue_delay_us: 2000\n"
         "  allowed_batch_sizes: [4, 16, 32]\n",
     )
+    examples.write_model(
+        root,
+        "mlp_triton",  # a dynamic_batching and instance_group copied from a config.pbtxt
+        examples.mlp_model(),
+        config="max_batch_size: 32\ninstance_group: [{count: 2, kind: KIND_CPU}]\n"
+        "dynamic_batching:\n  max_queue_delay_microseconds: 2000\n"
+        "  default_queue_policy: {max_queue_size: 64, default_timeout_microseconds: 500000,"
+        " timeout_action: REJECT, allow_timeout_override: true}\n",
+    )
     examples.write_model(root, "slow", examples.matmul_chain_model(512, 64), config=SLOW_CONFIG)
     return root
 
@@ -80,7 +89,7 @@ def reference(batching_repo: Path, x: np.ndarray, model: str = "mlp_batched") ->
     return session.run(None, {"x": x})[0]
 
 
-@pytest.mark.parametrize("model", ["mlp_batched", "mlp_inline", "mlp_padded"])
+@pytest.mark.parametrize("model", ["mlp_batched", "mlp_inline", "mlp_padded", "mlp_triton"])
 def test_concurrent_requests_are_batched_and_split_exactly(
     batching_server: ServerProcess, batching_repo: Path, model: str
 ) -> None:
@@ -105,6 +114,20 @@ def test_concurrent_requests_are_batched_and_split_exactly(
     assert int(stats["execution_count"]) == batches
     assert int(stats["inference_count"]) >= sum(len(x) for x in inputs)
     assert requests >= len(inputs)
+
+
+def test_tritons_spellings_are_reported_back_in_tritons_model_config(
+    batching_server: ServerProcess,
+) -> None:
+    config = httpclient.InferenceServerClient(batching_server.http).get_model_config("mlp_triton")
+    batching = config["dynamic_batching"]
+    assert batching["max_queue_delay_microseconds"] == 2000
+    policy = batching["default_queue_policy"]
+    assert policy["max_queue_size"] == 64
+    assert policy["default_timeout_microseconds"] == 500000
+    assert policy["allow_timeout_override"] is True
+    assert policy.get("timeout_action", "REJECT") == "REJECT"
+    assert [(g["count"], g["kind"]) for g in config["instance_group"]] == [(2, "KIND_CPU")]
 
 
 def test_streaming_with_tritonclient(batching_server: ServerProcess, batching_repo: Path) -> None:

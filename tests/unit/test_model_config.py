@@ -7,6 +7,7 @@ import math
 import pytest
 
 from mlserve.errors import ConfigError
+from mlserve.runtime import model_config
 from mlserve.runtime.model_config import (
     DEFAULT_MAX_BATCH_SIZE,
     DynamicBatching,
@@ -174,6 +175,64 @@ def test_tritons_spellings_of_the_batching_settings() -> None:
     assert ours.dynamic_batching == DynamicBatching(
         max_queue_delay_us=500, max_queue_size=32, default_queue_timeout_us=2000
     )
+
+
+@pytest.mark.parametrize(
+    ("group", "count", "device"),
+    [
+        ({"count": 2, "kind": "KIND_CPU"}, 2, "cpu"),
+        ({"kind": "KIND_GPU", "gpus": [1]}, 1, "cuda:1"),
+        ({"count": 3, "kind": "KIND_GPU"}, 3, "cuda:0"),
+        ({"gpus": [2]}, 1, "cuda:2"),  # KIND_AUTO naming a GPU
+    ],
+)
+def test_tritons_instance_group(group: dict[str, object], count: int, device: str) -> None:
+    config = parse_model_config({"instance_group": [group]}, name="m")
+    assert (config.instance_count, config.device) == (count, device)
+
+
+@pytest.mark.parametrize(("gpu", "device"), [(False, "cpu"), (True, "cuda:0")])
+def test_instance_group_kind_auto_runs_on_a_gpu_where_there_is_one(
+    monkeypatch: pytest.MonkeyPatch, gpu: bool, device: str
+) -> None:
+    monkeypatch.setattr(model_config, "_gpu_available", lambda: gpu)
+    config = parse_model_config({"instance_group": [{"count": 2}]}, name="m")
+    assert (config.instance_count, config.device) == (2, device)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"instance_group": [{"kind": "KIND_CPU"}, {"kind": "KIND_GPU"}]},
+            "instance_group: one group is supported",
+        ),
+        (
+            {"instance_group": [{"kind": "KIND_GPU", "gpus": [0, 1]}]},
+            "instance_group[0].gpus: one GPU per model is supported, got [0, 1]",
+        ),
+        (
+            {"instance_group": [{"kind": "KIND_CPU", "gpus": [0]}]},
+            "instance_group[0].gpus: names GPUs for kind KIND_CPU",
+        ),
+        (
+            {"instance_group": [{"kind": "KIND_MODEL"}]},
+            "instance_group[0].kind: must be one of KIND_AUTO, KIND_CPU, KIND_GPU",
+        ),
+        (
+            {"instance_group": [{"count": 1, "profile": ["a"]}]},
+            "instance_group[0].profile: unknown key",
+        ),
+        (
+            {"instance_group": [{"count": 2}], "instance_count": 2},
+            "instance_count: set instances in instance_group or here, not both",
+        ),
+    ],
+)
+def test_instance_group_refusals_name_the_key(data: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_model_config(data, name="m")
+    assert message in info.value.message
 
 
 def test_version_policies() -> None:
