@@ -31,15 +31,27 @@ def test_a_larger_batch_grows_the_buffer() -> None:
     assert np.shares_memory(buffers.take("x", F32, (4,), 5), big)
 
 
-def test_inputs_dtypes_and_row_shapes_get_their_own_buffers() -> None:
+def test_inputs_get_their_own_buffers() -> None:
     buffers = GatherBuffers()
-    x = buffers.take("x", F32, (4,), 2)
-    others = [
-        buffers.take("y", F32, (4,), 2),
-        buffers.take("x", np.dtype(np.int64), (4,), 2),
-        buffers.take("x", F32, (2, 2), 2),
-    ]
-    assert not any(np.shares_memory(x, other) for other in others)
+    assert not np.shares_memory(buffers.take("x", F32, (4,), 2), buffers.take("y", F32, (4,), 2))
+
+
+def test_one_buffer_per_input_whatever_the_shape_or_datatype() -> None:
+    """A model with variable dimensions sees many row shapes: they share the
+    input's one buffer, so memory stays bounded by the largest batch."""
+    buffers = GatherBuffers()
+    first = buffers.take("x", F32, (4,), 8)  # 128 bytes
+    for dtype, row_shape, rows in [
+        (np.dtype(np.int64), (4,), 4),
+        (F32, (2, 2), 8),
+        (np.dtype(np.float16), (3,), 5),
+    ]:
+        taken = buffers.take("x", dtype, row_shape, rows)
+        assert taken.shape == (rows, *row_shape) and taken.dtype == dtype
+        assert taken.flags.c_contiguous
+        assert np.shares_memory(taken, first)
+    wider = buffers.take("x", F32, (16,), 8)  # 512 bytes: grows
+    assert not np.shares_memory(wider, first)
 
 
 def test_bytes_inputs_get_a_new_array_every_time() -> None:
