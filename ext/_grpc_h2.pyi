@@ -40,6 +40,7 @@ class H2Connection(asyncio.Protocol):
     pending_out: int
     inflight: int
     read_paused: bool
+    lingering: bool
     def __init__(
         self,
         routes: dict[bytes, Route],
@@ -49,6 +50,7 @@ class H2Connection(asyncio.Protocol):
         max_header_bytes: int = 16384,
         max_streams: int = 1000,
         max_buffered: int = 0,
+        close_gently: Callable[[Any], Any] | None = None,
     ) -> None: ...
     def connection_made(self, transport: Any) -> None: ...
     def connection_lost(self, exc: Exception | None) -> None: ...

@@ -38,9 +38,6 @@ cdef nghttp2_session_callbacks *_callbacks = NULL
 # of this process, and the most they may hold (set_buffer_limit).
 cdef Py_ssize_t _buffered_total = 0
 cdef Py_ssize_t _buffered_limit = 1 << 30
-# How long a connection we are done with keeps reading (and discarding) after
-# its half-close, waiting for the client to close first.
-LINGER_S = 2.0
 
 
 def set_buffer_limit(Py_ssize_t limit):
@@ -211,6 +208,7 @@ cdef class H2Connection:
     cdef uint32_t max_streams
     cdef bint in_read, flush_scheduled, write_paused, goaway_sent
     cdef readonly bint lingering  # all said: half-closed, discarding what still arrives
+    cdef object close_gently  # half-close and close later: a timer (runtime/closing.py)
     cdef object linger_timer
     cdef readonly bint read_paused
     cdef readonly double last_activity
@@ -228,8 +226,10 @@ cdef class H2Connection:
         Py_ssize_t max_header_bytes=16384,
         uint32_t max_streams=1000,
         Py_ssize_t max_buffered=0,
+        object close_gently=None,
     ):
         self.routes = routes
+        self.close_gently = close_gently
         self.registry = registry
         self.streams = {}
         self.ready = []
@@ -445,25 +445,18 @@ cdef class H2Connection:
             self._linger()
 
     cdef _linger(self):
-        """Done with this connection (after GOAWAY): half-close, then read and
-        discard until the client closes, for up to LINGER_S. Closing at once
-        while the client's last frames (WINDOW_UPDATEs, a PING) sit unread
-        makes the kernel reset the connection, and a reset drops whatever of
-        our last answers it has not yet sent."""
+        """Done with this connection (after GOAWAY): close it without a reset,
+        with `close_gently`, discarding what still arrives (without one: at once)."""
         if self.lingering or self.transport is None:
+            return
+        if self.close_gently is None:
+            self.transport.close()
             return
         self.lingering = True
         if self.read_paused:
             self.transport.resume_reading()
             self.read_paused = False
-        if self.transport.can_write_eof():
-            self.transport.write_eof()  # sent after everything already written
-        self.linger_timer = self.loop.call_later(LINGER_S, self._linger_over)
-
-    def _linger_over(self):
-        self.linger_timer = None
-        if self.transport is not None:
-            self.transport.close()
+        self.linger_timer = self.close_gently(self.transport)
 
     cdef _submit_response(self, H2Stream stream):
         cdef nghttp2_nv nva[3]

@@ -18,12 +18,12 @@ from mlserve.config import ServerConfig, TlsConfig
 from mlserve.errors import ConfigError, MlserveError
 from mlserve.runtime import grpc_native
 from mlserve.runtime.access import AccessPolicy
+from mlserve.runtime.closing import LINGER_S
 from mlserve.runtime.dataplane import DataPlane, ModelControlMode
 from mlserve.runtime.grpc_server import GrpcioServer, start_grpc_server
 from mlserve.runtime.grpc_service import HealthReporter
 from mlserve.runtime.http_api import HttpApi
 from mlserve.runtime.http_server import (
-    LINGER_S,
     Handler,
     HttpProtocol,
     HttpRequest,

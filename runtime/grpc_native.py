@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2
 from mlserve.config import GrpcEndpointConfig
 from mlserve.errors import MlserveError
 from mlserve.runtime.access import AccessPolicy
+from mlserve.runtime.closing import close_gently
 from mlserve.runtime.coroutine_driver import drive
 from mlserve.runtime.dataplane import DataPlane
 from mlserve.runtime.grpc_service import (
@@ -313,6 +314,7 @@ async def start_native_grpc_server(
             max_message=endpoint.max_input_bytes,
             max_header_bytes=MAX_HEADER_LIST_BYTES,
             max_streams=MAX_CONCURRENT_STREAMS,
+            close_gently=close_gently,
         ),
         host=endpoint.address,
         port=endpoint.port,

@@ -19,12 +19,10 @@ from typing import Any
 
 import httptools
 
+from mlserve.runtime.closing import close_gently
 from mlserve.runtime.coroutine_driver import drive
 
 _MAX_PIPELINE = 32
-# How long a connection that had its last answer keeps reading (and discarding)
-# after its half-close, waiting for the client to close first.
-LINGER_S = 2.0
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -230,20 +228,16 @@ class HttpProtocol(asyncio.Protocol):
         self._close_after_last_answer()
 
     def _close_after_last_answer(self) -> None:
-        """Half-close, then read and discard until the client closes, for up to
-        LINGER_S. Closing at once while bytes the client sent after its last
-        request sit unread makes the kernel reset the connection, and a reset
-        drops whatever of the last answer it has not yet sent."""
+        """Nothing more is answered here: close without a reset (see
+        runtime/closing.py), discarding what still arrives."""
         transport = self._transport
         assert transport is not None
-        self._transport = None  # nothing more is answered on this connection
+        self._transport = None
         self._pipeline.clear()
         if self._paused:
             transport.resume_reading()
             self._paused = False
-        if transport.can_write_eof():
-            transport.write_eof()  # sent after everything already written
-        self._linger = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+        self._linger = close_gently(transport)
 
     @property
     def idle(self) -> bool:

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 pytestmark = pytest.mark.skipif(
-    sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
+    reason="mallopt and mallinfo2 are glibc's: elsewhere tune_malloc changes nothing",
 )
 
 # In a fresh interpreter: how many blocks glibc serves by mmap (mallinfo2's
