@@ -7,6 +7,7 @@ express there (the Cython extension modules with warnings as errors)."""
 from __future__ import annotations
 
 import os
+import runpy
 
 from setuptools import setup
 
@@ -20,6 +21,17 @@ PACKAGE_DIR = {
     "mlserve.ext": "ext",
     "mlserve.proto": "proto",
 }
+
+
+def _compiled_sources() -> list[tuple[str, str]]:
+    """(module, its .py) for each request-path module compiled from its own
+    source (mlserve/compiled.py says which, and why)."""
+    listed = runpy.run_path("mlserve/compiled.py")["COMPILED_MODULES"]
+    sources = []
+    for module in listed:
+        package, name = module.rsplit(".", 1)
+        sources.append((module, f"{PACKAGE_DIR[package]}/{name}.py"))
+    return sources
 
 
 def _have_nghttp2() -> bool:
@@ -69,11 +81,19 @@ def _extensions() -> list:
     else:
         print("mlserve: no nghttp2/nghttp2.h (Debian: libnghttp2-dev); the native gRPC")
         print("mlserve: transport is not built and `serve` will use grpcio")
-    return cythonize(
+    accelerators = cythonize(
         modules,
         language_level=3,
         compiler_directives={"boundscheck": False, "wraparound": False, "warn.unused": True},
     )
+    # Plain Python semantics: annotations stay hints (a `float` argument is
+    # not turned into a C double that refuses None or an int subclass).
+    request_path = cythonize(
+        [Extension(m, [source], extra_compile_args=strict) for m, source in _compiled_sources()],
+        language_level=3,
+        compiler_directives={"annotation_typing": False},
+    )
+    return accelerators + request_path
 
 
 setup(

@@ -221,7 +221,7 @@ def test_expired_requests_are_dropped_before_compute(batching_server: ServerProc
         before = client.get_inference_statistics("slow", as_json=True)["model_stats"][0]
         with pytest.raises(grpcclient.InferenceServerException) as info:
             client.infer("slow", [_small_slow_input()], timeout=20_000)  # V2 timeout, in us
-        assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED", info.value.message()
         http = httpclient.InferenceServerClient(batching_server.http)
         tensor = httpclient.InferInput("x", [1, 512], "FP32")
         tensor.set_data_from_numpy(np.ones((1, 512), np.float32))
