@@ -1,8 +1,8 @@
 """The request path's own Python modules, compiled by Cython from their
 source as they are, and the switch that imports them from source instead.
 
-Profiled on the MLP, three quarters of the server's CPU per request is the
-interpreter running these modules: evaluating bytecode, building frames,
+Profiled on the MLP, over two thirds of the server's CPU per request is
+the interpreter running these modules: evaluating bytecode, building frames,
 looking up attributes. setup.py compiles each module listed here from its
 `.py` (Cython's pure-Python mode: the same file, no second copy to keep in
 step), and Python's import system prefers the compiled module to the source

@@ -289,15 +289,11 @@ def _instances(section: Section) -> tuple[int, str]:
 
 
 def _gpu_available() -> bool:
-    """What Triton's KIND_AUTO asks: is there a GPU to run on (a CUDA device
-    node, and onnxruntime built with its CUDA provider)?"""
-    import os
+    """What Triton's KIND_AUTO asks (onnx_session answers: it alone imports
+    onnxruntime, and imports this module, hence the late import)."""
+    from mlserve.runtime.onnx_session import cuda_available
 
-    import onnxruntime as ort
-
-    return os.path.exists("/dev/nvidia0") and (
-        "CUDAExecutionProvider" in ort.get_available_providers()
-    )
+    return cuda_available()
 
 
 def _spelled_either_way(section: Section, ours: str, tritons: str) -> int:

@@ -50,6 +50,14 @@ def providers_for(
     return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
 
 
+def cuda_available() -> bool:
+    """Is there a GPU to run on: a CUDA device node, and onnxruntime built
+    with its CUDA provider?"""
+    return os.path.exists("/dev/nvidia0") and (
+        "CUDAExecutionProvider" in ort.get_available_providers()
+    )
+
+
 def _graph_tensor(arg: ort.NodeArg) -> GraphTensor:
     datatype = datatypes.BY_ONNX_TYPE.get(arg.type)
     if datatype is None:
