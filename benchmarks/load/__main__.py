@@ -139,12 +139,16 @@ class Runner:
         figures = self.load(server, variant, mode, c, self.seconds)
         cpu = server.cpu_seconds() - before
         ok = successes.end(figures)
-        return {
+        window = {
             **asdict(figures),
             "successes": ok,
             "rps": ok / figures.seconds if figures.seconds else 0.0,
             "cpu_us": cpu / ok * 1e6 if ok else float("nan"),
         }
+        if isinstance(successes, MlserveCounter):
+            # {size: [batches, onnxruntime ns]}; string keys, as JSON keeps them
+            window["batches"] = {str(k): list(v) for k, v in successes.compute.items()}
+        return window
 
     def _record(
         self,
@@ -167,6 +171,14 @@ class Runner:
         for field in ("rps", "cpu_us", "p50_us", "p99_us"):
             run[field] = statistics.median(w[field] for w in windows)
         run["client_requests"] = sum(w["requests"] for w in windows)
+        if any("batches" in w for w in windows):
+            batches: dict[str, list[int]] = {}
+            for w in windows:
+                for size, (count, ns) in w.get("batches", {}).items():
+                    total = batches.setdefault(size, [0, 0])
+                    total[0] += count
+                    total[1] += ns
+            run["batches"] = batches
         run["successes"] = sum(w["successes"] for w in windows)
         self.runs.append(run)
         print(
@@ -190,11 +202,15 @@ class SuccessCounter:
 
 
 class MlserveCounter(SuccessCounter):
-    """Successes from mlserve's own counter, read around each window."""
+    """Successes from mlserve's own counter, read around each window; and the
+    window's batches by size with onnxruntime's time for them (`compute`)."""
 
     def __init__(self, server: Server, model: str) -> None:
         self._read = lambda: servers.mlserve_successes(server, model)
+        self._read_compute = lambda: servers.mlserve_compute(server, model)
         self._start = 0.0
+        self._compute_start: dict[int, tuple[int, int]] = {}
+        self.compute: dict[int, tuple[int, int]] = {}
 
     def begin(self) -> None:
         """Wait for the answers still owed to the last load (its client has
@@ -204,11 +220,19 @@ class MlserveCounter(SuccessCounter):
             time.sleep(0.05)
             now = self._read()
             if now == self._start:
-                return
+                break
             self._start = now
+        self._compute_start = self._read_compute()
 
     def end(self, figures: LoadFigures) -> float:
-        return self._read() - self._start
+        successes = self._read() - self._start
+        now = self._read_compute()
+        self.compute = {}
+        for size, (batches, ns) in now.items():
+            before = self._compute_start.get(size, (0, 0))
+            if batches > before[0]:
+                self.compute[size] = (batches - before[0], ns - before[1])
+        return successes
 
 
 def answer_counter(server: Server, model: str, mode: str) -> SuccessCounter:

@@ -75,6 +75,7 @@ def markdown(results: dict[str, Any]) -> str:
             vs_raw = f"{best / best_raw:.0%}" if best_raw > 0 and not floor else "-"
             lines.append(f"| {key} | " + " | ".join(cells) + f" | {vs_raw} |")
         lines += ["", *_ratios(runs, model, concurrencies), ""]
+        lines += _in_server(runs, model, raw, max(concurrencies))
         lines += _batching_pairs(runs, model, concurrencies)
     errors = [r for r in runs if "error" in r]
     if errors:
@@ -101,6 +102,32 @@ def markdown(results: dict[str, Any]) -> str:
                     f"failed ({row.get('error')}) | | | |"
                 )
     return "\n".join(lines) + "\n"
+
+
+def _in_server(runs: list[Run], model: str, raw: dict[Any, float], top: int) -> list[str]:
+    """onnxruntime inside mlserve (its V2 statistics, over the windows of each
+    mlserve run at the top concurrency) against raw onnxruntime in process, at
+    the batch size that carried most rows: how much of the gap to raw's rows/s
+    is the model running slower in the server, and how much the cost around it."""
+    raw_us = {int(b): 1e6 / r for b, r in raw.items() if r > 0}
+    cells = []
+    for run in runs:
+        if run["server"] != "mlserve" or run["model"] != model or run["concurrency"] != top:
+            continue
+        sizes = {int(b): v for b, v in run.get("batches", {}).items()}
+        if not sizes:
+            continue
+        size, (batches, ns) = max(sizes.items(), key=lambda item: item[0] * item[1][0])
+        us = ns / batches / size / 1e3
+        versus = f", raw {raw_us[size]:.1f}: {us / raw_us[size]:.2f}x" if size in raw_us else ""
+        cells.append(f"{_key(run).removeprefix('mlserve ')} batch {size}: {us:.1f}{versus}")
+    if not cells:
+        return []
+    return [
+        f"onnxruntime inside mlserve at c={top}, us per row at the batch size carrying "
+        "most rows (V2 statistics' compute_infer, every window): " + "; ".join(cells),
+        "",
+    ]
 
 
 def pair_ratios(on: Run, off: Run, field: str) -> list[float]:

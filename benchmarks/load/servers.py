@@ -1,10 +1,12 @@
 """The servers under test, each a real process pinned to the server core:
 mlserve, the transport floors, and the peers (MLServer, KServe) from
 benchmarks/peers/. Also what the runner reads from them: CPU time of the
-whole process tree, and mlserve's success counter."""
+whole process tree, mlserve's success counter, and the time onnxruntime took
+inside mlserve per batch size."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -184,6 +186,19 @@ def mlserve_successes(server: Server, model: str) -> float:
         text = response.read().decode()
     pattern = rf'^mlserve_request_success_total\{{model="{model}",version="1"\}} ([0-9.e+]+)$'
     return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
+
+
+def mlserve_compute(server: Server, model: str) -> dict[int, tuple[int, int]]:
+    """{batch size: (batches, onnxruntime ns)} so far for one model, from the V2
+    statistics' batch_stats (compute_infer: the model's run alone)."""
+    url = f"http://127.0.0.1:{server.ports.http}/v2/models/{model}/stats"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        stats = json.loads(response.read())
+    return {
+        int(entry["batch_size"]): (entry["compute_infer"]["count"], entry["compute_infer"]["ns"])
+        for version in stats["model_stats"]
+        for entry in version["batch_stats"]
+    }
 
 
 def grpc_answer(port: int, message: bytes) -> bytes:

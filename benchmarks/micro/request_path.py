@@ -1,16 +1,24 @@
-"""The request path in process, compiled (the modules of mlserve.compiled
-built by Cython from their source) against the same modules run from source:
-decode a ModelInferRequest, `DataPlane.infer` through the batcher and
-onnxruntime, encode the answer, with C requests in flight, driven as the
-native transport drives them (no sockets, no HTTP/2).
+"""The request path in process: decode a ModelInferRequest, `DataPlane.infer`
+through the batcher and onnxruntime, encode the answer, with C requests in
+flight, driven as the native transport drives them (no sockets, no HTTP/2).
+Two comparisons:
 
-    .venv/bin/python -m benchmarks.micro.request_path [--model mlp] [--concurrency 64]
-        [--requests 40000] [--rounds 4]
+- `--compare build` (the default): the modules of mlserve.compiled built by
+  Cython from their source against the same modules run from source, on the
+  batched model;
+- `--compare batching`: batching off (`<model>`) against on
+  (`<model>_batched`), both compiled. At concurrency 1 this is what the
+  batcher costs a lone request, free of the network's noise, which on a shared
+  2-core VM is larger than the effect (benchmarks/runs/README.md).
+
+    .venv/bin/python -m benchmarks.micro.request_path [--compare build|batching]
+        [--model mlp] [--concurrency 64] [--requests 40000] [--rounds 4]
 
 Each round runs one fresh process per variant, in alternating order, each
-pinned to core 0; the figure is process CPU time per request over its own
-batch of requests after a warm-up batch. Prints every round and the medians.
-The Cython accelerators of ext/ are compiled in both variants."""
+pinned to core 0; the figures are process CPU time and wall time per request
+over its own batch of requests after a warm-up batch (at concurrency 1, wall
+time per request is the request's latency). Prints every round and the
+medians. The Cython accelerators of ext/ are compiled in every variant."""
 
 from __future__ import annotations
 
@@ -24,11 +32,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("source", "compiled")
+# Per comparison, its two variants: (name, model name suffix, from source).
+COMPARISONS = {
+    "build": (("source", "_batched", True), ("compiled", "_batched", False)),
+    "batching": (("off", "", False), ("on", "_batched", False)),
+}
 
 
-def _measure(repository: Path, model: str, concurrency: int, requests: int, source: bool) -> float:
-    """CPU us per request in this process (the variant chosen before importing)."""
+def _measure(
+    repository: Path, model: str, concurrency: int, requests: int, source: bool
+) -> tuple[float, float]:
+    """CPU and wall us per request in this process (the variant chosen before
+    importing)."""
     if source:
         from mlserve.compiled import import_from_source
 
@@ -46,7 +61,7 @@ def _measure(repository: Path, model: str, concurrency: int, requests: int, sour
 
     message = workload.infer_message(model)
 
-    async def run() -> float:
+    async def run() -> tuple[float, float]:
         repo = ModelRepository(RepositoryLayout(repository))
         dataplane = DataPlane(repo, ServerMetrics())
         await repo.load_many([model])
@@ -78,56 +93,67 @@ def _measure(repository: Path, model: str, concurrency: int, requests: int, sour
             await done
 
         await batch()  # warm-up
-        start = time.process_time()
+        start, start_wall = time.process_time(), time.perf_counter()
         await batch()
-        return (time.process_time() - start) / requests * 1e6
+        return (
+            (time.process_time() - start) / requests * 1e6,
+            (time.perf_counter() - start_wall) / requests * 1e6,
+        )
 
     return uvloop.run(run())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", default="build", choices=sorted(COMPARISONS))
     parser.add_argument("--model", default="mlp", choices=["mlp", "convnet"])
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--requests", type=int, default=40000)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--repository", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    variants = COMPARISONS[args.compare]
     if args.variant:  # one measurement, in a child process
-        us = _measure(
-            args.repository,
-            f"{args.model}_batched",
-            args.concurrency,
-            args.requests,
-            args.variant == "source",
+        _, suffix, source = next(v for v in variants if v[0] == args.variant)
+        cpu_us, wall_us = _measure(
+            args.repository, args.model + suffix, args.concurrency, args.requests, source
         )
-        print(f"{us:.3f}")
+        print(f"{cpu_us:.3f} {wall_us:.3f}")
         return
 
     from benchmarks.load import workload
 
-    figures: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    names = [v[0] for v in variants]
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    wall: dict[str, list[float]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         repository = Path(tmp)
         workload.write_repository(repository, [args.model], threads=1)
         for round_ in range(args.rounds):
-            order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
-            for variant in order:
+            for name in names if round_ % 2 == 0 else names[::-1]:
                 out = subprocess.run(
                     ["taskset", "-c", "0", sys.executable, "-m", "benchmarks.micro.request_path",
-                     "--variant", variant, "--repository", str(repository),
-                     "--model", args.model, "--concurrency", str(args.concurrency),
-                     "--requests", str(args.requests)],
+                     "--compare", args.compare, "--variant", name,
+                     "--repository", str(repository), "--model", args.model,
+                     "--concurrency", str(args.concurrency), "--requests", str(args.requests)],
                     capture_output=True, text=True, check=True, timeout=600,
                 ).stdout  # fmt: skip
-                figures[variant].append(float(out.split()[-1]))
-                print(f"round {round_}: {variant:8} {figures[variant][-1]:6.2f} us/request")
-    source, compiled = (statistics.median(figures[v]) for v in VARIANTS)
+                cpu_us, wall_us = (float(x) for x in out.split()[-2:])
+                cpu[name].append(cpu_us)
+                wall[name].append(wall_us)
+                print(
+                    f"round {round_}: {name:8} CPU {cpu_us:7.2f} us/request, "
+                    f"wall {wall_us:7.2f} us/request"
+                )
+    first, second = names
+    cpu_a, cpu_b = (statistics.median(cpu[n]) for n in names)
+    wall_a, wall_b = (statistics.median(wall[n]) for n in names)
     print(
-        f"{args.model}_batched, c={args.concurrency}, CPU per request (median of "
-        f"{args.rounds}): source {source:.2f} us, compiled {compiled:.2f} us, "
-        f"compiled / source {compiled / source:.2f}"
+        f"{args.model}, c={args.concurrency}, medians of {args.rounds} rounds: "
+        f"CPU per request {first} {cpu_a:.2f} us, {second} {cpu_b:.2f} us "
+        f"({second} / {first} {cpu_b / cpu_a:.2f}); wall per request {first} {wall_a:.2f} us, "
+        f"{second} {wall_b:.2f} us ({second} / {first} {wall_b / wall_a:.2f})"
     )
 
 

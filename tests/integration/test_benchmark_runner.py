@@ -31,7 +31,9 @@ def test_quick_run_writes_results_for_every_mode(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (out_dir,) = tmp_path.iterdir()
     results = json.loads((out_dir / "results.json").read_text())
-    assert (out_dir / "results.md").read_text().startswith("Server on core 0")
+    table = (out_dir / "results.md").read_text()
+    assert table.startswith("Server on core 0")
+    assert "onnxruntime inside mlserve at c=8" in table
     assert (out_dir / "identity.png").stat().st_size > 10_000
     runs = results["runs"]
     assert not [r for r in runs if "error" in r]
@@ -52,6 +54,10 @@ def test_quick_run_writes_results_for_every_mode(tmp_path: Path) -> None:
         seen = run["client_requests"] * per_request
         in_flight = len(run["windows"]) * run["concurrency"] * per_request
         assert seen <= run["successes"] <= seen + in_flight, run
+        # The server's batch statistics for the same windows: every success
+        # ran in one of them (one row a request), besides those still in flight.
+        batched_rows = sum(int(size) * count for size, (count, _) in run["batches"].items())
+        assert run["successes"] <= batched_rows <= run["successes"] + in_flight, run
     floors = {r["mode"] for r in runs if r["server"] == "floor"}
     assert floors == {"grpc", "grpc-stream", "http-json"}
     assert set(results["raw_onnxruntime_rows_per_s"]["identity"]) == {"1", "8", "16", "32", "128"}
