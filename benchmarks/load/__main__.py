@@ -315,11 +315,13 @@ def main() -> None:
             model_file, workload.SHAPES[model], threads, server_cpus
         )
         print(f"raw onnxruntime {model}: {results['raw_onnxruntime_rows_per_s'][model]}")
-    # The batched models prefer the batch size raw onnxruntime ran fastest at in this run.
+    # The batched models' preferred size follows raw onnxruntime's rates in this run.
     preferred = {
-        model: workload.best_batch(results["raw_onnxruntime_rows_per_s"][model]) for model in models
+        model: workload.preferred_batch(results["raw_onnxruntime_rows_per_s"][model])
+        for model in models
     }
     results["settings"]["preferred_batch_size"] = preferred
+    results["settings"]["preferred_batch_rule"] = workload.PREFERRED_RULE
     workload.write_repository(repo, models, threads, preferred)
 
     run_floors(runner, work)

@@ -20,13 +20,15 @@ def _fmt(value: float, digits: int = 0) -> str:
 
 
 def _preferred_note(results: dict[str, Any], model: str) -> str:
-    size = results["settings"].get("preferred_batch_size", {}).get(model)
-    if size is None:  # runs recorded before the batched models preferred a size
+    settings = results["settings"]
+    sizes = settings.get("preferred_batch_size", {})
+    if model not in sizes:  # runs recorded before the batched models preferred a size
         return ""
-    return (
-        f"; `{model}_batched` prefers batches of {size} "
-        "(the smallest raw size within 2% of the fastest)"
-    )
+    # Runs recorded before the rule was named followed the first one.
+    rule = settings.get("preferred_batch_rule", "the smallest raw size within 2% of the fastest")
+    size = sizes[model]
+    preference = "sets no preferred size" if size is None else f"prefers batches of {size}"
+    return f"; `{model}_batched` {preference} ({rule})"
 
 
 def markdown(results: dict[str, Any]) -> str:
