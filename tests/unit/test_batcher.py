@@ -407,6 +407,78 @@ def test_inline_batches_run_on_the_loop_and_take_the_whole_turn() -> None:
     asyncio.run(scenario())
 
 
+def test_inline_lone_request_runs_alone_at_the_end_of_its_turn() -> None:
+    """Inline, idle batcher: a lone request runs on the loop thread at the end
+    of its turn (not inside submit), counted as a batch of one; the next turn's
+    request, alone again, runs alone too."""
+
+    async def scenario() -> None:
+        model = ThreadRecordingModel()
+        seen: list[BatchResult] = []
+        executor = InstancePool(1, "test")
+        batcher = Batcher(
+            BatcherSettings(
+                policy=BatchPolicy(max_batch_size=8),
+                batching=True,
+                instances=1,
+                max_queue_size=100,
+                inline_limit_s=math.inf,
+            ),
+            model.run,
+            executor,
+            on_batch=seen.append,
+        )
+        first = submit(batcher, rows(2))
+        assert not first.done() and batcher.queued == 1
+        result = await first
+        second = await submit(batcher, rows(1, 5))
+        executor.shutdown()
+        assert model.batches == [2, 1]
+        assert model.threads == [threading.current_thread().name] * 2
+        np.testing.assert_array_equal(result.outputs[0], rows(2) * 2 + 1)
+        np.testing.assert_array_equal(second.outputs[0], rows(1, 5) * 2 + 1)
+        assert [(r.batch_rows, r.batch_requests) for r in seen] == [(2, 1), (1, 1)]
+        assert batcher.queued == 0 and batcher.stats.batches == 2
+
+    asyncio.run(scenario())
+
+
+def test_inline_lone_request_joined_in_its_turn_keeps_its_priority() -> None:
+    """A lone request that another request joins in the same turn goes back to
+    its own priority queue: the later, higher-priority request runs first."""
+
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, executor = make(model, inline_limit_s=math.inf, priority_levels=2)
+        low = submit(batcher, rows(1, 100), priority=2)
+        high = submit(batcher, rows(1), priority=1)
+        order: list[str] = []
+        low.add_done_callback(lambda _: order.append("low"))
+        high.add_done_callback(lambda _: order.append("high"))
+        await asyncio.gather(low, high)
+        executor.shutdown()
+        assert order == ["high", "low"]
+        assert model.batches == [1, 1]
+        assert batcher.queued == 0
+
+    asyncio.run(scenario())
+
+
+def test_inline_lone_request_cancelled_before_its_turn_ends_never_runs() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, executor = make(model, inline_limit_s=math.inf)
+        lone = submit(batcher, rows(1))
+        lone.cancel()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        executor.shutdown()
+        assert model.batches == []
+        assert batcher.queued == 0
+
+    asyncio.run(scenario())
+
+
 def test_inline_next_batch_waits_for_the_last_answers() -> None:
     """The callbacks that answer one inline batch run before the next batch
     computes, so replies are never held behind a computation."""
