@@ -15,6 +15,7 @@ PACKAGE_DIR = {
     "mlserve": "mlserve",
     "mlserve.cli": "mlserve/cli",
     "mlserve.bench": "mlserve/bench",
+    "mlserve.cython_shim": "mlserve/cython_shim",
     "mlserve.runtime": "runtime",
     "mlserve.runtime.batching": "runtime/batching",
     "mlserve.router": "router",

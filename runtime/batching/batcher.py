@@ -42,8 +42,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mlserve import cython_shim as cython
+else:
+    try:
+        import cython
+    except ImportError:  # from source, without Cython installed
+        from mlserve import cython_shim as cython
 
 from mlserve.errors import (
     DeadlineExceeded,
@@ -71,7 +80,10 @@ RunFn = Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]]
 ShapeKey = tuple[object, ...]
 
 
-@dataclass(slots=True)
+# The two records built for every request are cdef classes when compiled (a
+# C __init__; see mlserve/cython_shim), slotted dataclasses from source.
+@cython.dataclasses.dataclass
+@cython.cclass
 class Pending:
     """One queued request."""
 
@@ -87,7 +99,8 @@ class Pending:
     level: int = 0  # priority queue index; kept for a lone request that queues later
 
 
-@dataclass(slots=True)  # not frozen: one per request, and a frozen init costs 3x
+@cython.dataclasses.dataclass  # not frozen: one per request, and a frozen init costs 3x
+@cython.cclass
 class BatchResult:
     """What one request gets back: its outputs and its share of the timings."""
 

@@ -19,6 +19,15 @@ cannot finish within the budget, rather than serve it late."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlserve import cython_shim as cython
+else:
+    try:
+        import cython
+    except ImportError:  # from source, without Cython installed
+        from mlserve import cython_shim as cython
 
 from mlserve.runtime.batching.latency_model import LatencyEstimate
 
@@ -53,7 +62,10 @@ class BatchPolicy:
         object.__setattr__(self, "largest_preferred", largest)
 
 
-@dataclass(slots=True)  # not frozen: built per decision, and a frozen init costs 3x
+# Built per decision: cdef classes when compiled (a C __init__; see
+# mlserve/cython_shim), slotted dataclasses from source; not frozen.
+@cython.dataclasses.dataclass
+@cython.cclass
 class QueueView:
     """What the mechanism tells the policy about the queue at one instant."""
 
@@ -68,13 +80,15 @@ class QueueView:
     last_arrival_s: float  # when the newest request arrived
 
 
-# Decisions are built per request: not frozen (a frozen init costs 1.7x).
-@dataclass(slots=True)
+# Decisions are built per request, as QueueView is.
+@cython.dataclasses.dataclass
+@cython.cclass
 class SendNow:
     rows: int
 
 
-@dataclass(slots=True)
+@cython.dataclasses.dataclass
+@cython.cclass
 class Wait:
     seconds: float
 

@@ -40,3 +40,32 @@ def test_import_from_source_switches_a_fresh_interpreter() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
     assert out == ["0", str(len(COMPILED_MODULES))]
+
+
+def test_per_request_records_are_cdef_classes_compiled_and_dataclasses_from_source() -> None:
+    """The batcher's and the policy's per-request records: cdef classes (no
+    instance dict) when compiled; from source without Cython installed (a
+    user's install has it only at build time), slotted dataclasses from
+    mlserve.cython_shim, and the policy still decides."""
+    from mlserve.runtime.batching import batcher, policy
+
+    records = (batcher.Pending, batcher.BatchResult, policy.QueueView, policy.SendNow)
+    if not NO_EXTENSIONS:
+        assert all(r.__dictoffset__ == 0 and "__slots__" not in vars(r) for r in records)
+    code = (
+        "import sys\n"
+        "sys.modules['cython'] = None  # import cython: ImportError, as without Cython\n"
+        "from mlserve.compiled import import_from_source\n"
+        "import_from_source()\n"
+        "from mlserve.runtime.batching import batcher, policy\n"
+        "from mlserve.runtime.batching.latency_model import LatencyEstimate\n"
+        "records = (batcher.Pending, batcher.BatchResult, policy.QueueView, policy.SendNow)\n"
+        "print(all('__slots__' in vars(r) for r in records))\n"
+        "view = policy.QueueView(1.0, 1.0, 3, 1, 0, 0.0, False, 0.0, 1.0)\n"
+        "print(policy.decide(view, policy.BatchPolicy(max_batch_size=8),\n"
+        "                    LatencyEstimate(0.0, 0.0, 0)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split("\n")
+    assert out[:2] == ["True", "SendNow(rows=3)"]
