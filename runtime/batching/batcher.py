@@ -27,12 +27,13 @@ batch waits until the replies of the last one have been handed to their
 transports (two loop turns), so answers are never held behind a computation.
 
 A lone request, inline: when the batcher is idle and the policy says send, the
-first request of a loop turn is held aside (`_lone`) and runs alone at the end
-of the turn, on the short path batching off takes; a second request in the same
-turn puts it back in the queue and both batch as above. At concurrency 1 every
-request starts with cold caches, so the code a request touches is what it
-costs: the queue's dispatch machinery cost a lone MLP request over gRPC
-6-15% of its throughput (h2load at c=1, one core, alternating windows)."""
+first request of a loop turn goes where batching off puts a turn's requests
+(`_alone_inline`) and runs alone at the end of the turn, on that short path; a
+second request in the same turn moves it to the queue and both batch as above.
+At concurrency 1 every request starts with cold caches, so the code a request
+touches is what it costs: the queue's dispatch machinery cost a lone MLP
+request over gRPC 6-15% of its throughput (h2load at c=1, one core,
+alternating windows)."""
 
 from __future__ import annotations
 
@@ -189,8 +190,9 @@ class Batcher:
         self.stats = BatcherStatistics()
         self._on_batch = on_batch
         self._inline = settings.inline_limit_s > 0
-        self._alone_inline: list[Pending] = []  # batching off: this turn's inline requests
-        self._lone: Pending | None = None  # batching on, inline: a turn's lone request
+        # This turn's requests to run alone, inline: batching off, all of them;
+        # batching on, an idle batcher's lone request (a second one queues both).
+        self._alone_inline: list[Pending] = []
         self._dispatch_hops = 0  # loop turns until a deferred _dispatch runs; 0 = none pending
 
     def close(self) -> None:
@@ -275,28 +277,28 @@ class Batcher:
                     return entry.future
                 if self._runs_inline(rows):  # alone at the turn's end, unless joined
                     entry.level = level
-                    self._lone = entry
+                    self._alone_inline.append(entry)
                     self._queued += 1
                     self._queued_rows += rows
-                    loop.call_soon(self._run_lone)
+                    loop.call_soon(self._run_alone_inline)
                     return entry.future
-        if self._lone is not None:  # another request this turn: the lone one queues too
-            lone, self._lone = self._lone, None
+        if self._alone_inline:  # another request this turn: the lone one queues too
+            (lone,), self._alone_inline = self._alone_inline, []
             self._queued -= 1
             self._queued_rows -= lone.rows
-            self._enqueue(lone, lone.level, now, loop)
+            self._enqueue(lone, now, loop)
         entry.level = level
-        self._enqueue(entry, level, now, loop)
+        self._enqueue(entry, now, loop)
         if self._inline:  # the rest of this loop turn's requests may join the batch
             self._dispatch_later(1)
         else:
             self._dispatch()
         return entry.future
 
-    def _enqueue(
-        self, entry: Pending, level: int, now: float, loop: asyncio.AbstractEventLoop
-    ) -> None:
+    def _enqueue(self, entry: Pending, now: float, loop: asyncio.AbstractEventLoop) -> None:
+        """Into its priority queue (entry.level), keyed, with its expiry timer."""
         settings = self.settings
+        queue = self._queues[entry.level]
         if settings.fixed_shapes:
             entry.key = tuple(entry.output_names)
         else:
@@ -306,25 +308,13 @@ class Batcher:
                 loop.time() + (entry.deadline_s - now),
                 self._expire_one,
                 entry,
-                self._queues[level],
+                queue,
             )
-        self._queues[level].append(entry)
+        queue.append(entry)
         if settings.preserve_ordering:
             self._order.append(entry)
         self._queued += 1
         self._queued_rows += entry.rows
-
-    def _run_lone(self) -> None:
-        """End of the loop turn: the lone request runs alone, on the loop thread
-        (nothing else runs meanwhile, so no instance is taken from the count)."""
-        entry, self._lone = self._lone, None
-        if entry is None:  # another request came in the same turn: both queued
-            return
-        if entry.future.done():  # cancelled while it waited: nothing to run
-            self._queued -= 1
-            self._queued_rows -= entry.rows
-            return
-        self._alone_done(entry, self._outcome_alone(entry))
 
     def _submit_alone(
         self,

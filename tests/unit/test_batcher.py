@@ -430,6 +430,7 @@ def test_inline_lone_request_runs_alone_at_the_end_of_its_turn() -> None:
         )
         first = submit(batcher, rows(2))
         assert not first.done() and batcher.queued == 1
+        assert not any(batcher._queues)  # held aside, not in the batch queue
         result = await first
         second = await submit(batcher, rows(1, 5))
         executor.shutdown()

@@ -12,6 +12,13 @@ from mlserve.compiled import COMPILED_MODULES, is_compiled
 from tests.unit.twins import NO_EXTENSIONS
 
 
+def _python(code: str) -> str:
+    """What `code` prints in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
 def test_every_listed_module_has_its_source() -> None:
     for name in COMPILED_MODULES:
         spec = importlib.util.find_spec(name)
@@ -36,10 +43,7 @@ def test_import_from_source_switches_a_fresh_interpreter() -> None:
         "mods = [importlib.import_module(n) for n in COMPILED_MODULES]\n"
         "print(sum(map(is_compiled, mods)), sum(m.__file__.endswith('.py') for m in mods))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    ).stdout.split()
-    assert out == ["0", str(len(COMPILED_MODULES))]
+    assert _python(code).split() == ["0", str(len(COMPILED_MODULES))]
 
 
 def test_per_request_records_are_cdef_classes_compiled_and_dataclasses_from_source() -> None:
@@ -65,7 +69,4 @@ def test_per_request_records_are_cdef_classes_compiled_and_dataclasses_from_sour
         "print(policy.decide(view, policy.BatchPolicy(max_batch_size=8),\n"
         "                    LatencyEstimate(0.0, 0.0, 0)))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    ).stdout.split("\n")
-    assert out[:2] == ["True", "SendNow(rows=3)"]
+    assert _python(code).split("\n")[:2] == ["True", "SendNow(rows=3)"]
