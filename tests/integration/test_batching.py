@@ -215,16 +215,19 @@ def test_full_queue_answers_resource_exhausted_and_429(batching_server: ServerPr
 
 
 def test_expired_requests_are_dropped_before_compute(batching_server: ServerProcess) -> None:
+    # Clients, inputs and statistics first: once the slow model is busy (about
+    # 70 ms of work), the expiring requests must arrive before it is done.
+    client = grpcclient.InferenceServerClient(batching_server.grpc)
+    before = client.get_inference_statistics("slow", as_json=True)["model_stats"][0]
+    grpc_input = _small_slow_input()
+    http = httpclient.InferenceServerClient(batching_server.http)
+    tensor = httpclient.InferInput("x", [1, 512], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, 512), np.float32))
     busy = _occupy(batching_server)
     try:
-        client = grpcclient.InferenceServerClient(batching_server.grpc)
-        before = client.get_inference_statistics("slow", as_json=True)["model_stats"][0]
         with pytest.raises(grpcclient.InferenceServerException) as info:
-            client.infer("slow", [_small_slow_input()], timeout=20_000)  # V2 timeout, in us
+            client.infer("slow", [grpc_input], timeout=20_000)  # V2 timeout, in us
         assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED", info.value.message()
-        http = httpclient.InferenceServerClient(batching_server.http)
-        tensor = httpclient.InferInput("x", [1, 512], "FP32")
-        tensor.set_data_from_numpy(np.ones((1, 512), np.float32))
         with pytest.raises(httpclient.InferenceServerException) as http_info:
             http.infer("slow", [tensor], timeout=20_000)
         assert http_info.value.status() == "504"
