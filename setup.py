@@ -61,7 +61,13 @@ def _extensions() -> list:
     numpy_c = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     modules = [
         Extension("mlserve.ext._bytes_codec", ["ext/_bytes_codec.pyx"], extra_compile_args=strict),
-        Extension("mlserve.ext._infer_codec", ["ext/_infer_codec.pyx"], extra_compile_args=strict),
+        Extension(
+            "mlserve.ext._infer_codec",
+            ["ext/_infer_codec.pyx"],
+            include_dirs=[numpy.get_include()],
+            define_macros=numpy_c,
+            extra_compile_args=strict,
+        ),
         Extension(
             "mlserve.ext._batching",
             ["ext/_batching.pyx"],

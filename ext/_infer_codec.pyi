@@ -1,8 +1,14 @@
-SimpleInput = tuple[str, str, tuple[int, ...], memoryview]
+from collections.abc import Mapping
+
+import numpy as np
+
+SimpleInput = tuple[str, str, tuple[int, ...], memoryview | np.ndarray]
 SimpleRequest = tuple[str, str, str, list[SimpleInput], list[str]]
 WireOutput = tuple[str, str, tuple[int, ...], object]
 
-def decode_simple_infer(data: bytes) -> SimpleRequest | None: ...
+def decode_simple_infer(
+    data: bytes, dtypes: Mapping[str, np.dtype] | None = None
+) -> SimpleRequest | None: ...
 def encode_infer_response(
     model_name: str, model_version: str, request_id: str, outputs: list[WireOutput]
 ) -> bytes: ...

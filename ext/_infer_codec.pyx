@@ -15,6 +15,13 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef enum:
+    _MAX_DIMS = 32  # numpy 1's limit (2 allows 64): more is left to the caller
+
 
 cdef enum:
     _OK = 0
@@ -112,7 +119,49 @@ cdef object _output(const unsigned char *data, Py_ssize_t pos, Py_ssize_t end):
     return name
 
 
-def decode_simple_infer(bytes data):
+cdef object _as_array(bytes data, Py_ssize_t start, Py_ssize_t stop, cnp.dtype dtype,
+                      tuple shape):
+    """A read-only array of `shape` over data[start:stop], or None where the
+    bytes are not exactly what the shape needs (see the twin's `_as_array`)."""
+    cdef Py_ssize_t nd = len(shape)
+    cdef cnp.npy_intp dims[_MAX_DIMS]
+    cdef cnp.npy_intp strides[_MAX_DIMS]
+    cdef cnp.npy_intp count = 1
+    cdef cnp.npy_intp itemsize = dtype.itemsize
+    cdef cnp.npy_intp stride
+    cdef Py_ssize_t i
+    cdef int64_t dim
+    cdef bint empty = False
+    if nd > _MAX_DIMS:
+        return None
+    for i in range(nd):
+        dim = shape[i]
+        if dim < 0:
+            return None
+        dims[i] = <cnp.npy_intp>dim
+        empty = empty or dim == 0
+    if empty:
+        count = 0
+    else:
+        for i in range(nd):  # every factor >= 1: past the bytes given, stop (no overflow)
+            count *= dims[i]
+            if count > stop - start:
+                return None
+    if count * itemsize != stop - start:
+        return None
+    stride = itemsize
+    for i in range(nd - 1, -1, -1):
+        strides[i] = stride
+        stride *= dims[i]
+    # Flags 0: read-only; given strides, numpy works out alignment and contiguity.
+    array = cnp.PyArray_New(cnp.ndarray, <int>nd, dims, dtype.type_num, strides,
+                            <void*>(PyBytes_AS_STRING(data) + start), <int>itemsize, 0,
+                            None)
+    cnp.set_array_base(array, data)
+    return array
+
+
+def decode_simple_infer(bytes data, dtypes=None):
     """See `_infer_codec_py.decode_simple_infer`."""
     cdef const unsigned char *raw = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t end = PyBytes_GET_SIZE(data)
@@ -161,11 +210,22 @@ def decode_simple_infer(bytes data):
             return None
     if not tensors or len(spans) != len(tensors):
         return None
-    view = memoryview(data)
+    cdef object view = None
+    cdef object array
+    cdef object dtype
     inputs = []
     for index in range(len(tensors)):
         tensor = tensors[index]
         span = spans[index]
+        if dtypes:
+            dtype = dtypes.get(tensor[1])
+            if dtype is not None:
+                array = _as_array(data, span[0], span[1], dtype, tensor[2])
+                if array is not None:
+                    inputs.append((tensor[0], tensor[1], tensor[2], array))
+                    continue
+        if view is None:
+            view = memoryview(data)
         inputs.append((tensor[0], tensor[1], tensor[2], view[span[0]:span[1]]))
     return (model_name, model_version, request_id, inputs, outputs)
 

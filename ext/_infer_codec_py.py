@@ -3,7 +3,10 @@
 Most inference requests use a small part of `ModelInferRequest`: the model's
 name and version, an id, and per input a name, datatype, shape and one
 `raw_input_contents` entry. Reading those straight from the wire skips
-building the protobuf message and then reading it back field by field. Any
+building the protobuf message and then reading it back field by field; given
+the fixed-size datatypes' numpy dtypes, it also makes each tensor's array, a
+read-only view of the request (one object where `np.frombuffer` and `reshape`
+made three, with a memoryview: 1.2 us a request on the MLP). Any
 request outside that subset (parameters, typed `contents`, requested-output
 parameters, inputs without raw contents, unknown fields, anything malformed)
 returns None, and the caller decodes it with protobuf, which also words the
@@ -16,7 +19,11 @@ each output into it and serialize it. `_infer_codec.pyx` must match this module.
 
 from __future__ import annotations
 
-SimpleInput = tuple[str, str, tuple[int, ...], memoryview]
+from collections.abc import Mapping
+
+import numpy as np
+
+SimpleInput = tuple[str, str, tuple[int, ...], memoryview | np.ndarray]
 SimpleRequest = tuple[str, str, str, list[SimpleInput], list[str]]
 
 
@@ -94,10 +101,14 @@ def _output(data: memoryview, pos: int, end: int) -> str:
     return name
 
 
-def decode_simple_infer(data: bytes) -> SimpleRequest | None:
+def decode_simple_infer(
+    data: bytes, dtypes: Mapping[str, np.dtype] | None = None
+) -> SimpleRequest | None:
     """(model_name, model_version, id, [(name, datatype, shape, raw)], [output
     names]) for a request in the simple subset, else None. `raw` is a view of
-    `data` (no copy)."""
+    `data` (no copy): an array of `shape` where `dtypes` has the datatype and
+    the bytes are exactly what the shape needs, else a memoryview (BYTES, or a
+    size the caller words an error for)."""
     view = memoryview(data)
     end = len(view)
     pos = 0
@@ -130,8 +141,27 @@ def decode_simple_infer(data: bytes) -> SimpleRequest | None:
         return None
     if not tensors or len(raws) != len(tensors):
         return None
-    inputs = [(n, d, s, raw) for (n, d, s), raw in zip(tensors, raws, strict=True)]
+    inputs: list[SimpleInput] = [
+        (n, d, s, _as_array(raw, dtypes.get(d), s) if dtypes else raw)
+        for (n, d, s), raw in zip(tensors, raws, strict=True)
+    ]
     return model_name, model_version, request_id, inputs, outputs
+
+
+def _as_array(
+    raw: memoryview, dtype: np.dtype | None, shape: tuple[int, ...]
+) -> memoryview | np.ndarray:
+    if dtype is None or len(shape) > _MAX_DIMS or any(d < 0 for d in shape):
+        return raw
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count * dtype.itemsize != len(raw):
+        return raw
+    return np.frombuffer(raw, dtype).reshape(shape)
+
+
+_MAX_DIMS = 32  # numpy 1's limit (2 allows 64): more is left to the caller
 
 
 # -- ModelInferResponse, written straight to the wire ------------------------

@@ -138,7 +138,10 @@ def simple_infer_request(simple: SimpleRequest, arrival_ns: int) -> InferRequest
     model_name, model_version, request_id, tensors, output_names = simple
     inputs = []
     for name, datatype, shape, raw in tensors:
-        data = array_from_raw(name, datatype, shape, bytes(raw) if datatype == "BYTES" else raw)
+        if isinstance(raw, np.ndarray):  # the decoder made it (decode_simple_infer's dtypes)
+            data = raw
+        else:
+            data = array_from_raw(name, datatype, shape, bytes(raw) if datatype == "BYTES" else raw)
         inputs.append(InferInput(name, datatype, shape, data, {}))
     return InferRequest(  # positional: keywords cost more than the rest of this function
         model_name,

@@ -32,6 +32,7 @@ from mlserve.runtime.grpc_codec import (
     stream_response_bytes,
 )
 from mlserve.runtime.inference_types import InferRequest
+from mlserve.runtime.tensor_codec import FIXED_DTYPES
 
 log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
@@ -249,7 +250,7 @@ class InferenceService:
         which words the errors. A request that names a model and fails to
         decode is counted against that model."""
         simple = (
-            decode_simple_infer(data)
+            decode_simple_infer(data, FIXED_DTYPES)
             if _FAST_DECODE and len(data) <= self.max_input_bytes
             else None
         )

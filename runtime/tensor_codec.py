@@ -39,6 +39,8 @@ _FIXED: dict[str, tuple[np.dtype, int]] = {
     for d in datatypes.BY_NAME.values()
     if d.numpy is not None and d.itemsize
 }
+# The same, for decoders that make the arrays themselves (ext.infer_codec).
+FIXED_DTYPES: dict[str, np.dtype] = {name: dtype for name, (dtype, _) in _FIXED.items()}
 
 
 def array_from_raw(

@@ -79,15 +79,83 @@ def test_simple_requests_decode_as_protobuf_does(codec: Any, case: Any) -> None:
 def _comparable(found: Any) -> Any:
     if found is None:
         return None
-    return (*found[:3], [(*i[:3], bytes(i[3])) for i in found[3]], found[4])
+    return (*found[:3], [(*i[:3], _described(i[3])) for i in found[3]], found[4])
 
 
 @settings(max_examples=600, deadline=None)
 @given(data=st.binary(max_size=80))
 def test_arbitrary_bytes_never_raise_and_both_agree(data: bytes) -> None:
     expected = _infer_codec_py.decode_simple_infer(data)
+    with_arrays = _infer_codec_py.decode_simple_infer(data, FIXED)
     if COMPILED is not None:
         assert _comparable(COMPILED.decode_simple_infer(data)) == _comparable(expected)
+        assert _comparable(COMPILED.decode_simple_infer(data, FIXED)) == _comparable(with_arrays)
+
+
+FIXED = {"FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64), "UINT8": np.dtype(np.uint8),
+         "INT64": np.dtype(np.int64), "BOOL": np.dtype(np.bool_), "FP16": np.dtype(np.float16)}  # fmt: skip
+
+
+@st.composite
+def typed_requests(draw: st.DrawFn) -> bytes:
+    """Simple requests whose raw contents often, not always, fit their shape."""
+    message = pb.ModelInferRequest(model_name="m")
+    for _ in range(draw(st.integers(1, 3))):
+        datatype = draw(st.sampled_from([*FIXED, "BYTES", "BF16", "fp32"]))
+        shape = draw(st.lists(st.integers(-2, 4), max_size=4))
+        itemsize = FIXED[datatype].itemsize if datatype in FIXED else 1
+        count = int(np.prod(shape)) if shape else 1
+        fits = min(shape, default=0) >= 0 and draw(st.integers(0, 3)) > 0
+        size = count * itemsize if fits else draw(st.integers(0, 40))
+        message.inputs.add(name="x", datatype=datatype, shape=shape)
+        message.raw_input_contents.append(draw(st.binary(min_size=size, max_size=size)))
+    return message.SerializeToString()
+
+
+def _as_expected(datatype: str, shape: tuple[int, ...], raw: bytes) -> Any:
+    """What the decoder must give for one raw tensor, given FIXED."""
+    dtype = FIXED.get(datatype)
+    if dtype is None or min(shape, default=0) < 0 or len(raw) != int(np.prod(shape)) * dtype.itemsize:
+        return ("view", raw)
+    return ("array", dtype.str, shape, raw)
+
+
+def _described(raw: Any) -> Any:
+    if isinstance(raw, np.ndarray):
+        assert not raw.flags.writeable  # a view of the request's immutable bytes
+        return ("array", raw.dtype.str, raw.shape, raw.tobytes())
+    assert isinstance(raw, memoryview)
+    return ("view", bytes(raw))
+
+
+@pytest.mark.parametrize("codec", IMPLEMENTATIONS)
+@settings(max_examples=300, deadline=None)
+@given(data=typed_requests())
+def test_fixed_size_tensors_decode_to_arrays_of_their_shape(codec: Any, data: bytes) -> None:
+    message = pb.ModelInferRequest.FromString(data)
+    found = codec.decode_simple_infer(data, FIXED)
+    assert found is not None
+    assert [(n, d, s, _described(r)) for n, d, s, r in found[3]] == [
+        (t.name, t.datatype, tuple(t.shape), _as_expected(t.datatype, tuple(t.shape), raw))
+        for t, raw in zip(message.inputs, message.raw_input_contents, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("codec", IMPLEMENTATIONS)
+def test_arrays_view_the_request_at_any_alignment(codec: Any) -> None:
+    values = np.arange(6, dtype=np.float64)
+    for name_length in range(8):  # moves the raw contents through every offset mod 8
+        message = pb.ModelInferRequest(model_name="m" * name_length)
+        message.inputs.add(name="x", datatype="FP64", shape=[2, 3])
+        message.raw_input_contents.append(values.tobytes())
+        data = message.SerializeToString()
+        found = codec.decode_simple_infer(data, FIXED)
+        assert found is not None
+        array = found[3][0][3]
+        assert np.shares_memory(array, np.frombuffer(data, np.uint8))
+        assert array.flags.aligned == (array.ctypes.data % 8 == 0)
+        np.testing.assert_array_equal(array, values.reshape(2, 3))
+        assert array.flags.c_contiguous and not array.flags.writeable
 
 
 def test_raw_contents_are_views_of_the_request() -> None:
