@@ -253,6 +253,7 @@ class DataPlane:
                 request.id,
                 outputs,
                 {o.name: o.parameters for o in request.outputs if o.parameters},
+                {},
             )
             done = _perf_ns()
             total_ns = done - arrival

@@ -30,7 +30,7 @@ def cases() -> dict[str, Callable[[], object]]:
     message.inputs.add(name="x", datatype="FP32", shape=[1, 64])
     message.raw_input_contents.append(x.tobytes())
     wire = message.SerializeToString()
-    response = InferResponse("mlp", "1", "", [InferOutput("y", "FP32", (1, 10), y)])
+    response = InferResponse("mlp", "1", "", [InferOutput("y", "FP32", (1, 10), y)], {}, {})
     json_body = json.dumps(
         {
             "inputs": [

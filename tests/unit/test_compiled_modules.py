@@ -47,13 +47,19 @@ def test_import_from_source_switches_a_fresh_interpreter() -> None:
 
 
 def test_per_request_records_are_cdef_classes_compiled_and_dataclasses_from_source() -> None:
-    """The batcher's and the policy's per-request records: cdef classes (no
-    instance dict) when compiled; from source without Cython installed (a
-    user's install has it only at build time), slotted dataclasses from
-    mlserve.cython_shim, and the policy still decides."""
+    """The per-request records (the batcher's and the policy's, and the
+    inference request and response types): cdef classes (no instance dict)
+    when compiled; from source without Cython installed (a user's install has
+    it only at build time), slotted dataclasses from mlserve.cython_shim, and
+    the policy still decides."""
+    from mlserve.runtime import inference_types as types
     from mlserve.runtime.batching import batcher, policy
 
-    records = (batcher.Pending, batcher.BatchResult, policy.QueueView, policy.SendNow)
+    records = (
+        batcher.Pending, batcher.BatchResult, policy.QueueView, policy.SendNow,
+        types.InferInput, types.RequestedOutput, types.InferRequest, types.InferOutput,
+        types.InferResponse,
+    )  # fmt: skip
     if not NO_EXTENSIONS:
         assert all(r.__dictoffset__ == 0 and "__slots__" not in vars(r) for r in records)
     code = (
@@ -63,7 +69,10 @@ def test_per_request_records_are_cdef_classes_compiled_and_dataclasses_from_sour
         "import_from_source()\n"
         "from mlserve.runtime.batching import batcher, policy\n"
         "from mlserve.runtime.batching.latency_model import LatencyEstimate\n"
-        "records = (batcher.Pending, batcher.BatchResult, policy.QueueView, policy.SendNow)\n"
+        "from mlserve.runtime import inference_types as t\n"
+        "records = (batcher.Pending, batcher.BatchResult, policy.QueueView, policy.SendNow,\n"
+        "           t.InferInput, t.RequestedOutput, t.InferRequest, t.InferOutput,\n"
+        "           t.InferResponse)\n"
         "print(all('__slots__' in vars(r) for r in records))\n"
         "view = policy.QueueView(1.0, 1.0, 3, 1, 0, 0.0, False, 0.0, 1.0)\n"
         "print(policy.decide(view, policy.BatchPolicy(max_batch_size=8),\n"

@@ -75,6 +75,8 @@ def test_grpc_encode_is_raw_only() -> None:
             InferOutput("y", "FP32", (2,), np.array([1.5, 2.5], np.float32)),
             InferOutput("s", "BYTES", (1,), np.array(["ok"], dtype=object)),
         ],
+        {},
+        {},
     )
     message = grpc_codec.encode_infer_response(response)
     assert [o.name for o in message.outputs] == ["y", "s"]
@@ -117,6 +119,7 @@ def test_http_encode_binary_and_json_outputs() -> None:
             InferOutput("b", "INT64", (1, 2), np.array([[3, 4]], np.int64)),
         ],
         output_parameters={"b": {"binary_data": False}},
+        parameters={},
     )
     body, json_length = http_codec.encode_infer_response(response, {"binary_data_output": True})
     assert json_length is not None
@@ -176,7 +179,8 @@ def test_http_encode_repeated_binary_responses() -> None:
 
     def encode(rows: int, request_id: str = "") -> dict:
         data = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2)
-        response = InferResponse("m", "1", request_id, [InferOutput("y", "FP32", data.shape, data)])
+        output = InferOutput("y", "FP32", data.shape, data)
+        response = InferResponse("m", "1", request_id, [output], {}, {})
         body, json_length = http_codec.encode_infer_response(response, {"binary_data_output": True})
         assert json_length is not None
         assert np.frombuffer(body[json_length:], "<f4").tolist() == data.reshape(-1).tolist()
