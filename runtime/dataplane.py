@@ -264,11 +264,9 @@ class DataPlane:
                 result.infer_ns,
                 done - fetched + result.output_ns,
             )
-            metrics.success += 1
-            metrics.rows += rows
-            metrics.request_duration.observe(total_ns / 1e9)
-            metrics.queue_duration.observe(result.queue_ns / 1e9)
-            metrics.compute_duration.observe(result.infer_ns / 1e9)
+            metrics.record_success(
+                rows, total_ns / 1e9, result.queue_ns / 1e9, result.infer_ns / 1e9
+            )
             return response
         except (Overloaded, LatencyBudgetExceeded) as exc:
             metrics.shed(priority)

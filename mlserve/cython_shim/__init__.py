@@ -32,9 +32,20 @@ from mlserve.cython_shim import dataclasses
 T = TypeVar("T")
 
 
+# C types of cdef class fields and typed locals; here, what Python holds them in.
+longlong = int
+double = float
+Py_ssize_t = int
+
+
 def cclass(cls: T) -> T:
     """Cython: a cdef class. Here: the class as it is."""
     return cls
 
 
-__all__ = ["cclass", "dataclasses"]
+def ccall(function: T) -> T:
+    """Cython: a cpdef method (called in C by typed callers). Here: the method."""
+    return function
+
+
+__all__ = ["Py_ssize_t", "ccall", "cclass", "dataclasses", "double", "longlong"]
