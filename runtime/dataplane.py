@@ -235,7 +235,7 @@ class DataPlane:
             if request.parameters or request.timeout_s:
                 priority, timeout_s = _schedule_parameters(request)
             prepared = _perf_ns()
-            pending = model.execute(names, feeds, rows, priority=priority, timeout_s=timeout_s)
+            pending = model.batcher.submit(feeds, rows, names, priority, timeout_s)
             try:
                 result = await pending
             except asyncio.CancelledError:  # the client went away: free its queue slot

@@ -231,20 +231,6 @@ class ModelVersion:
             names.append(output.name)
         return names
 
-    def execute(
-        self,
-        output_names: list[str],
-        feeds: dict[str, np.ndarray],
-        rows: int,
-        *,
-        priority: int = 0,
-        timeout_s: float = 0.0,
-    ) -> asyncio.Future[BatchResult]:
-        """Queue the request with the batcher; onnxruntime runs off the event loop."""
-        return self.batcher.submit(
-            feeds, rows, output_names, priority=priority, timeout_s=timeout_s
-        )
-
     def _on_batch(self, result: BatchResult) -> None:
         self.stats.record_execution(
             rows=result.batch_rows,

@@ -62,6 +62,9 @@ class ModelRepository:
     def __init__(self, layout: RepositoryLayout) -> None:
         self.layout = layout
         self._served: dict[str, ServedModel] = {}
+        # Each model's latest ready version, by name: the request path's lookup
+        # for version-less requests, kept in step with _served by _publish.
+        self._latest: dict[str, ModelVersion] = {}
         self._index: dict[tuple[str, str], IndexEntry] = {}
         self._wanted: set[str] = set()
         self._disk: dict[str, DiskFingerprint] = {}
@@ -74,6 +77,10 @@ class ModelRepository:
 
     def resolve(self, name: str, version: str = "") -> ModelVersion:
         """The version to serve; raises ModelNotFound or ModelUnavailable."""
+        if not version:
+            latest = self._latest.get(name)
+            if latest is not None:
+                return latest
         served = self._served.get(name)
         if served is not None:
             model = (
@@ -98,6 +105,12 @@ class ModelRepository:
 
     def served(self) -> dict[str, ServedModel]:
         return self._served
+
+    def _publish(self, served: dict[str, ServedModel]) -> None:
+        """Serve this snapshot of ready versions from now on."""
+        latest = {name: m.latest for name, m in served.items()}
+        self._served = served
+        self._latest = {name: model for name, model in latest.items() if model is not None}
 
     # -- queries --------------------------------------------------------------
 
@@ -149,7 +162,7 @@ class ModelRepository:
                     self._fingerprints.pop((name, version), None)
                 snapshot = dict(self._served)
                 del snapshot[name]
-                self._served = snapshot
+                self._publish(snapshot)
                 for version, model in served.versions.items():
                     self._retire(
                         model, IndexEntry(name, str(version), ModelState.UNAVAILABLE, "unloaded")
@@ -174,7 +187,7 @@ class ModelRepository:
         for served in self._served.values():
             for model in served.versions.values():
                 model.close()
-        self._served = {}
+        self._publish({})
 
     async def _load_locked(self, name: str) -> None:
         model_dir = self.layout.model_dir(name)
@@ -226,7 +239,7 @@ class ModelRepository:
             return
         snapshot = dict(self._served)
         snapshot[name] = ServedModel(name, versions)
-        self._served = snapshot
+        self._publish(snapshot)
         self._set(IndexEntry(name, "", ModelState.READY))
         if current is not None:
             for version, model in current.versions.items():

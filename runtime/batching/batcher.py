@@ -211,11 +211,11 @@ class Batcher:
         feeds: dict[str, np.ndarray],
         rows: int,
         output_names: list[str],
-        *,
         priority: int = 0,
         timeout_s: float = 0.0,
     ) -> asyncio.Future[BatchResult]:
-        """Queue one request; the future resolves with its outputs or its error."""
+        """Queue one request; the future resolves with its outputs or its error.
+        (Positional: the data plane calls this for every request.)"""
         settings = self.settings
         if settings.max_queue_size and self._queued >= settings.max_queue_size:
             self.stats.rejected_full += 1
