@@ -58,23 +58,20 @@ def _extensions() -> list:
     strict = ["-Werror", "-Wno-unreachable-code"] if os.name == "posix" else []
     import numpy
 
-    numpy_c = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+    def with_numpy(name: str) -> Extension:
+        """An accelerator that cimports numpy (its C API)."""
+        return Extension(
+            f"mlserve.ext.{name}",
+            [f"ext/{name}.pyx"],
+            include_dirs=[numpy.get_include()],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            extra_compile_args=strict,
+        )
+
     modules = [
         Extension("mlserve.ext._bytes_codec", ["ext/_bytes_codec.pyx"], extra_compile_args=strict),
-        Extension(
-            "mlserve.ext._infer_codec",
-            ["ext/_infer_codec.pyx"],
-            include_dirs=[numpy.get_include()],
-            define_macros=numpy_c,
-            extra_compile_args=strict,
-        ),
-        Extension(
-            "mlserve.ext._batching",
-            ["ext/_batching.pyx"],
-            include_dirs=[numpy.get_include()],
-            define_macros=numpy_c,
-            extra_compile_args=strict,
-        ),
+        with_numpy("_infer_codec"),
+        with_numpy("_batching"),
     ]
     if _have_nghttp2():
         modules.append(

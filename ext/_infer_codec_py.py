@@ -5,8 +5,9 @@ name and version, an id, and per input a name, datatype, shape and one
 `raw_input_contents` entry. Reading those straight from the wire skips
 building the protobuf message and then reading it back field by field; given
 the fixed-size datatypes' numpy dtypes, it also makes each tensor's array, a
-read-only view of the request (one object where `np.frombuffer` and `reshape`
-made three, with a memoryview: 1.2 us a request on the MLP). Any
+read-only view of the request (one object where a memoryview, `np.frombuffer`
+and `reshape` made three: decoding and building the MLP's request took 2.2 us
+against 4.0, in a loop). Any
 request outside that subset (parameters, typed `contents`, requested-output
 parameters, inputs without raw contents, unknown fields, anything malformed)
 returns None, and the caller decodes it with protobuf, which also words the

@@ -108,9 +108,10 @@ class ModelRepository:
 
     def _publish(self, served: dict[str, ServedModel]) -> None:
         """Serve this snapshot of ready versions from now on."""
-        latest = {name: m.latest for name, m in served.items()}
         self._served = served
-        self._latest = {name: model for name, model in latest.items() if model is not None}
+        self._latest = {
+            name: latest for name, m in served.items() if (latest := m.latest) is not None
+        }
 
     # -- queries --------------------------------------------------------------
 

@@ -33,14 +33,11 @@ def lookup_datatype(name: str, datatype: str) -> datatypes.Datatype:
     return found
 
 
-# Fixed-size datatypes with a numpy dtype: the common case, decoded on a short path.
-_FIXED: dict[str, tuple[np.dtype, int]] = {
-    d.name: (d.numpy, d.itemsize)
-    for d in datatypes.BY_NAME.values()
-    if d.numpy is not None and d.itemsize
+# Fixed-size datatypes with a numpy dtype: the common case, decoded on a short
+# path here and by decoders that make the arrays themselves (ext.infer_codec).
+FIXED_DTYPES: dict[str, np.dtype] = {
+    d.name: d.numpy for d in datatypes.BY_NAME.values() if d.numpy is not None and d.itemsize
 }
-# The same, for decoders that make the arrays themselves (ext.infer_codec).
-FIXED_DTYPES: dict[str, np.dtype] = {name: dtype for name, (dtype, _) in _FIXED.items()}
 
 
 def array_from_raw(
@@ -52,11 +49,13 @@ def array_from_raw(
     text: bool = True,
 ) -> np.ndarray:
     """Decode one tensor's raw bytes; `text` decodes BYTES elements to str."""
-    fixed = _FIXED.get(datatype)
-    if fixed is not None and (not shape or min(shape) >= 0):
-        dtype, itemsize = fixed
-        if len(raw) == math.prod(shape) * itemsize:
-            return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    fixed = FIXED_DTYPES.get(datatype)
+    if (
+        fixed is not None
+        and (not shape or min(shape) >= 0)
+        and len(raw) == math.prod(shape) * fixed.itemsize
+    ):
+        return np.frombuffer(raw, dtype=fixed).reshape(shape)
     # Anything else, valid (BYTES) or not (the errors are worded below).
     dt = lookup_datatype(name, datatype)
     count = check_shape(name, shape)

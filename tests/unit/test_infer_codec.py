@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from mlserve.ext import _infer_codec_py, infer_codec
 from mlserve.proto import grpc_service_pb2 as pb
+from mlserve.runtime.tensor_codec import FIXED_DTYPES
 from tests.unit.twins import EXPECTED_IMPLEMENTATION, compiled, implementations
 
 COMPILED: Any = compiled("infer_codec")
@@ -92,11 +93,7 @@ def test_arbitrary_bytes_never_raise_and_both_agree(data: bytes) -> None:
         assert _comparable(COMPILED.decode_simple_infer(data, FIXED)) == _comparable(with_arrays)
 
 
-FIXED = {
-    name: np.dtype(t)
-    for name, t in [("FP32", np.float32), ("FP64", np.float64), ("UINT8", np.uint8),
-                    ("INT64", np.int64), ("BOOL", np.bool_), ("FP16", np.float16)]
-}  # fmt: skip
+FIXED = FIXED_DTYPES  # the table the server hands the decoder
 
 
 @st.composite
