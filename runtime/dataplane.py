@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mlserve._version import __version__
 from mlserve.errors import (
@@ -24,6 +27,7 @@ from mlserve.errors import (
     Unsupported,
 )
 from mlserve.runtime import datatypes
+from mlserve.runtime.batching.batcher import BatchResult
 from mlserve.runtime.inference_types import InferOutput, InferRequest, InferResponse
 from mlserve.runtime.metrics import ModelMetrics, ServerMetrics
 from mlserve.runtime.model_config import PLATFORM
@@ -36,6 +40,15 @@ from mlserve.runtime.worker_peers import (
     peer_statistics,
 )
 
+if TYPE_CHECKING:
+    from mlserve import cython_shim as cython
+else:
+    try:
+        import cython
+    except ImportError:  # from source, without Cython installed
+        from mlserve import cython_shim as cython
+
+log = logging.getLogger(__name__)
 _perf_ns = time.perf_counter_ns
 
 EXTENSIONS = (
@@ -208,11 +221,20 @@ class DataPlane:
 
     # -- inference ------------------------------------------------------------
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        """Validate, run and answer one request; every outcome is counted.
+    def start(
+        self,
+        request: InferRequest,
+        reply: AnswerCallback,
+        fail: FailureCallback,
+        context: object,
+    ) -> InferCall:
+        """Validate and queue one request; its outcome, counted, is delivered
+        later as `reply(context, response)` or `fail(context, error)`, on the
+        event loop thread, by the batch that ran it (or the timer that expired
+        it). A request refused before it queues raises here instead, counted.
 
-        One coroutine from validation to the counted answer: every layer of
-        coroutine is paid twice per request (started, then resumed)."""
+        The transports' fast path: no coroutine or future per request. `infer`
+        is the same on top of a future."""
         arrival = request.arrival_ns or _perf_ns()
         try:
             if self.draining:
@@ -234,60 +256,59 @@ class DataPlane:
             timeout_s = 0.0
             if request.parameters or request.timeout_s:
                 priority, timeout_s = _schedule_parameters(request)
-            prepared = _perf_ns()
-            pending = model.batcher.submit(feeds, rows, names, priority, timeout_s)
-            try:
-                result = await pending
-            except asyncio.CancelledError:  # the client went away: free its queue slot
-                model.batcher.withdraw(pending)
+            call = InferCall(
+                self, model, metrics, request, names, rows, arrival, _perf_ns(), priority,
+                reply, fail, context, False,
+            )  # fmt: skip
+            model.batcher.submit(feeds, rows, names, priority, timeout_s, call)
+            return call
+        except BaseException as exc:
+            self._leave(model, metrics)
+            error = self._counted_failure(model, metrics, arrival, priority, exc)
+            if error is exc:
                 raise
-            fetched = _perf_ns()
-            specs = model.output_specs
-            outputs = []
-            for name, array in zip(names, result.outputs, strict=True):
-                datatype = specs[name].datatype or datatypes.from_numpy(array.dtype).name
-                outputs.append(InferOutput(name, datatype, array.shape, array))
-            response = InferResponse(
-                model.name,
-                model.version_str,
-                request.id,
-                outputs,
-                {o.name: o.parameters for o in request.outputs if o.parameters},
-                {},
-            )
-            done = _perf_ns()
-            total_ns = done - arrival
-            model.stats.record_success(
-                total_ns,
-                result.queue_ns,
-                prepared - arrival + result.input_ns,
-                result.infer_ns,
-                done - fetched + result.output_ns,
-            )
-            metrics.record_success(
-                rows, total_ns / 1e9, result.queue_ns / 1e9, result.infer_ns / 1e9
-            )
-            return response
-        except (Overloaded, LatencyBudgetExceeded) as exc:
+            raise error from exc
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """`start`, awaited: for the transports that serve each request in a coroutine."""
+        future: asyncio.Future[InferResponse] = asyncio.get_running_loop().create_future()
+        call = self.start(request, _future_result, _future_exception, future)
+        try:
+            return await future
+        except asyncio.CancelledError:  # the client went away: free its queue slot
+            call.model.batcher.withdraw(call)
+            raise
+
+    def _leave(self, model: ModelVersion, metrics: ModelMetrics) -> None:
+        metrics.inflight -= 1
+        model.inflight -= 1
+        self.inflight -= 1
+        if not self.inflight:
+            self._idle.set()
+
+    def _counted_failure(
+        self,
+        model: ModelVersion,
+        metrics: ModelMetrics,
+        arrival: int,
+        priority: int,
+        exc: BaseException,
+    ) -> BaseException:
+        """Count a request's failure; the error to give its client."""
+        if isinstance(exc, Overloaded | LatencyBudgetExceeded):
             metrics.shed(priority)
             self._fail(model, metrics, arrival, exc.kind.value)
-            raise
-        except DeadlineExceeded as exc:
+        elif isinstance(exc, DeadlineExceeded):
             metrics.expired(priority)
             self._fail(model, metrics, arrival, exc.kind.value)
-            raise
-        except MlserveError as exc:
+        elif isinstance(exc, MlserveError):
             self._fail(model, metrics, arrival, exc.kind.value)
-            raise
-        except Exception as exc:
+        elif isinstance(exc, Exception):
             self._fail(model, metrics, arrival, "internal")
-            raise InternalError(f"unexpected error serving '{model.name}': {exc!r}") from exc
-        finally:
-            metrics.inflight -= 1
-            model.inflight -= 1
-            self.inflight -= 1
-            if not self.inflight:
-                self._idle.set()
+            error = InternalError(f"unexpected error serving '{model.name}': {exc!r}")
+            error.__cause__ = exc  # for the log of whoever answers with it
+            return error
+        return exc
 
     def _fail(self, model: ModelVersion, metrics: ModelMetrics, arrival: int, reason: str) -> None:
         model.stats.record_failure(total_ns=_perf_ns() - arrival)
@@ -319,6 +340,126 @@ class DataPlane:
         except TimeoutError:
             return False
         return True
+
+
+AnswerCallback = Callable[[Any, InferResponse], None]
+FailureCallback = Callable[[Any, BaseException], None]
+
+
+@cython.dataclasses.dataclass
+@cython.cclass
+class InferCall:
+    """One request between `DataPlane.start` and its answer. The batcher holds
+    it where it would hold a future (`done`, `set_result`, `set_exception`,
+    `cancel`), so a batch's end answers each request in the same pass: the
+    response is built, counted and handed to the transport there, where a
+    future would schedule a callback and resume two coroutines a loop turn
+    later (1.2-1.7 us a request, timeit under uvloop)."""
+
+    dataplane: DataPlane
+    model: ModelVersion
+    metrics: ModelMetrics
+    request: InferRequest
+    names: list[str]
+    rows: int
+    arrival: int
+    prepared: int
+    priority: int
+    reply: AnswerCallback
+    fail: FailureCallback
+    context: object
+    finished: bool
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, result: BatchResult) -> None:
+        """The batch ran: build the response, count it, answer."""
+        if self.finished:
+            return
+        self.finished = True
+        model = self.model
+        dataplane = self.dataplane
+        try:
+            fetched = _perf_ns()
+            specs = model.output_specs
+            outputs = []
+            for name, array in zip(self.names, result.outputs, strict=True):
+                datatype = specs[name].datatype or datatypes.from_numpy(array.dtype).name
+                outputs.append(InferOutput(name, datatype, array.shape, array))
+            request = self.request
+            response = InferResponse(
+                model.name,
+                model.version_str,
+                request.id,
+                outputs,
+                {o.name: o.parameters for o in request.outputs if o.parameters},
+                {},
+            )
+            done = _perf_ns()
+            arrival = self.arrival
+            total_ns = done - arrival
+            model.stats.record_success(
+                total_ns,
+                result.queue_ns,
+                self.prepared - arrival + result.input_ns,
+                result.infer_ns,
+                done - fetched + result.output_ns,
+            )
+            self.metrics.record_success(
+                self.rows, total_ns / 1e9, result.queue_ns / 1e9, result.infer_ns / 1e9
+            )
+        except BaseException as exc:
+            dataplane._leave(model, self.metrics)
+            error = dataplane._counted_failure(
+                model, self.metrics, self.arrival, self.priority, exc
+            )
+            _fail_quietly(self, error)
+            return
+        dataplane._leave(model, self.metrics)
+        try:
+            self.reply(self.context, response)
+        except Exception as exc:  # a transport's bug: this request still gets an answer
+            _fail_quietly(self, InternalError(f"could not send the answer: {exc!r}"))
+
+    def set_exception(self, exc: BaseException) -> None:
+        """The request failed in the queue or in its batch: count it, answer."""
+        if self.finished:
+            return
+        self.finished = True
+        dataplane = self.dataplane
+        dataplane._leave(self.model, self.metrics)
+        error = dataplane._counted_failure(
+            self.model, self.metrics, self.arrival, self.priority, exc
+        )
+        _fail_quietly(self, error)
+
+    def cancel(self) -> bool:
+        """Withdrawn (its client went away): nothing more is answered or counted."""
+        if self.finished:
+            return False
+        self.finished = True
+        self.dataplane._leave(self.model, self.metrics)
+        return True
+
+
+def _fail_quietly(call: InferCall, error: BaseException) -> None:
+    """Hand `error` to the transport; the batch that answers the other
+    requests must go on even if the transport cannot."""
+    try:
+        call.fail(call.context, error)
+    except Exception:
+        log.exception("could not answer a request of '%s' with its error", call.model.name)
+
+
+def _future_result(future: asyncio.Future[InferResponse], response: InferResponse) -> None:
+    if not future.done():
+        future.set_result(response)
+
+
+def _future_exception(future: asyncio.Future[InferResponse], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 def _schedule_parameters(request: InferRequest) -> tuple[int, float]:

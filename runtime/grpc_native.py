@@ -41,7 +41,7 @@ from mlserve.runtime.grpc_service import (
     InferenceService,
     Reply,
     Rpc,
-    error_trailers,
+    fail_unary,
 )
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,6 @@ def _reply(stream: H2Stream, message: Reply) -> None:
     stream.reply(message if isinstance(message, bytes) else message.SerializeToString())
 
 
-def _fail(stream: H2Stream, name: str, exc: BaseException) -> None:
-    if isinstance(exc, MlserveError):
-        stream.finish(STATUS_BY_KIND[exc.kind], exc.message, error_trailers(exc))
-        return
-    log.error("unhandled error in %s", name, exc_info=exc)
-    stream.finish(INTERNAL, f"internal error: {exc!r}")
-
-
 def _unary(rpc: Rpc) -> Any:
     call = rpc.call
     name = rpc.name
@@ -85,8 +77,23 @@ def _unary(rpc: Rpc) -> Any:
         drive(
             call(stream.payload, stream.metadata_value, stream.time_remaining()),
             partial(_reply, stream),
-            partial(_fail, stream, name),
+            partial(fail_unary, stream, name),
         )
+
+    return handle
+
+
+def _model_infer(service: InferenceService) -> Any:
+    """ModelInfer: no coroutine; the batch that runs the request answers it."""
+    start = service.start_model_infer
+
+    def handle(stream: H2Stream) -> None:
+        try:
+            start(stream.payload, stream.metadata_value, stream.time_remaining(), stream)
+        except BaseException as exc:
+            fail_unary(stream, "ModelInfer", exc)
+            if not isinstance(exc, Exception):
+                raise
 
     return handle
 
@@ -270,7 +277,9 @@ def _routes(
 ) -> dict[bytes, Route]:
     routes: dict[bytes, Route] = {
         f"/{SERVICE}/{rpc.name}".encode(): Route(
-            _unary(rpc), False, rpc.request_type.DESCRIPTOR.name
+            _model_infer(service) if rpc.name == "ModelInfer" else _unary(rpc),
+            False,
+            rpc.request_type.DESCRIPTOR.name,
         )
         for rpc in service.unary_rpcs()
     }

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2
@@ -31,7 +31,7 @@ from mlserve.runtime.grpc_codec import (
     simple_infer_request,
     stream_response_bytes,
 )
-from mlserve.runtime.inference_types import InferRequest
+from mlserve.runtime.inference_types import InferRequest, InferResponse
 from mlserve.runtime.tensor_codec import FIXED_DTYPES
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class InferenceService:
         self.dataplane = dataplane
         self.access = access
         self.max_input_bytes = max_input_bytes
+        self._infer_header = access.header_for("inference")
 
     # -- the method table ----------------------------------------------------
 
@@ -267,6 +268,25 @@ class InferenceService:
             self.dataplane.count_rejected(request.model_name, request.model_version, exc)
             raise
 
+    def start_model_infer(
+        self,
+        data: bytes,
+        metadata: MetadataLookup,
+        time_remaining: float | None,
+        stream: UnaryStream,
+    ) -> None:
+        """ModelInfer for a transport that answers through a stream object
+        (the native one): queued here, answered by the batch that runs it with
+        `stream.reply` or `stream.finish`; an error found before it queues
+        is raised. The same checks and data plane as `model_infer`, without
+        its coroutine."""
+        if self._infer_header is not None:
+            self.access.check("inference", metadata(self._infer_header))
+        infer_request = self.decode(data, _perf_ns())
+        if time_remaining is not None:
+            infer_request.timeout_s = max(time_remaining, 1e-6)
+        self.dataplane.start(infer_request, _answer_unary, _fail_infer, stream)
+
     async def model_infer(self, data: bytes, time_remaining: float | None) -> bytes:
         """ModelInfer: the answer already serialized (written straight to the wire)."""
         infer_request = self.decode(data, _perf_ns())
@@ -288,6 +308,32 @@ class InferenceService:
         except Exception as exc:  # a bug: answer this request, keep the stream
             log.exception("unhandled error in ModelStreamInfer")
             return _error_reply(f"internal error: {exc!r}", infer_request, data)
+
+
+class UnaryStream(Protocol):
+    """How a unary RPC is answered on the native transport (its H2Stream)."""
+
+    def reply(self, message: bytes, /) -> None: ...
+    def finish(
+        self, status: int, message: str = "", trailers: Sequence[tuple[str, str]] | None = None, /
+    ) -> None: ...
+
+
+def fail_unary(stream: UnaryStream, name: str, exc: BaseException) -> None:
+    """End a unary RPC with the status for `exc` (a bug: INTERNAL, logged)."""
+    if isinstance(exc, MlserveError):
+        stream.finish(STATUS_BY_KIND[exc.kind], exc.message, error_trailers(exc))
+        return
+    log.error("unhandled error in %s", name, exc_info=exc)
+    stream.finish(INTERNAL, f"internal error: {exc!r}")
+
+
+def _answer_unary(stream: UnaryStream, response: InferResponse) -> None:
+    stream.reply(infer_response_bytes(response))
+
+
+def _fail_infer(stream: UnaryStream, exc: BaseException) -> None:
+    fail_unary(stream, "ModelInfer", exc)
 
 
 def parse(request_type: type[Message], data: bytes, limit: int) -> Any:

@@ -1,4 +1,4 @@
-"""The request path in process: decode a ModelInferRequest, `DataPlane.infer`
+"""The request path in process: decode a ModelInferRequest, `DataPlane.start`
 through the batcher and onnxruntime, encode the answer, with C requests in
 flight, driven as the native transport drives them (no sockets, no HTTP/2).
 Two comparisons:
@@ -39,6 +39,10 @@ COMPARISONS = {
 }
 
 
+def _no_metadata(_: str) -> str | None:
+    return None
+
+
 def _measure(
     repository: Path, model: str, concurrency: int, requests: int, source: bool
 ) -> tuple[float, float]:
@@ -52,7 +56,6 @@ def _measure(
 
     from benchmarks.load import workload
     from mlserve.runtime.access import AccessPolicy
-    from mlserve.runtime.coroutine_driver import drive
     from mlserve.runtime.dataplane import DataPlane
     from mlserve.runtime.grpc_service import InferenceService
     from mlserve.runtime.metrics import ServerMetrics
@@ -73,20 +76,25 @@ def _measure(
             done = loop.create_future()
             counts = {"sent": 0, "answered": 0}
 
-            def answered(_: Any) -> None:
-                counts["answered"] += 1
-                if counts["sent"] < requests:
-                    send()
-                elif counts["answered"] == requests and not done.done():
-                    done.set_result(None)
+            class Stream:
+                """As the native transport's H2Stream answers a unary RPC."""
 
-            def failed(exc: BaseException) -> None:
-                if not done.done():
-                    done.set_exception(exc)
+                def reply(self, _: bytes) -> None:
+                    counts["answered"] += 1
+                    if counts["sent"] < requests:
+                        send()
+                    elif counts["answered"] == requests and not done.done():
+                        done.set_result(None)
+
+                def finish(self, status: int, message: str = "", trailers: Any = None) -> None:
+                    if not done.done():
+                        done.set_exception(RuntimeError(f"status {status}: {message}"))
+
+            stream = Stream()
 
             def send() -> None:
                 counts["sent"] += 1
-                drive(service.model_infer(message, None), answered, failed)
+                service.start_model_infer(message, _no_metadata, None, stream)
 
             for _ in range(concurrency):
                 send()

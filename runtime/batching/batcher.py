@@ -43,7 +43,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -78,6 +78,18 @@ from mlserve.runtime.batching.policy import (
 from mlserve.runtime.batching.wake_timer import WakeTimer
 
 RunFn = Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]]
+
+
+class Completion(Protocol):
+    """Where a request's outcome goes: an asyncio future, or the data plane's
+    InferCall, which answers at once (no callback scheduled, no coroutine)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: BatchResult, /) -> None: ...
+    def set_exception(self, exc: BaseException, /) -> None: ...
+    def cancel(self) -> bool: ...
+
+
 ShapeKey = tuple[object, ...]
 
 
@@ -92,7 +104,7 @@ class Pending:
     rows: int
     output_names: list[str]
     key: ShapeKey
-    future: asyncio.Future[BatchResult]
+    future: Completion
     enqueue_s: float
     deadline_s: float  # 0 = none
     sequence: int
@@ -206,16 +218,18 @@ class Batcher:
     def queued(self) -> int:
         return self._queued
 
-    def submit(
+    def submit(  # noqa: PLR0917 (positional: once per request, keywords cost more)
         self,
         feeds: dict[str, np.ndarray],
         rows: int,
         output_names: list[str],
         priority: int = 0,
         timeout_s: float = 0.0,
-    ) -> asyncio.Future[BatchResult]:
-        """Queue one request; the future resolves with its outputs or its error.
-        (Positional: the data plane calls this for every request.)"""
+        completion: Completion | None = None,
+    ) -> Completion:
+        """Queue one request; `completion` (a new future if None, returned)
+        gets its outputs or its error. (Positional: the data plane calls this
+        for every request.)"""
         settings = self.settings
         if settings.max_queue_size and self._queued >= settings.max_queue_size:
             self.stats.rejected_full += 1
@@ -246,21 +260,25 @@ class Batcher:
         timeout = settings.default_timeout_s
         if timeout_s > 0:
             timeout = min(timeout, timeout_s) if timeout else timeout_s
+        loop = asyncio.get_running_loop()
+        if completion is None:
+            completion = loop.create_future()
         if not settings.batching:
-            return self._submit_alone(feeds, rows, output_names, now, timeout)
+            deadline_s = now + timeout if timeout else 0.0
+            alone = Pending(feeds, rows, output_names, (), completion, now, deadline_s, 0)
+            return self._submit_alone(alone)
         level = self._level(priority) if settings.priority_levels else 0
         if settings.policy.max_queue_delay_s:  # the gap caps waits; no delay, no wait
             # A gap longer than the queue delay is idle time, not a rate: clamp it.
             gap = min(now - self._last_arrival_s, settings.policy.max_queue_delay_s)
             self._arrival_gap_s += 0.2 * (gap - self._arrival_gap_s)
             self._last_arrival_s = now
-        loop = asyncio.get_running_loop()
         entry = Pending(  # positional: keywords cost 0.3 us here
             feeds,
             rows,
             output_names,
             (),  # key: computed below, only if the request has to queue
-            loop.create_future(),
+            completion,
             now,
             now + timeout if timeout else 0.0,
             self._sequence,
@@ -316,14 +334,7 @@ class Batcher:
         self._queued += 1
         self._queued_rows += entry.rows
 
-    def _submit_alone(
-        self,
-        feeds: dict[str, np.ndarray],
-        rows: int,
-        output_names: list[str],
-        now: float,
-        timeout: float,
-    ) -> asyncio.Future[BatchResult]:
+    def _submit_alone(self, entry: Pending) -> Completion:
         """Batching off: straight to the version's threads. Their own queue
         orders the work and a free thread takes the next request without a
         round trip through the event loop; limits and deadlines still hold.
@@ -331,10 +342,7 @@ class Batcher:
         (not each as it arrives: running the model between one request's Python
         and the next's evicts both from the cache)."""
         loop = asyncio.get_running_loop()
-        entry = Pending(
-            feeds, rows, output_names, (), loop.create_future(), now,
-            now + timeout if timeout else 0.0, 0,
-        )  # fmt: skip
+        rows = entry.rows
         self._queued += 1
         self._queued_rows += rows
         if self._runs_inline(rows):
@@ -403,7 +411,7 @@ class Batcher:
             self.stats.expired += 1
         _resolve(entry, outcome)
 
-    def withdraw(self, future: asyncio.Future[BatchResult]) -> None:
+    def withdraw(self, future: Completion) -> None:
         """The caller stopped waiting (its client went away and the handler was
         cancelled): give the queue slot back at once. Called only then, so the
         common path pays no done-callback per request; a request already in a

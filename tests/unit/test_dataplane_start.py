@@ -1,0 +1,189 @@
+"""`DataPlane.start`: the callback path the native gRPC transport serves
+ModelInfer on. Each request is answered exactly once, by the batch that ran
+it, with what `infer` (the awaited path) answers; a transport that cannot take
+an answer costs only its own request; every outcome is counted."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlserve import examples
+from mlserve.errors import InternalError, ModelNotFound, Overloaded
+from mlserve.runtime.dataplane import DataPlane
+from mlserve.runtime.inference_types import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+)
+from mlserve.runtime.metrics import ServerMetrics
+from mlserve.runtime.repository import ModelRepository
+from mlserve.runtime.repository_layout import RepositoryLayout
+
+CONFIG = (
+    "max_batch_size: 16\n"
+    "session: {intra_op_threads: 1}\n"
+    "dynamic_batching: {max_queue_delay_us: 2000, max_queue_size: 6}\n"
+)
+
+
+class Sink:
+    """What the transport passes as the context: records what it is given."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.answers: list[InferResponse] = []
+        self.errors: list[BaseException] = []
+
+    @staticmethod
+    def reply(sink: Sink, response: InferResponse) -> None:
+        if sink.refuse:
+            raise ConnectionError("the stream is gone")
+        sink.answers.append(response)
+
+    @staticmethod
+    def fail(sink: Sink, exc: BaseException) -> None:
+        sink.errors.append(exc)
+
+
+def request(index: int, model: str = "mlp") -> InferRequest:
+    x = (np.arange(64, dtype=np.float32).reshape(1, 64) + index) / 64
+    return InferRequest(
+        model, "", [InferInput("x", "FP32", x.shape, x, {})], [], f"r{index}", {}
+    )
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    examples.write_model(tmp_path, "mlp", examples.mlp_model(), config=CONFIG)
+    return tmp_path
+
+
+async def ready_dataplane(repository: Path) -> DataPlane:
+    repo = ModelRepository(RepositoryLayout(repository))
+    await repo.load_many(["mlp"])
+    dataplane = DataPlane(repo, ServerMetrics())
+    dataplane.started = True
+    return dataplane
+
+
+async def settle(dataplane: DataPlane) -> None:
+    """Until no request is in flight (the batch's wait, then its run)."""
+    for _ in range(500):
+        if not dataplane.inflight:
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"{dataplane.inflight} requests never answered")
+
+
+def test_each_request_is_answered_once_with_what_infer_answers(repository: Path) -> None:
+    async def scenario() -> None:
+        dataplane = await ready_dataplane(repository)
+        expected = [await dataplane.infer(request(i)) for i in range(5)]
+        sinks = [Sink() for _ in range(5)]
+        for index, sink in enumerate(sinks):
+            dataplane.start(request(index), Sink.reply, Sink.fail, sink)
+        assert all(not sink.answers for sink in sinks)  # queued, not run in start
+        await settle(dataplane)
+        for sink, reference in zip(sinks, expected, strict=True):
+            assert not sink.errors
+            (answer,) = sink.answers
+            assert answer.id == reference.id
+            np.testing.assert_allclose(
+                answer.outputs[0].data, reference.outputs[0].data, rtol=1e-6
+            )
+        stats = dataplane.model("mlp").stats
+        assert stats.success.count == 10
+        assert stats.fail.count == 0
+        assert max(stats.batches) > 1  # the five shared a batch
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_that_cannot_take_its_answer_costs_only_its_request(
+    repository: Path,
+) -> None:
+    async def scenario() -> None:
+        dataplane = await ready_dataplane(repository)
+        sinks = [Sink(refuse=index == 1) for index in range(4)]
+        for index, sink in enumerate(sinks):
+            dataplane.start(request(index), Sink.reply, Sink.fail, sink)
+        await settle(dataplane)
+        assert [len(s.answers) for s in sinks] == [1, 0, 1, 1]
+        (error,) = sinks[1].errors
+        assert isinstance(error, InternalError)
+        assert "the stream is gone" in error.message
+        assert all(not s.errors for i, s in enumerate(sinks) if i != 1)
+        assert dataplane.inflight == 0
+
+    asyncio.run(scenario())
+
+
+def test_refusals_before_the_queue_raise_and_are_counted(repository: Path) -> None:
+    async def scenario() -> None:
+        dataplane = await ready_dataplane(repository)
+        with pytest.raises(ModelNotFound):
+            dataplane.start(request(0, "nope"), Sink.reply, Sink.fail, Sink())
+        sinks = [Sink() for _ in range(6)]  # max_queue_size: 6
+        for index, sink in enumerate(sinks):
+            dataplane.start(request(index), Sink.reply, Sink.fail, sink)
+        with pytest.raises(Overloaded, match="queue of this model is full"):
+            dataplane.start(request(6), Sink.reply, Sink.fail, Sink())
+        assert dataplane.inflight == 6  # the refused one left no trace in flight
+        await settle(dataplane)
+        assert all(len(s.answers) == 1 for s in sinks)
+        stats = dataplane.model("mlp").stats
+        assert (stats.success.count, stats.fail.count) == (6, 1)
+
+    asyncio.run(scenario())
+
+
+def test_expiry_in_the_queue_reaches_the_failure_callback(repository: Path) -> None:
+    async def scenario() -> None:
+        dataplane = await ready_dataplane(repository)
+        sinks = [Sink() for _ in range(3)]
+        for index, sink in enumerate(sinks):
+            late = request(index)
+            late.parameters = {"timeout": 1}  # 1 us: gone before the batch's wait ends
+            dataplane.start(late, Sink.reply, Sink.fail, sink)
+        await settle(dataplane)
+        for sink in sinks:
+            assert not sink.answers
+            (error,) = sink.errors
+            assert error.kind.value == "deadline_exceeded"
+        assert dataplane.model("mlp").stats.fail.count == 3
+
+    asyncio.run(scenario())
+
+
+def test_an_awaited_request_withdrawn_frees_its_slot(repository: Path) -> None:
+    async def scenario() -> None:
+        dataplane = await ready_dataplane(repository)
+        task = asyncio.ensure_future(dataplane.infer(request(0)))
+        await asyncio.sleep(0)  # queued, waiting for company
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        model = dataplane.model("mlp")
+        assert model.batcher.queued == 0
+        assert dataplane.inflight == 0
+        assert (await dataplane.infer(request(1))).id == "r1"  # still serving
+
+    asyncio.run(scenario())
+
+
+def test_requested_outputs_unknown_raise_before_the_queue(repository: Path) -> None:
+    async def scenario() -> None:
+        dataplane = await ready_dataplane(repository)
+        bad = request(0)
+        bad.outputs = [RequestedOutput("nope", {})]
+        with pytest.raises(Exception, match="nope"):
+            dataplane.start(bad, Sink.reply, Sink.fail, Sink())
+        assert dataplane.inflight == 0
+        assert dataplane.model("mlp").stats.fail.count == 1
+
+    asyncio.run(scenario())
