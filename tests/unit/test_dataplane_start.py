@@ -52,9 +52,7 @@ class Sink:
 
 def request(index: int, model: str = "mlp") -> InferRequest:
     x = (np.arange(64, dtype=np.float32).reshape(1, 64) + index) / 64
-    return InferRequest(
-        model, "", [InferInput("x", "FP32", x.shape, x, {})], [], f"r{index}", {}
-    )
+    return InferRequest(model, "", [InferInput("x", "FP32", x.shape, x, {})], [], f"r{index}", {})
 
 
 @pytest.fixture
@@ -93,9 +91,7 @@ def test_each_request_is_answered_once_with_what_infer_answers(repository: Path)
             assert not sink.errors
             (answer,) = sink.answers
             assert answer.id == reference.id
-            np.testing.assert_allclose(
-                answer.outputs[0].data, reference.outputs[0].data, rtol=1e-6
-            )
+            np.testing.assert_allclose(answer.outputs[0].data, reference.outputs[0].data, rtol=1e-6)
         stats = dataplane.model("mlp").stats
         assert stats.success.count == 10
         assert stats.fail.count == 0
