@@ -229,7 +229,7 @@ class DataPlane:
         context: object,
     ) -> InferCall:
         """Validate and queue one request; its outcome, counted, is delivered
-        later as `reply(context, response)` or `fail(context, error)`, on the
+        later as `reply(context, response)` or `fail(context, error, request)`, on the
         event loop thread, by the batch that ran it (or the timer that expired
         it). A request refused before it queues raises here instead, counted.
 
@@ -343,7 +343,8 @@ class DataPlane:
 
 
 AnswerCallback = Callable[[Any, InferResponse], None]
-FailureCallback = Callable[[Any, BaseException], None]
+# The request too: an answer carrying the error can name it (ModelStreamInfer's do).
+FailureCallback = Callable[[Any, BaseException, InferRequest], None]
 
 
 @cython.dataclasses.dataclass
@@ -447,7 +448,7 @@ def _fail_quietly(call: InferCall, error: BaseException) -> None:
     """Hand `error` to the transport; the batch that answers the other
     requests must go on even if the transport cannot."""
     try:
-        call.fail(call.context, error)
+        call.fail(call.context, error, call.request)
     except Exception:
         log.exception("could not answer a request of '%s' with its error", call.model.name)
 
@@ -457,7 +458,9 @@ def _future_result(future: asyncio.Future[InferResponse], response: InferRespons
         future.set_result(response)
 
 
-def _future_exception(future: asyncio.Future[InferResponse], exc: BaseException) -> None:
+def _future_exception(
+    future: asyncio.Future[InferResponse], exc: BaseException, _: InferRequest
+) -> None:
     if not future.done():
         future.set_exception(exc)
 

@@ -30,7 +30,6 @@ from mlserve.runtime.coroutine_driver import drive
 from mlserve.runtime.dataplane import DataPlane
 from mlserve.runtime.grpc_service import (
     HEALTH_SERVICE,
-    INTERNAL,
     INVALID_ARGUMENT,
     NOT_FOUND,
     OK,
@@ -116,12 +115,9 @@ def _stream_answer(stream: H2Stream, reply: bytes) -> None:
         stream.finish(OK)
 
 
-def _stream_crash(stream: H2Stream, exc: BaseException) -> None:  # stream_reply never raises
-    log.error("unhandled error in ModelStreamInfer", exc_info=exc)
-    stream.finish(INTERNAL, f"internal error: {exc!r}")
-
-
 def _stream_infer(service: InferenceService) -> Any:
+    start = service.start_stream_infer
+
     def handle(stream: H2Stream, data: bytes | None) -> None:
         if not stream.open:
             return
@@ -137,11 +133,7 @@ def _stream_infer(service: InferenceService) -> Any:
             if stream.inflight == 0:
                 stream.finish(OK)
             return
-        drive(
-            service.stream_reply(data),
-            partial(_stream_answer, stream),
-            partial(_stream_crash, stream),
-        )
+        start(data, _stream_answer, stream)
 
     return handle
 

@@ -295,6 +295,18 @@ class InferenceService:
         response = await self.dataplane.infer(infer_request)
         return infer_response_bytes(response)
 
+    def start_stream_infer(self, data: bytes, answer: StreamAnswer, stream: object) -> None:
+        """One message of ModelStreamInfer for a transport that answers by
+        callback (the native one): `answer(stream, reply bytes)` once, now or
+        from the batch that runs it. `stream_reply` without its coroutine."""
+        infer_request: InferRequest | None = None
+        try:
+            infer_request = self.decode(data, _perf_ns())
+            # (answer, stream): the context the data plane hands back.
+            self.dataplane.start(infer_request, _answer_stream, _fail_stream, (answer, stream))
+        except Exception as exc:
+            answer(stream, _stream_error(exc, infer_request, data))
+
     async def stream_reply(self, data: bytes) -> bytes:
         """One message of Triton's bidirectional ModelStreamInfer: a failed request
         gets `error_message` in its answer, and the stream goes on (never raises)."""
@@ -303,11 +315,8 @@ class InferenceService:
             infer_request = self.decode(data, _perf_ns())
             response = await self.dataplane.infer(infer_request)
             return stream_response_bytes(response)
-        except MlserveError as exc:
-            return _error_reply(exc.message, infer_request, data)
-        except Exception as exc:  # a bug: answer this request, keep the stream
-            log.exception("unhandled error in ModelStreamInfer")
-            return _error_reply(f"internal error: {exc!r}", infer_request, data)
+        except Exception as exc:
+            return _stream_error(exc, infer_request, data)
 
 
 class UnaryStream(Protocol):
@@ -332,8 +341,31 @@ def _answer_unary(stream: UnaryStream, response: InferResponse) -> None:
     stream.reply(infer_response_bytes(response))
 
 
-def _fail_infer(stream: UnaryStream, exc: BaseException) -> None:
+def _fail_infer(stream: UnaryStream, exc: BaseException, _: InferRequest) -> None:
     fail_unary(stream, "ModelInfer", exc)
+
+
+StreamAnswer = Callable[[Any, bytes], None]
+
+
+def _answer_stream(context: tuple[StreamAnswer, object], response: InferResponse) -> None:
+    answer, stream = context
+    answer(stream, stream_response_bytes(response))
+
+
+def _fail_stream(
+    context: tuple[StreamAnswer, object], exc: BaseException, request: InferRequest
+) -> None:
+    answer, stream = context
+    answer(stream, _stream_error(exc, request, b""))
+
+
+def _stream_error(exc: BaseException, request: InferRequest | None, data: bytes) -> bytes:
+    """A stream answer carrying the error: the stream itself goes on."""
+    if isinstance(exc, MlserveError):
+        return _error_reply(exc.message, request, data)
+    log.error("unhandled error in ModelStreamInfer", exc_info=exc)  # a bug
+    return _error_reply(f"internal error: {exc!r}", request, data)
 
 
 def parse(request_type: type[Message], data: bytes, limit: int) -> Any:

@@ -38,6 +38,7 @@ class Sink:
         self.refuse = refuse
         self.answers: list[InferResponse] = []
         self.errors: list[BaseException] = []
+        self.failed_ids: list[str] = []
 
     @staticmethod
     def reply(sink: Sink, response: InferResponse) -> None:
@@ -46,8 +47,9 @@ class Sink:
         sink.answers.append(response)
 
     @staticmethod
-    def fail(sink: Sink, exc: BaseException) -> None:
+    def fail(sink: Sink, exc: BaseException, request: InferRequest) -> None:
         sink.errors.append(exc)
+        sink.failed_ids.append(request.id)
 
 
 def request(index: int, model: str = "mlp") -> InferRequest:
@@ -113,6 +115,7 @@ def test_a_stream_that_cannot_take_its_answer_costs_only_its_request(
         (error,) = sinks[1].errors
         assert isinstance(error, InternalError)
         assert "the stream is gone" in error.message
+        assert sinks[1].failed_ids == ["r1"]  # the error names its request
         assert all(not s.errors for i, s in enumerate(sinks) if i != 1)
         assert dataplane.inflight == 0
 
@@ -181,5 +184,33 @@ def test_requested_outputs_unknown_raise_before_the_queue(repository: Path) -> N
             dataplane.start(bad, Sink.reply, Sink.fail, Sink())
         assert dataplane.inflight == 0
         assert dataplane.model("mlp").stats.fail.count == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_message_that_expires_in_the_queue_is_answered_with_its_id(
+    repository: Path,
+) -> None:
+    """ModelStreamInfer's callback path: the error answer names the request."""
+    from mlserve.proto import grpc_service_pb2 as pb
+    from mlserve.runtime.access import AccessPolicy
+    from mlserve.runtime.grpc_service import InferenceService
+
+    async def scenario() -> None:
+        dataplane = await ready_dataplane(repository)
+        service = InferenceService(dataplane, AccessPolicy([]), 1 << 20)
+        message = pb.ModelInferRequest(model_name="mlp", id="late-one")
+        message.parameters["timeout"].int64_param = 1  # 1 us: expires while it waits
+        message.inputs.add(name="x", datatype="FP32", shape=[1, 64])
+        message.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
+        answers: list[bytes] = []
+        service.start_stream_infer(
+            message.SerializeToString(), lambda _, reply: answers.append(reply), None
+        )
+        await settle(dataplane)
+        (reply,) = [pb.ModelStreamInferResponse.FromString(a) for a in answers]
+        assert "timeout expired" in reply.error_message
+        assert reply.infer_response.id == "late-one"
+        assert reply.infer_response.model_name == "mlp"
 
     asyncio.run(scenario())
