@@ -125,6 +125,7 @@ async def serve(config: ServerConfig) -> int:
                 max_body_bytes=config.http.max_input_bytes,
                 ssl_context=_ssl_context(config.http.tls) if config.http.tls else None,
                 reuse_port=config.reuse_port,
+                start=api.start_infer,
             )
             ports.append(f"http={config.http.address}:{port}")
         if config.metrics.enabled:

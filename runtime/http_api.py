@@ -16,7 +16,8 @@ from mlserve.errors import ErrorKind, InternalError, InvalidRequest, MlserveErro
 from mlserve.runtime import http_codec, proto_views
 from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane
-from mlserve.runtime.http_server import HttpRequest, HttpResponse
+from mlserve.runtime.http_server import Answer, HttpRequest, HttpResponse
+from mlserve.runtime.inference_types import InferRequest, InferResponse
 
 _perf_ns = time.perf_counter_ns
 log = logging.getLogger(__name__)
@@ -69,17 +70,36 @@ class HttpApi:
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         try:
-            if request.body_too_large:
-                raise InvalidRequest(
-                    f"request body is {request.body_too_large} bytes, over the server's limit "
-                    f"of {self.max_input_bytes} bytes (--http-max-input-size)"
-                )
+            self._check_size(request)
             return await self._route(request)
-        except MlserveError as exc:
-            return error_response(exc)
-        except Exception as exc:  # a bug: answer 500, keep the connection and the server
-            log.exception("unhandled error serving %s %s", request.method, request.path)
-            return error_response(InternalError(f"internal error: {exc!r}"))
+        except Exception as exc:
+            return _error_answer(request, exc)
+
+    def start_infer(self, request: HttpRequest, answer: Answer, context: object) -> bool:
+        """`POST .../infer` answered by callback: `answer(context, response)`
+        once, now or from the batch that runs it (no coroutine per request;
+        see DataPlane.start). False for any other request, which `handle`
+        serves."""
+        target = _infer_target(request)
+        if target is None:
+            return False
+        try:
+            self._check_size(request)
+            self._check("inference", request)
+            infer_request = self._infer_request(request, *target)
+            self.dataplane.start(
+                infer_request, _answer_infer, _fail_infer, (answer, context, request, infer_request)
+            )
+        except Exception as exc:
+            answer(context, _error_answer(request, exc))
+        return True
+
+    def _check_size(self, request: HttpRequest) -> None:
+        if request.body_too_large:
+            raise InvalidRequest(
+                f"request body is {request.body_too_large} bytes, over the server's limit "
+                f"of {self.max_input_bytes} bytes (--http-max-input-size)"
+            )
 
     def _check(self, group: str, request: HttpRequest) -> None:
         header = self.access.header_for(group)
@@ -248,6 +268,12 @@ class HttpApi:
         return out
 
     async def _infer(self, request: HttpRequest, name: str, version: str) -> HttpResponse:
+        infer_request = self._infer_request(request, name, version)
+        result = await self.dataplane.infer(infer_request)
+        return _infer_response(request, infer_request, result)
+
+    def _infer_request(self, request: HttpRequest, name: str, version: str) -> InferRequest:
+        """Decode the body; a request that fails here is counted against its model."""
         arrival = _perf_ns()
         header_length: int | None = None
         raw_length = request.headers.get("inference-header-content-length")
@@ -265,17 +291,67 @@ class HttpApi:
         except MlserveError as exc:
             self.dataplane.count_rejected(name, version, exc)
             raise
-        result = await self.dataplane.infer(infer_request)
-        payload, json_length = http_codec.encode_infer_response(result, infer_request.parameters)
-        headers: list[tuple[str, str]] = []
-        content_type = "application/json"
-        if json_length is not None:
-            headers.append(("Inference-Header-Content-Length", str(json_length)))
-            content_type = "application/octet-stream"
-        accept = request.headers.get("accept-encoding", "")
-        if accept:
-            payload = _compress(payload, accept, headers)
-        return HttpResponse(200, payload, content_type, headers)
+        return infer_request
+
+
+def _infer_target(request: HttpRequest) -> tuple[str, str] | None:
+    """(model, version) of `POST /v2/models/<m>[/versions/<v>]/infer`, else None
+    (routing, method and version errors are `handle`'s to word)."""
+    if request.method != "POST" or not request.path.endswith("/infer"):
+        return None
+    parts = request.path.split("/")
+    if len(parts) == 5 and parts[1] == "v2" and parts[2] == "models" and parts[3]:
+        return unquote(parts[3]), ""
+    if (
+        len(parts) == 7
+        and parts[1] == "v2"
+        and parts[2] == "models"
+        and parts[3]
+        and parts[4] == "versions"
+        and parts[5].isdigit()
+    ):
+        return unquote(parts[3]), parts[5]
+    return None
+
+
+def _infer_response(
+    request: HttpRequest, infer_request: InferRequest, result: InferResponse
+) -> HttpResponse:
+    payload, json_length = http_codec.encode_infer_response(result, infer_request.parameters)
+    headers: list[tuple[str, str]] = []
+    content_type = "application/json"
+    if json_length is not None:
+        headers.append(("Inference-Header-Content-Length", str(json_length)))
+        content_type = "application/octet-stream"
+    accept = request.headers.get("accept-encoding", "")
+    if accept:
+        payload = _compress(payload, accept, headers)
+    return HttpResponse(200, payload, content_type, headers)
+
+
+def _error_answer(request: HttpRequest, exc: BaseException) -> HttpResponse:
+    if isinstance(exc, MlserveError):
+        return error_response(exc)
+    # a bug: answer 500, keep the connection and the server
+    log.error("unhandled error serving %s %s", request.method, request.path, exc_info=exc)
+    return error_response(InternalError(f"internal error: {exc!r}"))
+
+
+InferContext = tuple[Answer, object, HttpRequest, InferRequest]
+
+
+def _answer_infer(context: InferContext, result: InferResponse) -> None:
+    answer, answer_context, request, infer_request = context
+    try:
+        response = _infer_response(request, infer_request, result)
+    except Exception as exc:
+        response = _error_answer(request, exc)
+    answer(answer_context, response)
+
+
+def _fail_infer(context: InferContext, exc: BaseException, _: InferRequest) -> None:
+    answer, answer_context, request, _ = context
+    answer(answer_context, _error_answer(request, exc))
 
 
 def _compress(payload: bytes, accept: str, headers: list[tuple[str, str]]) -> bytes:

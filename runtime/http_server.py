@@ -3,7 +3,8 @@
 No web framework sits on the request path (a bare protocol costs about 8 us a
 request here, uvicorn's ASGI about 38 us). Keep-alive and pipelining are
 supported; requests on one connection are answered in order. The protocol
-knows nothing of V2: it hands each complete request to a handler coroutine."""
+knows nothing of V2: it hands each complete request to a handler coroutine,
+or to a starter that answers it by callback (the inference endpoint)."""
 
 from __future__ import annotations
 
@@ -46,15 +47,26 @@ class HttpResponse:
 
 
 Handler = Callable[[HttpRequest], Coroutine[Any, Any, HttpResponse]]
+# A handler that answers by callback instead, for the requests it takes:
+# start(request, answer, context) is True if it took `request` and will call
+# answer(context, response) once (perhaps before returning); False leaves the
+# request to the coroutine handler.
+Answer = Callable[[Any, HttpResponse], None]
+Starter = Callable[[HttpRequest, Answer, Any], bool]
 
 
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
     def __init__(
-        self, handler: Handler, max_body_bytes: int, connections: set[HttpProtocol]
+        self,
+        handler: Handler,
+        max_body_bytes: int,
+        connections: set[HttpProtocol],
+        start: Starter | None = None,
     ) -> None:
         self._handler = handler
+        self._start = start
         self._max_body = max_body_bytes
         self._connections = connections
         self._transport: asyncio.Transport | None = None
@@ -171,14 +183,17 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- answering ------------------------------------------------------------
     #
-    # Each request's handler coroutine is driven by coroutine_driver.drive
-    # rather than wrapped in a Task (see there for what that saves). Requests
-    # on one connection are answered in order, one handler at a time.
+    # A request the starter takes is answered through `_done` by callback;
+    # any other's handler coroutine is driven by coroutine_driver.drive rather
+    # than wrapped in a Task (see there for what that saves). Requests on one
+    # connection are answered in order, one at a time.
 
     def _next(self) -> None:
         while self._pipeline and not self._busy and self._transport is not None:
             request = self._pipeline.popleft()
             self._busy = True
+            if self._start is not None and self._start(request, self._done, request):
+                continue
             drive(self._handler(request), partial(self._done, request), self._crashed)
 
     def _done(self, request: HttpRequest, response: HttpResponse) -> None:
@@ -256,12 +271,13 @@ async def start_http_server(
     max_body_bytes: int,
     ssl_context: ssl.SSLContext | None = None,
     reuse_port: bool = False,
+    start: Starter | None = None,
 ) -> tuple[asyncio.Server, int, set[HttpProtocol]]:
     """Bind and serve; returns the server, its port and the live connections."""
     connections: set[HttpProtocol] = set()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: HttpProtocol(handler, max_body_bytes, connections),
+        lambda: HttpProtocol(handler, max_body_bytes, connections, start),
         host=host,
         port=port,
         ssl=ssl_context,

@@ -214,3 +214,48 @@ def test_a_stream_message_that_expires_in_the_queue_is_answered_with_its_id(
         assert reply.infer_response.model_name == "mlp"
 
     asyncio.run(scenario())
+
+
+def test_http_inference_is_started_by_callback_and_the_rest_left_to_handle(
+    repository: Path,
+) -> None:
+    """HttpApi.start_infer takes exactly the inference calls; an error found
+    later (here the queue timeout) is still a V2 error answer."""
+    import json
+
+    from mlserve.runtime.access import AccessPolicy
+    from mlserve.runtime.http_api import HttpApi
+    from mlserve.runtime.http_server import HttpRequest, HttpResponse
+
+    def post(path: str, doc: dict[str, object]) -> HttpRequest:
+        return HttpRequest("POST", path, "", {}, json.dumps(doc).encode(), True)
+
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
+
+    async def scenario() -> None:
+        dataplane = await ready_dataplane(repository)
+        api = HttpApi(dataplane, AccessPolicy([]), 1 << 20)
+        answers: dict[str, HttpResponse] = {}
+
+        def answer(key: str, response: HttpResponse) -> None:
+            assert key not in answers  # once each
+            answers[key] = response
+
+        assert not api.start_infer(
+            HttpRequest("GET", "/v2/models/mlp", "", {}, b"", True), answer, "meta"
+        )
+        assert not api.start_infer(post("/v2/models/mlp/versions/x/infer", body), answer, "v")
+        assert api.start_infer(post("/v2/models/mlp/infer", body), answer, "ok")
+        assert api.start_infer(post("/v2/models/mlp/versions/1/infer", body), answer, "v1")
+        late = {**body, "parameters": {"timeout": 1}}
+        assert api.start_infer(post("/v2/models/mlp/infer", late), answer, "late")
+        assert api.start_infer(post("/v2/models/nope/infer", body), answer, "missing")
+        assert answers["missing"].status == 404  # refused before the queue: at once
+        await settle(dataplane)
+        assert answers["ok"].status == answers["v1"].status == 200
+        outputs = json.loads(answers["ok"].body)["outputs"]
+        assert outputs[0]["shape"] == [1, 10]
+        assert answers["late"].status == 504
+        assert "timeout expired" in json.loads(answers["late"].body)["error"]
+
+    asyncio.run(scenario())
