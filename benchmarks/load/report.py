@@ -28,7 +28,14 @@ def _preferred_note(results: dict[str, Any], model: str) -> str:
     rule = settings.get("preferred_batch_rule", "the smallest raw size within 2% of the fastest")
     size = sizes[model]
     preference = "sets no preferred size" if size is None else f"prefers batches of {size}"
-    return f"; `{model}_batched` {preference} ({rule})"
+    sweep = settings.get("preferred_batch_sweep", {}).get(model)
+    measured = (
+        "; requests/s by preferred size: "
+        + ", ".join(f"{label} {_fmt(rate)}" for label, rate in sweep.items())
+        if sweep
+        else ""
+    )
+    return f"; `{model}_batched` {preference} ({rule}{measured})"
 
 
 def markdown(results: dict[str, Any]) -> str:

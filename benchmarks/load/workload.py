@@ -58,19 +58,30 @@ def write_repository(
     """Each model twice: `<m>` with batching off, `<m>_batched` with dynamic
     batching, preferring `preferred[m]` rows a batch where given, and a queue
     delay of QUEUE_DELAY_US, as a Triton user would set one."""
-    session = f"session:\n  intra_op_threads: {threads}\nwarmup: {{kind: random}}\n"
     for model in models:
         onnx_bytes = BUILDERS[model]()
-        examples.write_model(repo, model, onnx_bytes, config=session)
-        size = (preferred or {}).get(model)
-        preferred_size = f", preferred_batch_size: [{size}]" if size else ""
-        batching = f"{{max_queue_delay_us: {QUEUE_DELAY_US}{preferred_size}}}"
-        examples.write_model(
-            repo,
-            f"{model}_batched",
-            onnx_bytes,
-            config=session + f"max_batch_size: {MAX_BATCH_SIZE}\ndynamic_batching: {batching}\n",
-        )
+        examples.write_model(repo, model, onnx_bytes, config=_session(threads))
+        write_batched(repo, f"{model}_batched", onnx_bytes, threads, (preferred or {}).get(model))
+
+
+def write_batched(
+    repo: Path, name: str, onnx_bytes: bytes, threads: int, preferred: int | None
+) -> None:
+    """One model with dynamic batching: a queue delay of QUEUE_DELAY_US, as a
+    Triton user would set one, preferring `preferred` rows a batch if given."""
+    preferred_size = f", preferred_batch_size: [{preferred}]" if preferred else ""
+    batching = f"{{max_queue_delay_us: {QUEUE_DELAY_US}{preferred_size}}}"
+    examples.write_model(
+        repo,
+        name,
+        onnx_bytes,
+        config=_session(threads)
+        + f"max_batch_size: {MAX_BATCH_SIZE}\ndynamic_batching: {batching}\n",
+    )
+
+
+def _session(threads: int) -> str:
+    return f"session:\n  intra_op_threads: {threads}\nwarmup: {{kind: random}}\n"
 
 
 # Raw rates this close to the best are one rate (1 s per point on a shared

@@ -68,3 +68,16 @@ def test_batching_is_judged_by_window_pairs() -> None:
     lines = report._batching_pairs([off, on], "mlp", [1])
     assert "| grpc | 1.00x (0.90-1.10) | 1.00x (0.90-1.10) |" in lines
     assert report._batching_pairs([off], "mlp", [1]) == []  # nothing to pair
+
+
+def test_the_report_names_the_sweep_behind_the_preferred_size() -> None:
+    from benchmarks.load.report import _preferred_note
+
+    settings = {
+        "preferred_batch_size": {"convnet": 32},
+        "preferred_batch_rule": "the one mlserve served fastest",
+        "preferred_batch_sweep": {"convnet": {"8": 7400.0, "32": 10200.4, "none": 9000.0}},
+    }
+    note = _preferred_note({"settings": settings}, "convnet")
+    assert "prefers batches of 32" in note
+    assert "requests/s by preferred size: 8 7,400, 32 10,200, none 9,000" in note
