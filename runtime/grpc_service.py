@@ -164,10 +164,10 @@ class InferenceService:
         return call
 
     def check_stream_access(self, metadata: MetadataLookup) -> None:
-        """ModelStreamInfer is checked once, when the stream opens."""
-        header = self.access.header_for("inference")
-        if header is not None:
-            self.access.check("inference", metadata(header))
+        """ModelStreamInfer is checked once, when the stream opens (and
+        ModelInfer on the native transport, per call: `start_model_infer`)."""
+        if self._infer_header is not None:
+            self.access.check("inference", metadata(self._infer_header))
 
     # -- health and metadata ------------------------------------------------
 
@@ -280,20 +280,21 @@ class InferenceService:
         `stream.reply` or `stream.finish`; an error found before it queues
         is raised. The same checks and data plane as `model_infer`, without
         its coroutine."""
-        if self._infer_header is not None:
-            self.access.check("inference", metadata(self._infer_header))
-        infer_request = self.decode(data, _perf_ns())
-        if time_remaining is not None:
-            infer_request.timeout_s = max(time_remaining, 1e-6)
+        self.check_stream_access(metadata)
+        infer_request = self._unary_request(data, time_remaining)
         self.dataplane.start(infer_request, _answer_unary, _fail_infer, stream)
 
     async def model_infer(self, data: bytes, time_remaining: float | None) -> bytes:
         """ModelInfer: the answer already serialized (written straight to the wire)."""
+        response = await self.dataplane.infer(self._unary_request(data, time_remaining))
+        return infer_response_bytes(response)
+
+    def _unary_request(self, data: bytes, time_remaining: float | None) -> InferRequest:
+        """A ModelInfer request, with the client's gRPC deadline as its timeout."""
         infer_request = self.decode(data, _perf_ns())
         if time_remaining is not None:
             infer_request.timeout_s = max(time_remaining, 1e-6)
-        response = await self.dataplane.infer(infer_request)
-        return infer_response_bytes(response)
+        return infer_request
 
     def start_stream_infer(self, data: bytes, answer: StreamAnswer, stream: object) -> None:
         """One message of ModelStreamInfer for a transport that answers by

@@ -6,14 +6,20 @@ an answer costs only its own request; every outcome is counted."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mlserve import examples
-from mlserve.errors import InternalError, ModelNotFound, Overloaded
+from mlserve.errors import InternalError, InvalidRequest, ModelNotFound, Overloaded
+from mlserve.proto import grpc_service_pb2 as pb
+from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane
+from mlserve.runtime.grpc_service import InferenceService
+from mlserve.runtime.http_api import HttpApi
+from mlserve.runtime.http_server import HttpRequest, HttpResponse
 from mlserve.runtime.inference_types import (
     InferInput,
     InferRequest,
@@ -71,6 +77,12 @@ async def ready_dataplane(repository: Path) -> DataPlane:
     return dataplane
 
 
+def start_each(dataplane: DataPlane, sinks: list[Sink]) -> None:
+    """Start request(i) for the i-th sink, in order."""
+    for index, sink in enumerate(sinks):
+        dataplane.start(request(index), Sink.reply, Sink.fail, sink)
+
+
 async def settle(dataplane: DataPlane) -> None:
     """Until no request is in flight (the batch's wait, then its run)."""
     for _ in range(500):
@@ -85,8 +97,7 @@ def test_each_request_is_answered_once_with_what_infer_answers(repository: Path)
         dataplane = await ready_dataplane(repository)
         expected = [await dataplane.infer(request(i)) for i in range(5)]
         sinks = [Sink() for _ in range(5)]
-        for index, sink in enumerate(sinks):
-            dataplane.start(request(index), Sink.reply, Sink.fail, sink)
+        start_each(dataplane, sinks)
         assert all(not sink.answers for sink in sinks)  # queued, not run in start
         await settle(dataplane)
         for sink, reference in zip(sinks, expected, strict=True):
@@ -108,8 +119,7 @@ def test_a_stream_that_cannot_take_its_answer_costs_only_its_request(
     async def scenario() -> None:
         dataplane = await ready_dataplane(repository)
         sinks = [Sink(refuse=index == 1) for index in range(4)]
-        for index, sink in enumerate(sinks):
-            dataplane.start(request(index), Sink.reply, Sink.fail, sink)
+        start_each(dataplane, sinks)
         await settle(dataplane)
         assert [len(s.answers) for s in sinks] == [1, 0, 1, 1]
         (error,) = sinks[1].errors
@@ -128,8 +138,7 @@ def test_refusals_before_the_queue_raise_and_are_counted(repository: Path) -> No
         with pytest.raises(ModelNotFound):
             dataplane.start(request(0, "nope"), Sink.reply, Sink.fail, Sink())
         sinks = [Sink() for _ in range(6)]  # max_queue_size: 6
-        for index, sink in enumerate(sinks):
-            dataplane.start(request(index), Sink.reply, Sink.fail, sink)
+        start_each(dataplane, sinks)
         with pytest.raises(Overloaded, match="queue of this model is full"):
             dataplane.start(request(6), Sink.reply, Sink.fail, Sink())
         assert dataplane.inflight == 6  # the refused one left no trace in flight
@@ -180,7 +189,7 @@ def test_requested_outputs_unknown_raise_before_the_queue(repository: Path) -> N
         dataplane = await ready_dataplane(repository)
         bad = request(0)
         bad.outputs = [RequestedOutput("nope", {})]
-        with pytest.raises(Exception, match="nope"):
+        with pytest.raises(InvalidRequest, match="nope"):
             dataplane.start(bad, Sink.reply, Sink.fail, Sink())
         assert dataplane.inflight == 0
         assert dataplane.model("mlp").stats.fail.count == 1
@@ -192,9 +201,6 @@ def test_a_stream_message_that_expires_in_the_queue_is_answered_with_its_id(
     repository: Path,
 ) -> None:
     """ModelStreamInfer's callback path: the error answer names the request."""
-    from mlserve.proto import grpc_service_pb2 as pb
-    from mlserve.runtime.access import AccessPolicy
-    from mlserve.runtime.grpc_service import InferenceService
 
     async def scenario() -> None:
         dataplane = await ready_dataplane(repository)
@@ -221,11 +227,6 @@ def test_http_inference_is_started_by_callback_and_the_rest_left_to_handle(
 ) -> None:
     """HttpApi.start_infer takes exactly the inference calls; an error found
     later (here the queue timeout) is still a V2 error answer."""
-    import json
-
-    from mlserve.runtime.access import AccessPolicy
-    from mlserve.runtime.http_api import HttpApi
-    from mlserve.runtime.http_server import HttpRequest, HttpResponse
 
     def post(path: str, doc: dict[str, object]) -> HttpRequest:
         return HttpRequest("POST", path, "", {}, json.dumps(doc).encode(), True)
