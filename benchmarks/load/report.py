@@ -85,7 +85,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {key} | " + " | ".join(cells) + f" | {vs_raw} |")
         lines += ["", *_ratios(runs, model, concurrencies), ""]
         lines += _in_server(runs, model, raw, max(concurrencies))
-        lines += _batching_pairs(runs, model, concurrencies)
+        lines += _batching_pairs(runs, model, concurrencies, raw)
     errors = [r for r in runs if "error" in r]
     if errors:
         lines += ["### Not timed (wrong or failed answers)", ""]
@@ -149,10 +149,14 @@ def pair_ratios(on: Run, off: Run, field: str) -> list[float]:
     ]
 
 
-def _batching_pairs(runs: list[Run], model: str, concurrencies: list[int]) -> list[str]:
+def _batching_pairs(
+    runs: list[Run], model: str, concurrencies: list[int], raw: dict[str, float] | None = None
+) -> list[str]:
     """mlserve with batching on against off, as the median of its window pairs
     (the range in brackets): steadier than the ratio of the table's medians
-    where the machine's noise is the size of the effect (c=1)."""
+    where the machine's noise is the size of the effect (c=1). Raw
+    onnxruntime's own gain, its best batch against batch 1, follows: a
+    server's gain stays under it by as much as its own cost per request."""
     by_key = {
         (r["mode"], r["concurrency"], bool(r.get("batched"))): r
         for r in runs
@@ -185,6 +189,24 @@ def _batching_pairs(runs: list[Run], model: str, concurrencies: list[int]) -> li
         "| mode | " + " | ".join(f"c={c} req/s | p50" for c in concurrencies) + " |",
         "| --- | " + " | ".join("--- | ---" for _ in concurrencies) + " |",
         *rows,
+        "",
+        *_raw_gain(raw or {}),
+    ]
+
+
+def _raw_gain(raw: dict[str, float]) -> list[str]:
+    """Why on/off has a ceiling: with T1 raw's time per row at batch 1, Tb at
+    its best batch and c the server's cost per request (transport, decode,
+    answer), batching gives at most (T1 + c) / (Tb + c) < T1 / Tb."""
+    single = raw.get("1", 0.0)
+    best_batch, best = max(raw.items(), key=lambda item: item[1], default=("1", 0.0))
+    if single <= 0 or best_batch == "1":
+        return []
+    return [
+        f"raw onnxruntime's own gain from batching, batch {best_batch} against batch 1: "
+        f"{best / single:.2f}x. A server that spends c us on each request besides the "
+        "model gains at most (T1 + c) / (Tb + c), T1 and Tb raw's us per row at those "
+        "batches: less than raw's own gain.",
         "",
     ]
 

@@ -70,6 +70,15 @@ def test_batching_is_judged_by_window_pairs() -> None:
     assert report._batching_pairs([off], "mlp", [1]) == []  # nothing to pair
 
 
+def test_the_on_off_table_names_raw_onnxruntimes_own_gain() -> None:
+    """The ceiling of batching's gain is raw onnxruntime's, best batch over batch 1."""
+    raw = {"1": 14_000.0, "8": 21_000.0, "16": 20_700.0}
+    (line, _) = report._raw_gain(raw)
+    assert "batch 8 against batch 1: 1.50x" in line
+    assert report._raw_gain({"1": 9_000.0}) == []  # nothing batched to compare
+    assert report._raw_gain({"1": 9_000.0, "8": 8_000.0}) == []  # batch 1 is best
+
+
 def test_the_report_names_the_sweep_behind_the_preferred_size() -> None:
     from benchmarks.load.report import _preferred_note
 
