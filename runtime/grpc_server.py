@@ -71,42 +71,50 @@ def _unary_handler(
 def _stream_handler(
     service: InferenceService,
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[None]]:
+    start = service.start_stream_infer
+
     async def model_stream_infer(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> None:
-        """Each request is served concurrently and answered as soon as it is done
-        (clients match answers to requests by id)."""
+        """Each message is queued as it arrives and answered as soon as its
+        batch is done (clients match answers to requests by id). The batch's
+        end puts the answer on this stream's queue: no task, coroutine or
+        future a message. The stream ends once every message read has its
+        answer written."""
         try:
             service.check_stream_access(_metadata_lookup(context))
         except MlserveError as exc:
             await context.abort(status_code(STATUS_BY_KIND[exc.kind]), exc.message)
-        answers: asyncio.Queue[bytes | None] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def serve_one(data: bytes) -> None:
-            answers.put_nowait(await service.stream_reply(data))
+        # Answers, then the number of messages read once the client is done.
+        answers: asyncio.Queue[bytes | int] = asyncio.Queue()
 
         async def read_all() -> None:
+            read = 0
             try:
                 async for data in requests:
-                    task = asyncio.get_running_loop().create_task(serve_one(data))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                while tasks:
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                    read += 1
+                    start(data, _queue_answer, answers)
             finally:
-                answers.put_nowait(None)
+                answers.put_nowait(read)
 
         reader = asyncio.get_running_loop().create_task(read_all())
         try:
-            while (reply := await answers.get()) is not None:
-                await context.write(reply)
+            written, expected = 0, -1
+            while written != expected:
+                answer = await answers.get()
+                if isinstance(answer, int):
+                    expected = answer
+                else:
+                    await context.write(answer)
+                    written += 1
         finally:
             reader.cancel()
-            for task in list(tasks):
-                task.cancel()
 
     return model_stream_infer
+
+
+def _queue_answer(answers: asyncio.Queue[bytes | int], reply: bytes) -> None:
+    answers.put_nowait(reply)
 
 
 def _serialize(message: Reply) -> bytes:

@@ -297,9 +297,10 @@ class InferenceService:
         return infer_request
 
     def start_stream_infer(self, data: bytes, answer: StreamAnswer, stream: object) -> None:
-        """One message of ModelStreamInfer for a transport that answers by
-        callback (the native one): `answer(stream, reply bytes)` once, now or
-        from the batch that runs it. `stream_reply` without its coroutine."""
+        """One message of Triton's bidirectional ModelStreamInfer:
+        `answer(stream, reply bytes)` once, now or from the batch that runs it.
+        A failed request gets `error_message` in its answer, and the stream
+        goes on (never raises)."""
         infer_request: InferRequest | None = None
         try:
             infer_request = self.decode(data, _perf_ns())
@@ -307,17 +308,6 @@ class InferenceService:
             self.dataplane.start(infer_request, _answer_stream, _fail_stream, (answer, stream))
         except Exception as exc:
             answer(stream, _stream_error(exc, infer_request, data))
-
-    async def stream_reply(self, data: bytes) -> bytes:
-        """One message of Triton's bidirectional ModelStreamInfer: a failed request
-        gets `error_message` in its answer, and the stream goes on (never raises)."""
-        infer_request: InferRequest | None = None
-        try:
-            infer_request = self.decode(data, _perf_ns())
-            response = await self.dataplane.infer(infer_request)
-            return stream_response_bytes(response)
-        except Exception as exc:
-            return _stream_error(exc, infer_request, data)
 
 
 class UnaryStream(Protocol):

@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -19,6 +20,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from mlserve import examples
+from mlserve.proto import grpc_service_pb2 as pb
 from tests.conftest import ServerProcess, infer_concurrently, start_server
 
 SLOW_CONFIG = """
@@ -161,6 +163,72 @@ def test_streaming_with_tritonclient(batching_server: ServerProcess, batching_re
             )
     finally:
         client.stop_stream()
+
+
+STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
+
+
+def _stream_message(request_id: str, x: np.ndarray) -> bytes:
+    request = pb.ModelInferRequest(model_name="mlp_batched", id=request_id)
+    request.inputs.add(name="x", datatype="FP32", shape=x.shape)
+    request.raw_input_contents.append(x.tobytes())
+    return request.SerializeToString()
+
+
+def test_stream_ends_ok_once_every_message_is_answered(
+    batching_server: ServerProcess, batching_repo: Path
+) -> None:
+    """The client sends its messages and half-closes at once; the server still
+    answers every one (a bad one with error_message) before it ends the
+    stream with OK."""
+    rng = np.random.default_rng(2)
+    inputs = {f"m{i}": rng.standard_normal((1, 64)).astype(np.float32) for i in range(30)}
+    messages = [_stream_message(i, x) for i, x in inputs.items()]
+    messages.insert(7, _stream_message("bad", np.zeros((1, 3), np.float32)))
+    with grpc.insecure_channel(batching_server.grpc) as channel:
+        call = channel.stream_stream(
+            STREAM,
+            request_serializer=lambda m: m,
+            response_deserializer=pb.ModelStreamInferResponse.FromString,
+        )(iter(messages), timeout=30)
+        answers = list(call)
+        assert call.code() == grpc.StatusCode.OK
+    assert len(answers) == len(messages)
+    errors = {a.infer_response.id: a.error_message for a in answers if a.error_message}
+    assert list(errors) == ["bad"] and "shape [1, 3]" in errors["bad"]
+    got = {
+        a.infer_response.id: np.frombuffer(a.infer_response.raw_output_contents[0], np.float32)
+        for a in answers
+        if not a.error_message
+    }
+    assert set(got) == set(inputs)
+    expected = reference(batching_repo, np.concatenate(list(inputs.values())))
+    for index, request_id in enumerate(inputs):
+        np.testing.assert_allclose(got[request_id], expected[index], rtol=1e-5, atol=1e-6)
+
+
+def test_a_stream_cancelled_mid_flight_leaves_nothing_behind(
+    batching_server: ServerProcess,
+) -> None:
+    """A client that cancels its stream with messages still queued: the server
+    runs or drops them, counts none of them in flight afterwards, and serves on."""
+    x = np.ones((1, 64), np.float32)
+    with grpc.insecure_channel(batching_server.grpc) as channel:
+        call = channel.stream_stream(
+            STREAM,
+            request_serializer=lambda m: m,
+            response_deserializer=pb.ModelStreamInferResponse.FromString,
+        )(iter([_stream_message(f"c{i}", x) for i in range(200)]), timeout=30)
+        next(call)  # the stream is served
+        call.cancel()
+    deadline = time.monotonic() + 10
+    while metric(batching_server, "mlserve_inflight_requests", model="mlp_batched") > 0:
+        assert time.monotonic() < deadline, "requests of the cancelled stream stay in flight"
+        time.sleep(0.01)
+    client = grpcclient.InferenceServerClient(batching_server.grpc)
+    tensor = grpcclient.InferInput("x", [1, 64], "FP32")
+    tensor.set_data_from_numpy(x)
+    assert client.infer("mlp_batched", [tensor]).as_numpy("y").shape == (1, 10)
 
 
 def _occupy(server: ServerProcess) -> threading.Thread:
