@@ -47,6 +47,8 @@ from mlserve import __version__
 from mlserve.proto import grpc_service_pb2 as pb
 
 Run = dict[str, Any]
+# Raw onnxruntime for a model and the batch it ran fastest at in the sweep.
+RawPoint = tuple[workload.RawOnnxruntime, int]
 MLSERVE_MODES = ("grpc", "grpc-stream", "http-binary", "http-json")  # gRPC on native
 GRPCIO_MODES = ("grpc", "grpc-stream")  # mlserve again, on its grpcio transport
 # The HTTP modes each peer has: MLServer refuses the binary tensor extension.
@@ -62,6 +64,7 @@ class Runner:
         self.seconds = seconds
         self.windows = windows
         self.runs: list[Run] = []
+        self.raw: dict[str, RawPoint] = {}  # by model, measured between windows
 
     def body(self, model: str, mode: str) -> tuple[Path, int | None]:
         """The request body file for a model and mode (and the binary header length)."""
@@ -109,12 +112,18 @@ class Runner:
         self.measure_interleaved(server, mode, [(variant, successes, labels)])
 
     def measure_interleaved(
-        self, server: Server, mode: str, targets: list[tuple[str, SuccessCounter, dict[str, Any]]]
+        self,
+        server: Server,
+        mode: str,
+        targets: list[tuple[str, SuccessCounter, dict[str, Any]]],
+        raw: RawPoint | None = None,
     ) -> None:
         """Several variants on one server, their windows taking turns at each
         concurrency (A B B A A B ...), so that a ratio between them (batching
         on against off) does not carry the machine's drift between two points
-        measured minutes apart, nor a bias for going first."""
+        measured minutes apart, nor a bias for going first. With `raw`, at the
+        top concurrency each round ends with a window of raw onnxruntime at
+        its best batch, recorded beside that round's windows."""
         for variant, _, _ in targets:
             self.load(server, variant, mode, max(self.concurrency), 1)
         for c in self.concurrency:
@@ -128,6 +137,12 @@ class Runner:
                         if others is not successes:
                             others.begin()
                     windows[index].append(self._window(server, variant, mode, c, successes))
+                if raw is not None and c == max(self.concurrency):
+                    session, batch = raw
+                    rate = session.rows_per_s(batch, self.seconds)
+                    for measured in windows:
+                        measured[-1]["raw_rows_per_s"] = rate
+                        measured[-1]["raw_batch"] = batch
             for (variant, _, labels), measured in zip(targets, windows, strict=True):
                 self._record(server, variant, mode, c, labels=labels, windows=measured)
 
@@ -318,9 +333,10 @@ def main() -> None:
     for model in models:
         model_file = repo / model / "1" / "model.onnx"
         expected[model] = workload.expected_output(model_file, model)
-        results["raw_onnxruntime_rows_per_s"][model] = workload.raw_onnxruntime(
-            model_file, workload.SHAPES[model], threads, server_cpus
-        )
+        raw = workload.RawOnnxruntime(model_file, workload.SHAPES[model], threads, server_cpus)
+        rates = {batch: raw.rows_per_s(batch, 1.0) for batch in workload.RAW_BATCHES}
+        results["raw_onnxruntime_rows_per_s"][model] = rates
+        runner.raw[model] = (raw, max(rates, key=rates.__getitem__))
         print(f"raw onnxruntime {model}: {results['raw_onnxruntime_rows_per_s'][model]}")
     # The batched models' preferred size: raw onnxruntime's pick, or (by
     # default) whichever of it and SWEEP_SIZES mlserve itself served fastest.
@@ -509,7 +525,9 @@ def run_mlserve(
                         continue
                     targets.append((variant, MlserveCounter(server, variant), labels))
                 if targets:
-                    runner.measure_interleaved(server, mode, targets)
+                    # The native transport's windows are read against raw's, pair by pair.
+                    raw = runner.raw.get(model) if grpc_impl == "native" else None
+                    runner.measure_interleaved(server, mode, targets, raw)
         if not skip_perf_analyzer and drivers.PERF_ANALYZER.exists():
             side_by_side(runner, server, models, results)
     finally:

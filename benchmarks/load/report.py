@@ -86,6 +86,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", *_ratios(runs, model, concurrencies), ""]
         lines += _in_server(runs, model, raw, max(concurrencies))
         lines += _batching_pairs(runs, model, concurrencies, raw)
+        lines += _against_raw_pairs(runs, model, max(concurrencies))
     errors = [r for r in runs if "error" in r]
     if errors:
         lines += ["### Not timed (wrong or failed answers)", ""]
@@ -191,6 +192,40 @@ def _batching_pairs(
         *rows,
         "",
         *_raw_gain(raw or {}),
+    ]
+
+
+def _against_raw_pairs(runs: list[Run], model: str, top: int) -> list[str]:
+    """mlserve's requests/s (one row each) over raw onnxruntime's rows/s at its
+    best batch, window by window: raw measured right after each round of the
+    server's windows, so both saw the machine at the same speed."""
+    cells = []
+    for run in runs:
+        if not (
+            run["server"] == "mlserve"
+            and run["model"] == model
+            and run.get("batched")
+            and run["concurrency"] == top
+        ):
+            continue
+        ratios = [
+            w["rps"] / w["raw_rows_per_s"]
+            for w in run.get("windows", [])
+            if w.get("raw_rows_per_s", 0) > 0
+        ]
+        if ratios:
+            batch = run["windows"][0]["raw_batch"]
+            cells.append(
+                f"{run['mode']} {statistics.median(ratios):.0%} "
+                f"({min(ratios):.0%}-{max(ratios):.0%})"
+            )
+    if not cells:
+        return []
+    return [
+        f"mlserve with batching against raw onnxruntime at batch {batch}, c={top}, "
+        "each window over raw's window measured right after it on the same cores "
+        "(median, range): " + "; ".join(cells),
+        "",
     ]
 
 

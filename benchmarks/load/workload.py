@@ -4,11 +4,12 @@ the limit every server is read against."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -162,22 +163,39 @@ def expected_output(model_file: Path, model: str) -> np.ndarray:
     return out
 
 
-def raw_onnxruntime(
-    model_file: Path, shape: tuple[int, ...], threads: int, cpus: set[int], seconds: float = 1.0
-) -> dict[int, float]:
-    """Rows per second at each of RAW_BATCHES, pinned to the server's cores."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
+class RawOnnxruntime:
+    """One onnxruntime session in this process, run pinned to the server's
+    cores with as many intra-op threads as the server has. Besides the sweep
+    over RAW_BATCHES at the start, the runner measures it again between the
+    server's windows (the server idle then), so mlserve against raw is
+    judged window by window, as batching on against off is, not against
+    one figure taken minutes earlier on a machine whose speed drifts.
+    (`rows_per_s` at each of RAW_BATCHES first: the limit, and its best batch.)"""
+
+    def __init__(
+        self, model_file: Path, shape: tuple[int, ...], threads: int, cpus: set[int]
+    ) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-        return {
-            batch: rows_per_s(session, np.ones((batch, *shape), np.float32), seconds)
-            for batch in RAW_BATCHES
-        }
-    finally:
-        os.sched_setaffinity(0, before)
+        self.cpus = cpus
+        self.shape = shape
+        with self._pinned():
+            self.session = ort.InferenceSession(
+                str(model_file), options, providers=["CPUExecutionProvider"]
+            )
+
+    def rows_per_s(self, batch: int, seconds: float) -> float:
+        with self._pinned():
+            return rows_per_s(self.session, np.ones((batch, *self.shape), np.float32), seconds)
+
+    @contextlib.contextmanager
+    def _pinned(self) -> Iterator[None]:
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, self.cpus)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, before)
 
 
 def rows_per_s(

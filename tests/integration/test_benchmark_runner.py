@@ -58,6 +58,11 @@ def test_quick_run_writes_results_for_every_mode(tmp_path: Path) -> None:
         # ran in one of them (one row a request), besides those still in flight.
         batched_rows = sum(int(size) * count for size, (count, _) in run["batches"].items())
         assert run["successes"] <= batched_rows <= run["successes"] + in_flight, run
+    # At the top concurrency every native window has raw onnxruntime's beside it.
+    for run in mlserve:
+        raw_rates = [w.get("raw_rows_per_s", 0.0) for w in run["windows"]]
+        assert all(rate > 0 for rate in raw_rates) == (run["concurrency"] == 8), run
+    assert "against raw onnxruntime at batch" in table
     floors = {r["mode"] for r in runs if r["server"] == "floor"}
     assert floors == {"grpc", "grpc-stream", "http-json"}
     assert set(results["raw_onnxruntime_rows_per_s"]["identity"]) == {"1", "8", "16", "32", "128"}

@@ -70,6 +70,25 @@ def test_batching_is_judged_by_window_pairs() -> None:
     assert report._batching_pairs([off], "mlp", [1]) == []  # nothing to pair
 
 
+def test_mlserve_is_read_against_raw_window_by_window() -> None:
+    """Each batched window is divided by the raw window measured right after
+    it: a machine that slows down between rounds moves both alike."""
+    windows = [
+        {"rps": 8_000.0, "raw_rows_per_s": 10_000.0, "raw_batch": 8},
+        {"rps": 6_000.0, "raw_rows_per_s": 8_000.0, "raw_batch": 8},
+        {"rps": 9_900.0, "raw_rows_per_s": 11_000.0, "raw_batch": 8},
+    ]
+    run = {
+        "server": "mlserve", "mode": "grpc", "model": "convnet", "concurrency": 64,
+        "batched": True, "windows": windows,
+    }  # fmt: skip
+    unbatched = {**run, "batched": False}
+    (line, _) = report._against_raw_pairs([unbatched, run], "convnet", 64)
+    assert "at batch 8, c=64" in line
+    assert "grpc 80% (75%-90%)" in line
+    assert report._against_raw_pairs([run], "convnet", 32) == []  # no raw windows at c=32
+
+
 def test_the_on_off_table_names_raw_onnxruntimes_own_gain() -> None:
     """The ceiling of batching's gain is raw onnxruntime's, best batch over batch 1."""
     raw = {"1": 14_000.0, "8": 21_000.0, "16": 20_700.0}
