@@ -40,6 +40,7 @@ class H2Connection(asyncio.Protocol):
     pending_out: int
     inflight: int
     read_paused: bool
+    holding: bool
     lingering: bool
     def __init__(
         self,

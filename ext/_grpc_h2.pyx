@@ -211,6 +211,10 @@ cdef class H2Connection:
     cdef object close_gently  # half-close and close later: a timer (runtime/closing.py)
     cdef object linger_timer
     cdef readonly bint read_paused
+    # Answers backed up on the client's flow-control window: its requests'
+    # connection window is held back (`held` bytes unconsumed) instead.
+    cdef readonly bint holding
+    cdef Py_ssize_t held
     cdef readonly double last_activity
     cdef readonly double ping_sent  # when our keepalive PING went out (0 = none pending)
 
@@ -259,6 +263,7 @@ cdef class H2Connection:
         nghttp2_option_new(&option)
         nghttp2_option_set_max_outbound_ack(option, 1000)  # PING / SETTINGS floods
         nghttp2_option_set_max_settings(option, 32)
+        nghttp2_option_set_no_auto_window_update(option, 1)  # _on_data_chunk consumes
         nghttp2_option_set_stream_reset_rate_limit(option, 1000, 33)  # CVE-2023-44487
         nghttp2_option_set_max_continuations(option, 8)  # CONTINUATION floods
         rv = nghttp2_session_server_new2(&self.session, _callbacks, <void*>self, option)
@@ -323,26 +328,32 @@ cdef class H2Connection:
         self._flush()
 
     cdef _update_reading(self):
-        """Read only while the answers waiting for this client are few: the socket
-        takes them (write_paused), and so does the client's flow-control window
-        (pending_out, answers framed and not yet taken by nghttp2)."""
+        """Back-pressure, two kinds. While the socket will not take our answers
+        (write_paused) or many requests are unanswered (inflight), stop
+        reading the socket: both clear without the client's help. While
+        answers wait on the client's flow-control window (pending_out), keep
+        reading, for the WINDOW_UPDATEs that open it (a paused socket would
+        never see them: a client that reads late would wait forever), but
+        hold back the connection window its requests need: it may send at
+        most what the window has left, 16 MiB."""
         if self.transport is None:
             return
-        if not self.goaway_sent and not self.lingering and (
-            self.write_paused
-            or self.pending_out > self.max_pending_out
-            or self.inflight > self.max_inflight
-        ):
+        cdef bint closing = self.goaway_sent or self.lingering
+        if not closing and (self.write_paused or self.inflight > self.max_inflight):
             if not self.read_paused:
                 self.transport.pause_reading()
                 self.read_paused = True
-        elif (
-            self.read_paused
-            and self.pending_out <= self.max_pending_out // 2
-            and self.inflight <= self.max_inflight // 2
-        ):
+        elif self.read_paused and self.inflight <= self.max_inflight // 2:
             self.transport.resume_reading()
             self.read_paused = False
+        if not closing and self.pending_out > self.max_pending_out:
+            self.holding = True
+        elif self.holding and (closing or self.pending_out <= self.max_pending_out // 2):
+            self.holding = False
+            if self.held and self.session != NULL:
+                nghttp2_session_consume_connection(self.session, self.held)
+                self.held = 0
+                self._want_flush()
 
     cdef _answered(self, Py_ssize_t n):
         self.inflight -= n
@@ -351,7 +362,7 @@ cdef class H2Connection:
 
     cdef _taken(self, Py_ssize_t n):
         self.pending_out -= n
-        if self.read_paused:
+        if self.holding:
             self._update_reading()
 
     # -- control (called by the server) --------------------------------------

@@ -72,8 +72,16 @@ cdef int _on_data_chunk(
     nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
     size_t length, void *user_data,
 ) noexcept:
+    cdef H2Connection conn = <H2Connection>user_data
+    # Flow control is ours (no automatic WINDOW_UPDATE): the stream's window
+    # reopens at once, the connection's unless its answers are backed up.
+    nghttp2_session_consume_stream(session, stream_id, length)
+    if conn.holding:
+        conn.held += length
+    else:
+        nghttp2_session_consume_connection(session, length)
     try:
-        return (<H2Connection>user_data)._data(stream_id, data, length)
+        return conn._data(stream_id, data, length)
     except Exception:
         return NGHTTP2_ERR_CALLBACK_FAILURE
 

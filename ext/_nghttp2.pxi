@@ -82,6 +82,7 @@ cdef extern from "nghttp2/nghttp2.h":
         nghttp2_option *option, unsigned long long burst, unsigned long long rate)
     void nghttp2_option_set_max_continuations(nghttp2_option *option, size_t val)
     void nghttp2_option_set_max_deflate_dynamic_table_size(nghttp2_option *option, size_t val)
+    void nghttp2_option_set_no_auto_window_update(nghttp2_option *option, int val)
 
     int nghttp2_session_server_new2(
         nghttp2_session **session_ptr, const nghttp2_session_callbacks *callbacks,
@@ -93,6 +94,8 @@ cdef extern from "nghttp2/nghttp2.h":
     int nghttp2_session_want_write(nghttp2_session *session)
     int nghttp2_session_resume_data(nghttp2_session *session, int32_t stream_id)
     int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *session)
+    int nghttp2_session_consume_stream(nghttp2_session *session, int32_t stream_id, size_t size)
+    int nghttp2_session_consume_connection(nghttp2_session *session, size_t size)
     int nghttp2_session_set_local_window_size(
         nghttp2_session *session, uint8_t flags, int32_t stream_id, int32_t window_size)
     int nghttp2_submit_settings(

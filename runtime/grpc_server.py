@@ -68,6 +68,11 @@ def _unary_handler(
     return handle
 
 
+# Messages of one ModelStreamInfer read and not yet answered, at most (the
+# native transport's bound per connection is the same).
+STREAM_UNANSWERED = 256
+
+
 def _stream_handler(
     service: InferenceService,
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[None]]:
@@ -80,18 +85,22 @@ def _stream_handler(
         batch is done (clients match answers to requests by id). The batch's
         end puts the answer on this stream's queue: no task, coroutine or
         future a message. The stream ends once every message read has its
-        answer written."""
+        answer written. Past STREAM_UNANSWERED messages read and not yet
+        answered to a client, reading waits: a client that never reads its
+        answers holds that many, and grpc's flow control stops its sending."""
         try:
             service.check_stream_access(_metadata_lookup(context))
         except MlserveError as exc:
             await context.abort(status_code(STATUS_BY_KIND[exc.kind]), exc.message)
         # Answers, then the number of messages read once the client is done.
         answers: asyncio.Queue[bytes | int] = asyncio.Queue()
+        room = asyncio.Semaphore(STREAM_UNANSWERED)
 
         async def read_all() -> None:
             read = 0
             try:
                 async for data in requests:
+                    await room.acquire()
                     read += 1
                     start(data, _queue_answer, answers)
             finally:
@@ -107,6 +116,7 @@ def _stream_handler(
                 else:
                     await context.write(answer)
                     written += 1
+                    room.release()
         finally:
             reader.cancel()
 

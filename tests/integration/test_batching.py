@@ -64,6 +64,7 @@ def batching_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         " timeout_action: REJECT, allow_timeout_override: true}\n",
     )
     examples.write_model(root, "slow", examples.matmul_chain_model(512, 64), config=SLOW_CONFIG)
+    examples.write_model(root, "wide", examples.identity_model("FP32", (12_000,)))  # 48 KB rows
     return root
 
 
@@ -229,6 +230,56 @@ def test_a_stream_cancelled_mid_flight_leaves_nothing_behind(
     tensor = grpcclient.InferInput("x", [1, 64], "FP32")
     tensor.set_data_from_numpy(x)
     assert client.infer("mlp_batched", [tensor]).as_numpy("y").shape == (1, 10)
+
+
+def _inferred(server: ServerProcess, model: str) -> int:
+    with urllib.request.urlopen(f"http://{server.http}/v2/models/{model}/stats") as response:
+        return int(json.load(response)["model_stats"][0]["inference_count"])
+
+
+def _rss_kib(server: ServerProcess) -> int:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+
+
+def test_a_stream_whose_client_never_reads_stops_being_read(
+    batching_server: ServerProcess,
+) -> None:
+    """A grpc client streams 2,000 messages of 48 KB (96 MB, and as much in
+    answers) and reads no answer: the server stops reading that stream once
+    answers back up (native: 16 MiB waiting on the connection; grpcio: 256
+    messages unanswered), so grpc's flow control stops the client's sending
+    and what the server holds stays bounded. Once the client reads, every
+    answer arrives and the stream ends OK."""
+    request = pb.ModelInferRequest(model_name="wide")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 12_000])
+    request.raw_input_contents.append(np.ones((1, 12_000), np.float32).tobytes())
+    message = request.SerializeToString()
+    sent = 0
+
+    def messages() -> Iterator[bytes]:
+        nonlocal sent
+        for _ in range(2000):
+            sent += 1
+            yield message
+
+    before_kib, before_inferred = _rss_kib(batching_server), _inferred(batching_server, "wide")
+    with grpc.insecure_channel(batching_server.grpc) as channel:
+        call = channel.stream_stream(
+            STREAM, request_serializer=lambda m: m, response_deserializer=lambda b: b
+        )(messages(), timeout=60)
+        previous = -1
+        deadline = time.monotonic() + 20
+        while (inferred := _inferred(batching_server, "wide")) != previous:  # until it stalls
+            assert time.monotonic() < deadline, "the server kept reading"
+            previous = inferred
+            time.sleep(0.5)
+        assert inferred - before_inferred < 1000, f"{inferred} inferred, for a client not reading"
+        assert sent < 2000
+        growth_mib = (_rss_kib(batching_server) - before_kib) / 1024
+        assert growth_mib < 64, f"server RSS grew {growth_mib:.0f} MiB"
+        answers = sum(1 for _ in call)
+        assert answers == 2000 and call.code() == grpc.StatusCode.OK
 
 
 def _occupy(server: ServerProcess) -> threading.Thread:

@@ -54,6 +54,9 @@ def native(model_repository: Path) -> Iterator[ServerProcess]:
     server.terminate()
 
 
+FLOW_CONTROL_ERROR = 0x3  # RFC 9113, section 7
+
+
 def _port(server: ServerProcess) -> int:
     return int(server.grpc.rsplit(":", 1)[1])
 
@@ -394,12 +397,14 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server.terminate()
 
 
-def test_stream_that_never_reads_its_answers_is_paused(wide: ServerProcess) -> None:
+def test_stream_that_never_reads_its_answers_is_held_back(wide: ServerProcess) -> None:
     """ModelStreamInfer with a client that sends and never reads: past 16 MiB of
-    answers waiting on its flow-control window the server stops reading that
-    connection (its send blocks), and others are served. What the server holds
-    is those answers plus the requests it read before they backed up (without
-    the pause, all 96 MB of requests and their answers)."""
+    answers waiting on its flow-control window, the server holds back the
+    connection window its requests need, and keeps reading (for the
+    WINDOW_UPDATEs that would let those answers go). This client ignores flow
+    control and sends on past the window: that breaks HTTP/2, so it gets
+    GOAWAY FLOW_CONTROL_ERROR, what it sent is not kept, and others are served.
+    (A grpc client that reads late gets every answer: test_batching.)"""
     native = wide
     rss_before = _rss_kib(native)
     raw = RawH2(_port(native), timeout_s=2)
@@ -413,17 +418,14 @@ def test_stream_that_never_reads_its_answers_is_paused(wide: ServerProcess) -> N
         RawH2.data(1, message[i : i + 16000], end_stream=False)
         for i in range(0, len(message), 16000)
     ]
-    sent = 0
-    with contextlib.suppress(TimeoutError):  # the send blocks: the server stopped reading
+    with contextlib.suppress(TimeoutError, OSError):  # the server may close first
         for _ in range(2000):  # 96 MB of requests, and of answers
             raw.send(*frames)
-            sent += 1
-    assert sent < 2000, "the server kept reading a client that never reads"
-    assert sent > 300, f"paused after {sent} requests, before 16 MiB of answers were waiting"
-    assert raw.goaway is None and not raw.closed  # paused, not dropped
+    raw.read_for(1)
+    assert raw.goaway is not None and raw.goaway.error_code == FLOW_CONTROL_ERROR
     growth = _rss_kib(native) - rss_before
     assert growth < 128 * 1024, f"server RSS grew {growth} KiB for one stream that never reads"
-    other = RawH2(_port(native))  # another client is served meanwhile
+    other = RawH2(_port(native))  # another client is served
     other.send(*other.headers(1), *frames[:-1], RawH2.data(1, frames[-1].data))
     answer = other.answer(1, 10)
     assert answer.header("grpc-status") == "0", answer.header("grpc-message")
