@@ -436,11 +436,15 @@ class InferCall:
         _fail_quietly(self, error)
 
     def cancel(self) -> bool:
-        """Withdrawn (its client went away): nothing more is answered or counted."""
+        """Withdrawn before it ran (its client went away): nothing is answered,
+        and it counts as a failure, reason "cancelled", so that successes and
+        failures add up to the requests received."""
         if self.finished:
             return False
         self.finished = True
-        self.dataplane._leave(self.model, self.metrics)
+        dataplane = self.dataplane
+        dataplane._leave(self.model, self.metrics)
+        dataplane._fail(self.model, self.metrics, self.arrival, "cancelled")
         return True
 
 

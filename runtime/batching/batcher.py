@@ -112,6 +112,16 @@ class Pending:
     level: int = 0  # priority queue index; kept for a lone request that queues later
 
 
+def _remove(queue: deque[Pending], entry: Pending) -> bool:
+    """Take `entry` itself out of `queue`. (Not `deque.remove`: it compares
+    with ==, and a dataclass's == compares the requests' arrays, which raises.)"""
+    for index, queued in enumerate(queue):
+        if queued is entry:
+            del queue[index]
+            return True
+    return False
+
+
 @cython.dataclasses.dataclass  # not frozen: one per request, and a frozen init costs 3x
 @cython.cclass
 class BatchResult:
@@ -419,7 +429,7 @@ class Batcher:
         for queue in self._queues:
             for entry in queue:
                 if entry.future is future:
-                    queue.remove(entry)
+                    _remove(queue, entry)
                     self._forget(entry)
                     if not future.done():
                         future.cancel()
@@ -579,11 +589,8 @@ class Batcher:
             )
             return
         self._expire_now(entry)
-        try:
-            queue.remove(entry)
-        except ValueError:  # already taken into a batch that has not started yet
-            return
-        self._forget(entry)
+        if _remove(queue, entry):  # else already taken into a batch not yet started
+            self._forget(entry)
 
     def _expire_now(self, entry: Pending) -> None:
         if entry.future.done():
@@ -687,6 +694,12 @@ class Batcher:
             self.latency.observe(first.batch_rows, first.infer_ns / 1e9)
             if self._on_batch is not None:
                 self._on_batch(first)
+        elif len(batch) > 1:  # the batch failed and each request was rerun alone
+            for result in results:
+                if isinstance(result, BatchResult):
+                    self.latency.observe(result.batch_rows, result.infer_ns / 1e9)
+                    if self._on_batch is not None:
+                        self._on_batch(result)
         if self.settings.preserve_ordering:
             for entry, result in zip(batch, results, strict=True):
                 self._held[entry.sequence] = result

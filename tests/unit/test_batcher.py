@@ -134,6 +134,41 @@ def test_failure_stays_with_the_request_at_fault() -> None:
     asyncio.run(scenario())
 
 
+def test_the_reruns_after_a_failed_batch_are_counted_as_executions() -> None:
+    """A batch that fails is rerun request by request: each rerun that succeeds
+    is an execution the statistics and the latency model see (the failed
+    batch and the failed rerun are not)."""
+
+    async def scenario() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        seen: list[BatchResult] = []
+        executor = InstancePool(1, "test")
+        batcher = Batcher(
+            BatcherSettings(
+                policy=BatchPolicy(max_batch_size=8), batching=True, instances=1, max_queue_size=10
+            ),
+            model.run,
+            executor,
+            on_batch=seen.append,
+        )
+        first = submit(batcher, rows(1))  # occupies the instance
+        good = submit(batcher, rows(2, 5))
+        bad_input = rows(1)
+        bad_input[0, 1] = np.nan
+        bad = submit(batcher, bad_input)
+        gate.set()
+        await first
+        await good
+        with pytest.raises(InferenceFailed):
+            await bad
+        executor.shutdown()
+        assert model.batches == [1, 3, 2, 1]  # the batch of 3 rows failed; reruns
+        assert [(r.batch_rows, r.batch_requests) for r in seen] == [(1, 1), (2, 1)]
+
+    asyncio.run(scenario())
+
+
 def test_full_queue_is_refused_at_once() -> None:
     async def scenario() -> None:
         gate = threading.Event()
@@ -172,6 +207,33 @@ def test_a_withdrawn_request_frees_its_queue_slot_at_once() -> None:
         np.testing.assert_array_equal((await late).outputs[0], rows(1, 9) * 2 + 1)
         assert sum(model.batches) == 3  # the withdrawn row never ran
         assert batcher.queued == 0
+
+    asyncio.run(scenario())
+
+
+def test_requests_behind_others_are_withdrawn_and_expired_by_identity() -> None:
+    """Withdrawing or expiring a request queued behind others takes that very
+    request out (a dataclass's == would compare the requests' arrays, and
+    raise), and frees its slot at once."""
+
+    async def scenario() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher, _ = make(model)
+        running = submit(batcher, rows(1))
+        kept = submit(batcher, rows(1, 7))
+        doomed = submit(batcher, rows(1, 3), timeout_s=0.02)
+        gone = submit(batcher, rows(1, 5))
+        batcher.withdraw(gone)
+        assert gone.cancelled()
+        assert batcher.queued == 2
+        with pytest.raises(DeadlineExceeded):
+            await asyncio.wait_for(doomed, 2)
+        assert batcher.queued == 1  # `kept`: the expired one left the queue
+        gate.set()
+        await running
+        np.testing.assert_array_equal((await kept).outputs[0], rows(1, 7) * 2 + 1)
+        assert model.batches == [1, 1]
 
     asyncio.run(scenario())
 

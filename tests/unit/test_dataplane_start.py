@@ -179,6 +179,9 @@ def test_an_awaited_request_withdrawn_frees_its_slot(repository: Path) -> None:
         model = dataplane.model("mlp")
         assert model.batcher.queued == 0
         assert dataplane.inflight == 0
+        # Counted: a failure, reason "cancelled" (successes + failures = requests).
+        assert model.stats.fail.count == 1 and model.stats.success.count == 0
+        assert dataplane.metrics.for_model("mlp", "1").failures == {"cancelled": 1}
         assert (await dataplane.infer(request(1))).id == "r1"  # still serving
 
     asyncio.run(scenario())
