@@ -24,6 +24,15 @@ from mlserve.runtime.closing import close_gently
 from mlserve.runtime.coroutine_driver import drive
 
 _MAX_PIPELINE = 32
+# A request's line and headers, together, and its target alone: past these a
+# client is answered 431 / 414 and the connection closed (httptools holds a
+# header whole until it ends, so without a bound one header could fill memory).
+MAX_HEADER_BYTES = 64 * 1024
+MAX_URL_BYTES = 8 * 1024
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing a request answered at once."""
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -81,7 +90,10 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._too_large = 0
-        self._refused_early = False  # answered at its headers (Expect: 100-continue)
+        self._refused_early = False  # answered at its headers (body over the limit)
+        self._in_headers = False  # a request begun whose headers have not ended
+        self._header_bytes = 0  # bytes read while in its headers
+        self._refusal: tuple[int, str] | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------
 
@@ -100,10 +112,25 @@ class HttpProtocol(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported")
+        except httptools.HttpParserUpgrade as upgrade:
+            # The request asking for it is queued; we answer it in HTTP/1.1
+            # (RFC 9110 7.8: a server may ignore Upgrade) and read on.
+            self._parser = httptools.HttpRequestParser(self)
+            self._in_headers = False
+            self.data_received(data[upgrade.args[0] :])
+            return
         except httptools.HttpParserError as exc:
-            self._fail(400, f"malformed HTTP request: {exc}")
+            status, message = self._refusal or (400, f"malformed HTTP request: {exc}")
+            self._fail(status, message)
+            return
+        if self._in_headers:
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._fail(
+                    431,
+                    f"the request's headers are over the server's limit of {MAX_HEADER_BYTES} "
+                    "bytes",
+                )
 
     # -- httptools callbacks --------------------------------------------------
 
@@ -113,34 +140,42 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._too_large = 0
+        self._in_headers = True
+        self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > MAX_URL_BYTES:
+            self._refusal = (
+                414, f"the request's target is over the server's limit of {MAX_URL_BYTES} bytes"
+            )
+            raise _Refused
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             self._too_large = int(length)
         expect = self._headers.get("expect")
-        if expect is not None and expect.lower() == "100-continue":
+        if self._too_large or (expect is not None and expect.lower() == "100-continue"):
             self._answer_expectation()
 
     def _answer_expectation(self) -> None:
         """curl sends `Expect: 100-continue` with bodies over 1 MiB and waits
-        up to a second for our go-ahead before sending them. Say go on, or,
-        for a body declared over the limit, refuse it now, before it is sent.
-        Only an idle connection gets the early word: with an answer still owed
-        on it, an interim answer would be read as part of that one (the
-        client then sends its body when its own wait is over)."""
+        up to a second for our go-ahead before sending them: say go on. A body
+        declared over the limit is refused now, before it is read, with or
+        without Expect. Only an idle connection gets the early word: with an
+        answer still owed on it, an interim answer would be read as part of
+        that one (the client then sends its body when its own wait is over,
+        and an oversized one is refused once read)."""
         if self._transport is None or not self.idle or self.closing:
             return
-        if self._parser.get_http_version() != "1.1":
-            return
         if not self._too_large:
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self._parser.get_http_version() == "1.1":
+                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
         self._refused_early = True  # the body, if sent anyway, is not answered again
         self._queue(self._request(b""))

@@ -6,12 +6,19 @@ handler bug answered with 500 on a closed connection, and `Expect:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from mlserve.runtime.http_server import HttpRequest, HttpResponse, start_http_server
+from mlserve.runtime.http_server import (
+    MAX_HEADER_BYTES,
+    MAX_URL_BYTES,
+    HttpRequest,
+    HttpResponse,
+    start_http_server,
+)
 
 
 async def _handler(request: HttpRequest) -> HttpResponse:
@@ -93,13 +100,17 @@ def _post_headers(path: str, length: int) -> bytes:
 async def _with_connection(
     talk: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
 ) -> None:
-    server, port, _ = await start_http_server(
+    server, port, connections = await start_http_server(
         _handler, host="127.0.0.1", port=0, max_body_bytes=1024
     )
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await talk(reader, writer)
         writer.close()
+        for _ in range(500):  # the server sees the close (a lingering socket too)
+            if not connections:
+                break
+            await asyncio.sleep(0.01)
     finally:
         server.close()
 
@@ -142,3 +153,45 @@ def test_no_interim_answer_while_an_earlier_answer_is_owed() -> None:
         assert await reader.readexactly(2) == b"ok"
 
     asyncio.run(_with_connection(talk))
+
+
+def test_a_body_declared_over_the_limit_is_refused_before_it_is_read() -> None:
+    """No Expect: the answer still comes at the headers, not after the body."""
+
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000000\r\n\r\n")
+        reply = await asyncio.wait_for(reader.read(), 5)  # answered, then closed
+        assert reply.startswith(b"HTTP/1.1 400") and reply.endswith(b"too large")
+
+    asyncio.run(_with_connection(talk))
+
+
+def test_headers_over_the_limit_are_refused_with_431() -> None:
+    """A header that never ends is not held whole: past MAX_HEADER_BYTES the
+    client gets 431 and the connection closes."""
+
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"GET /a HTTP/1.1\r\nHost: t\r\nX-Big: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(1024):  # 16 MiB, never ended
+                writer.write(b"x" * 16384)
+                await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 5)
+        assert reply.startswith(b"HTTP/1.1 431")
+        assert f"limit of {MAX_HEADER_BYTES} bytes".encode() in reply
+
+    asyncio.run(_with_connection(talk))
+
+
+def test_a_target_over_the_limit_is_refused_with_414() -> None:
+    raw = _get("/" + "a" * (MAX_URL_BYTES + 1))
+    ((status, body),) = asyncio.run(_exchange(raw, 1, closes=True))
+    assert status == 414 and f"limit of {MAX_URL_BYTES} bytes".encode() in body
+
+
+def test_an_upgrade_request_is_answered_once_in_http_1_1_and_the_connection_goes_on() -> None:
+    """RFC 9110 7.8: a server may ignore Upgrade; the request gets its one
+    answer and the next request on the connection is read as HTTP/1.1."""
+    upgrade = b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    answers = asyncio.run(_exchange(upgrade + _get("/b"), 2))
+    assert answers == [(200, b"/a"), (200, b"/b")]
