@@ -33,6 +33,8 @@ MAX_URL_BYTES = 8 * 1024
 
 class _Refused(Exception):
     """Raised in a parser callback to stop parsing a request answered at once."""
+
+
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -147,7 +149,8 @@ class HttpProtocol(asyncio.Protocol):
         self._url += url
         if len(self._url) > MAX_URL_BYTES:
             self._refusal = (
-                414, f"the request's target is over the server's limit of {MAX_URL_BYTES} bytes"
+                414,
+                f"the request's target is over the server's limit of {MAX_URL_BYTES} bytes",
             )
             raise _Refused
 
