@@ -18,7 +18,13 @@ from mlserve.runtime.inference_types import (
     Parameters,
     RequestedOutput,
 )
-from mlserve.runtime.tensor_codec import array_from_raw, array_to_raw, check_shape, lookup_datatype
+from mlserve.runtime.tensor_codec import (
+    array_from_raw,
+    array_to_raw,
+    check_integer_range,
+    check_shape,
+    lookup_datatype,
+)
 
 _CONTENTS_FIELD = {
     "BOOL": "bool_contents",
@@ -89,6 +95,10 @@ def _from_contents(
                 ) from None
         return array.reshape(shape)
     assert datatype.numpy is not None
+    if datatype.numpy.kind in "iu" and datatype.numpy.itemsize < 4:
+        # INT8/16 travel in int_contents (int32), UINT8/16 in uint_contents:
+        # a value past the datatype's range is refused, not wrapped around.
+        check_integer_range(tensor.name, datatype, np.asarray(values, dtype=np.int64))
     return np.asarray(values, dtype=datatype.numpy).reshape(shape)
 
 

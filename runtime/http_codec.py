@@ -19,7 +19,13 @@ from mlserve.runtime.inference_types import (
     Parameters,
     RequestedOutput,
 )
-from mlserve.runtime.tensor_codec import array_from_raw, array_to_raw, check_shape, lookup_datatype
+from mlserve.runtime.tensor_codec import (
+    array_from_raw,
+    array_to_raw,
+    check_integer_range,
+    check_shape,
+    lookup_datatype,
+)
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -65,25 +71,29 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: obje
     else:
         if dt.numpy is None:
             raise InvalidRequest(f"input '{name}': {dt.name} cannot be sent as JSON to onnxruntime")
+        # The JSON values as they are first (numpy picks int64, uint64,
+        # float64, bool or str), so a value of the wrong kind or out of range
+        # is refused rather than truncated, wrapped or parsed.
         try:
-            flat = np.array(data, dtype=dt.numpy).reshape(-1)
+            parsed = np.array(data).reshape(-1)
         except (ValueError, TypeError) as exc:
             raise InvalidRequest(
                 f"input '{name}': data is not a regular array of {dt.name} values ({exc})"
             ) from None
-        if dt.name == "BOOL" and not (all(isinstance(v, bool) for v in _flatten(data))):
-            raise InvalidRequest(f"input '{name}': BOOL data must hold true/false values")
+        kind = parsed.dtype.kind if parsed.size else ""
+        if dt.name == "BOOL":
+            if kind not in ("", "b"):
+                raise InvalidRequest(f"input '{name}': BOOL data must hold true/false values")
+        elif dt.numpy.kind in "iu":
+            check_integer_range(name, dt, parsed)
+        elif kind not in ("", "i", "u", "f"):
+            raise InvalidRequest(f"input '{name}': {dt.name} data must hold numbers")
+        flat = parsed.astype(dt.numpy)
     if flat.size != count:
         raise InvalidRequest(
             f"input '{name}': data holds {flat.size} elements but shape {list(shape)} needs {count}"
         )
     return flat.reshape(shape)
-
-
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        return [x for item in data for x in _flatten(item)]
-    return [data]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,12 +272,17 @@ def _parse_header(header: bytes) -> _RequestHeader:
     )
 
 
-def _json_data(array: np.ndarray, datatype: str) -> np.ndarray | list[Any]:
+def _json_data(array: np.ndarray, datatype: str) -> np.ndarray | list[Any] | orjson.Fragment:
     """A tensor as V2 JSON `data`: flat, row-major. Numeric arrays go to
-    orjson as they are (it writes them without a Python float per element)."""
+    orjson as they are (it writes them without a Python float per element).
+    NaN and infinities, which orjson would write as null, are written as
+    NaN, Infinity and -Infinity, as Triton and Python's json write them
+    (and tritonclient reads them back)."""
     flat = array.reshape(-1)
     if datatype == "BYTES":
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        return orjson.Fragment(json.dumps(flat.tolist()))
     if (flat.dtype.kind in "biuf" and flat.dtype.itemsize > 1) or flat.dtype.kind == "b":
         return np.ascontiguousarray(flat)
     data: list[Any] = flat.tolist()

@@ -35,8 +35,12 @@ def lookup_datatype(name: str, datatype: str) -> datatypes.Datatype:
 
 # Fixed-size datatypes with a numpy dtype: the common case, decoded on a short
 # path here and by decoders that make the arrays themselves (ext.infer_codec).
+# The datatypes whose raw bytes are taken as they are. Not BOOL: its bytes
+# are checked to be 0 or 1 (array_from_raw).
 FIXED_DTYPES: dict[str, np.dtype] = {
-    d.name: d.numpy for d in datatypes.BY_NAME.values() if d.numpy is not None and d.itemsize
+    d.name: d.numpy
+    for d in datatypes.BY_NAME.values()
+    if d.numpy is not None and d.itemsize and d.name != "BOOL"
 }
 
 
@@ -78,7 +82,28 @@ def array_from_raw(
             f"input '{name}': raw contents hold {len(raw)} bytes but shape {list(shape)} "
             f"of {dt.name} needs {expected} ({count} elements x {dt.itemsize} bytes)"
         )
+    if dt.name == "BOOL" and count:
+        octets = np.frombuffer(raw, dtype=np.uint8)
+        if octets.max() > 1:
+            index = int(np.argmax(octets > 1))
+            raise InvalidRequest(
+                f"input '{name}': BOOL element {index} is the byte {octets[index]}; "
+                "raw BOOL elements are one byte each, 0 or 1"
+            )
     return np.frombuffer(raw, dtype=dt.numpy).reshape(shape)
+
+
+def check_integer_range(name: str, dt: datatypes.Datatype, values: np.ndarray) -> None:
+    """Integers for an integer datatype must fit it: a value that does not is
+    the client's mistake, not something to wrap around or truncate."""
+    if not values.size:
+        return
+    assert dt.numpy is not None
+    info = np.iinfo(dt.numpy)
+    if values.dtype.kind not in "iu" or values.min() < info.min or values.max() > info.max:
+        raise InvalidRequest(
+            f"input '{name}': {dt.name} elements must be integers from {info.min} to {info.max}"
+        )
 
 
 def array_to_raw(array: np.ndarray, datatype: str) -> bytes:

@@ -132,6 +132,11 @@ GRPC_CASES = {
         grpc.StatusCode.INVALID_ARGUMENT,
         ["ModelInferRequest", "protobuf"],
     ),
+    "raw BOOL byte not 0 or 1": (
+        fp32_request("identity_bool", (1, 4), datatype="BOOL", raw=b"\x01\x00\x02\x01"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["'x'", "BOOL element 2", "byte 2", "0 or 1"],
+    ),
 }
 
 
@@ -172,6 +177,26 @@ def test_grpc_typed_contents_count_checked(channel: grpc.Channel) -> None:
     tensor.contents.int64_contents.append(4)
     response = grpc_infer(channel, request)
     assert np.frombuffer(response.raw_output_contents[0], "<i8").tolist() == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "field", "values", "bounds"),
+    [
+        ("INT8", "int_contents", [1, 300, 0, 0], "-128 to 127"),
+        ("INT16", "int_contents", [-40000, 0, 0, 0], "-32768 to 32767"),
+        ("UINT8", "uint_contents", [0, 0, 256, 0], "0 to 255"),
+        ("UINT16", "uint_contents", [1 << 31, 0, 0, 0], "0 to 65535"),
+    ],
+)
+def test_grpc_typed_contents_out_of_range_are_refused(
+    channel: grpc.Channel, datatype: str, field: str, values: list[int], bounds: str
+) -> None:
+    """INT8/16 travel in int_contents (int32), UINT8/16 in uint_contents: a
+    value the datatype cannot hold is refused, not wrapped around."""
+    request = pb.ModelInferRequest(model_name=f"identity_{datatype.lower()}")
+    tensor = request.inputs.add(name="x", datatype=datatype, shape=[1, 4])
+    getattr(tensor.contents, field).extend(values)
+    expect_grpc_error(channel, request, grpc.StatusCode.INVALID_ARGUMENT, "'x'", datatype, bounds)
 
 
 def test_grpc_message_over_limit(channel: grpc.Channel) -> None:
@@ -275,6 +300,30 @@ HTTP_CASES = {
     ),
     "unknown route": ("/v2/nothing", b"", 404, ["/v2/nothing"]),
 }
+
+
+def _json_input(datatype: str, data: list[object]) -> bytes:
+    return json_body({"name": "x", "datatype": datatype, "shape": [1, 4], "data": data})
+
+
+# Values a datatype cannot hold, or of the wrong kind: refused, not wrapped,
+# truncated or parsed from a string.
+for _datatype, _data, _fragment in (
+    ("INT8", [300, 0, 0, 0], "-128 to 127"),
+    ("UINT8", [-1, 0, 0, 0], "0 to 255"),
+    ("INT32", [2**31, 0, 0, 0], "-2147483648 to 2147483647"),
+    ("INT64", [2**63, 0, 0, 0], "to 9223372036854775807"),
+    ("UINT64", [2**64, 0, 0, 0], "0 to 18446744073709551615"),
+    ("INT32", [1.7, 0, 0, 0], "must be integers"),
+    ("INT8", ["7", 0, 0, 0], "must be integers"),
+    ("BOOL", [1, 0, 1, 0], "true/false"),
+):
+    HTTP_CASES[f"{_datatype} {_data[0]!r}"] = (
+        f"/v2/models/identity_{_datatype.lower()}/infer",
+        _json_input(_datatype, _data),
+        400,
+        ["'x'", _fragment],
+    )
 
 
 @pytest.mark.parametrize("case", list(HTTP_CASES))

@@ -141,6 +141,27 @@ def test_infer_every_datatype_http(
         np.testing.assert_array_equal(out, data)
 
 
+NUMPY_FLOAT = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+
+
+@pytest.mark.parametrize("datatype", list(NUMPY_FLOAT))
+def test_json_outputs_keep_nan_and_infinities(
+    http_client: httpclient.InferenceServerClient, datatype: str
+) -> None:
+    """JSON has no NaN or infinity: they are written NaN, Infinity and
+    -Infinity (as Triton and Python's json write them), not null, so a
+    client reads back what the model returned."""
+    x = np.array([[np.nan, np.inf, -np.inf, 1.5]], dtype=NUMPY_FLOAT[datatype])
+    tensor = httpclient.InferInput("x", [1, 4], datatype)
+    tensor.set_data_from_numpy(x, binary_data=True)
+    result = http_client.infer(
+        f"identity_{datatype.lower()}",
+        [tensor],
+        outputs=[httpclient.InferRequestedOutput("y", binary_data=False)],
+    )
+    np.testing.assert_array_equal(result.as_numpy("y"), x)
+
+
 def test_mlp_matches_onnxruntime_in_process(model_repository, grpc_client, http_client) -> None:
     import onnxruntime as ort
 
