@@ -4,6 +4,7 @@ Triton's binary tensor data extension (`Inference-Header-Content-Length`,
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -12,6 +13,7 @@ import numpy as np
 import orjson
 
 from mlserve.errors import InvalidRequest, Unsupported
+from mlserve.runtime.datatypes import Datatype
 from mlserve.runtime.inference_types import (
     InferInput,
     InferRequest,
@@ -84,16 +86,35 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: obje
         if dt.name == "BOOL":
             if kind not in ("", "b"):
                 raise InvalidRequest(f"input '{name}': BOOL data must hold true/false values")
+            flat = parsed.astype(dt.numpy)
         elif dt.numpy.kind in "iu":
-            check_integer_range(name, dt, parsed)
-        elif kind not in ("", "i", "u", "f"):
+            flat = _json_integers(name, dt, data, parsed)
+        elif kind in ("", "i", "u", "f"):
+            flat = parsed.astype(dt.numpy)
+        else:
             raise InvalidRequest(f"input '{name}': {dt.name} data must hold numbers")
-        flat = parsed.astype(dt.numpy)
     if flat.size != count:
         raise InvalidRequest(
             f"input '{name}': data holds {flat.size} elements but shape {list(shape)} needs {count}"
         )
     return flat.reshape(shape)
+
+
+def _json_integers(name: str, dt: Datatype, data: object, parsed: np.ndarray) -> np.ndarray:
+    """JSON integers as `dt`, exactly, or an error naming the range. numpy
+    reads integers past int64 (UINT64's upper half) as float64, so those are
+    converted again from the Python ints themselves."""
+    kind = parsed.dtype.kind if parsed.size else "i"
+    if kind in "iu":
+        check_integer_range(name, dt, parsed)
+        return parsed.astype(dt.numpy)
+    if kind == "f" and np.all(np.mod(parsed, 1) == 0):  # whole numbers (or big ints)
+        with contextlib.suppress(OverflowError, ValueError, TypeError):
+            return np.array(data, dtype=object).reshape(-1).astype(dt.numpy)
+    info = np.iinfo(dt.numpy)
+    raise InvalidRequest(
+        f"input '{name}': {dt.name} elements must be integers from {info.min} to {info.max}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,10 +199,14 @@ class Batcher:
         self._wake = WakeTimer(self._on_timer)
         self._timer_armed = False
         self._timer_at = 0.0
-        self._sequence = 0
+        self._sequence = 1  # the first probe is the PROBE_EVERY-th arrival, not the first
         self._order: deque[Pending] = deque()  # submission order, with preserve_ordering
         self._held: dict[int, BatchResult | BaseException] = {}
-        self._wait_gain = 1.0
+        # Nothing learned yet: an idle model does not wait (a lone request must
+        # not sit out the delay; from 1.0, the first four lone requests to a
+        # model with a 1 s delay each waited 0.4-0.8 s). Load teaches it: a
+        # request that finds an instance busy waits, and probes measure gains.
+        self._wait_gain = 0.0
         self._probe_every = batch_policy.PROBE_EVERY
         self._last_arrival_s = 0.0
         self._arrival_gap_s = 0.0  # EWMA of gaps between batched arrivals
@@ -280,8 +284,9 @@ class Batcher:
         level = self._level(priority) if settings.priority_levels else 0
         if settings.policy.max_queue_delay_s:  # the gap caps waits; no delay, no wait
             # A gap longer than the queue delay is idle time, not a rate: clamp it.
-            gap = min(now - self._last_arrival_s, settings.policy.max_queue_delay_s)
-            self._arrival_gap_s += 0.2 * (gap - self._arrival_gap_s)
+            if self._last_arrival_s:  # the first arrival has no gap to measure
+                gap = min(now - self._last_arrival_s, settings.policy.max_queue_delay_s)
+                self._arrival_gap_s += 0.2 * (gap - self._arrival_gap_s)
             self._last_arrival_s = now
         entry = Pending(  # positional: keywords cost 0.3 us here
             feeds,

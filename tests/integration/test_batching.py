@@ -63,7 +63,9 @@ def batching_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "  default_queue_policy: {max_queue_size: 64, default_timeout_microseconds: 500000,"
         " timeout_action: REJECT, allow_timeout_override: true}\n",
     )
-    examples.write_model(root, "slow", examples.matmul_chain_model(512, 64), config=SLOW_CONFIG)
+    # 160 layers: a 512-row request keeps the instance busy about 170 ms here,
+    # past two requests that queue one after the other and expire (20 ms each).
+    examples.write_model(root, "slow", examples.matmul_chain_model(512, 160), config=SLOW_CONFIG)
     examples.write_model(root, "wide", examples.identity_model("FP32", (12_000,)))  # 48 KB rows
     return root
 
@@ -335,7 +337,7 @@ def test_full_queue_answers_resource_exhausted_and_429(batching_server: ServerPr
 
 def test_expired_requests_are_dropped_before_compute(batching_server: ServerProcess) -> None:
     # Clients, inputs and statistics first: once the slow model is busy (about
-    # 70 ms of work), the expiring requests must arrive before it is done.
+    # 170 ms of work), the expiring requests must arrive before it is done.
     client = grpcclient.InferenceServerClient(batching_server.grpc)
     before = client.get_inference_statistics("slow", as_json=True)["model_stats"][0]
     grpc_input = _small_slow_input()

@@ -169,6 +169,25 @@ def test_the_reruns_after_a_failed_batch_are_counted_as_executions() -> None:
     asyncio.run(scenario())
 
 
+def test_a_fresh_model_sends_lone_requests_at_once() -> None:
+    """Nothing learned yet about waiting: a lone request to an idle model is
+    sent to its instance at once, not held for the queue delay (here a
+    second), the first time as every time after."""
+
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, executor = make(model, max_queue_delay_s=1.0)
+        for index in range(20):  # then a probe (1 in PROBE_EVERY) waits two arrival gaps
+            future = submit(batcher, rows(1, index))
+            if index < 10:
+                assert batcher.queued == 0, f"request {index} was held"
+            await future
+        executor.shutdown()
+        assert model.batches == [1] * 20
+
+    asyncio.run(scenario())
+
+
 def test_full_queue_is_refused_at_once() -> None:
     async def scenario() -> None:
         gate = threading.Event()

@@ -63,15 +63,39 @@ def request(index: int, model: str = "mlp") -> InferRequest:
     return InferRequest(model, "", [InferInput("x", "FP32", x.shape, x, {})], [], f"r{index}", {})
 
 
+# `slow` keeps its instance busy for a while with one large request, so the
+# requests after it queue (an idle model sends a lone request at once).
+SLOW_CONFIG = (
+    "max_batch_size: 512\n"
+    "execution: threads\n"
+    "session: {intra_op_threads: 1}\n"
+    "dynamic_batching: {max_queue_delay_us: 2000, max_queue_size: 6}\n"
+)
+
+
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
     examples.write_model(tmp_path, "mlp", examples.mlp_model(), config=CONFIG)
+    examples.write_model(tmp_path, "slow", examples.matmul_chain_model(512, 32), config=SLOW_CONFIG)
     return tmp_path
+
+
+def slow_request(index: int, rows: int = 1) -> InferRequest:
+    x = np.full((rows, 512), index / 512, dtype=np.float32)
+    return InferRequest("slow", "", [InferInput("x", "FP32", x.shape, x, {})], [], f"s{index}", {})
+
+
+def occupy(dataplane: DataPlane) -> Sink:
+    """Start a 512-row request on `slow`: its instance is busy from here."""
+    sink = Sink()
+    dataplane.start(slow_request(-1, rows=512), Sink.reply, Sink.fail, sink)
+    assert dataplane.model("slow").batcher.queued == 0  # running, not queued
+    return sink
 
 
 async def ready_dataplane(repository: Path) -> DataPlane:
     repo = ModelRepository(RepositoryLayout(repository))
-    await repo.load_many(["mlp"])
+    await repo.load_many(["mlp", "slow"])
     dataplane = DataPlane(repo, ServerMetrics())
     dataplane.started = True
     return dataplane
@@ -137,15 +161,17 @@ def test_refusals_before_the_queue_raise_and_are_counted(repository: Path) -> No
         dataplane = await ready_dataplane(repository)
         with pytest.raises(ModelNotFound):
             dataplane.start(request(0, "nope"), Sink.reply, Sink.fail, Sink())
+        busy = occupy(dataplane)
         sinks = [Sink() for _ in range(6)]  # max_queue_size: 6
-        start_each(dataplane, sinks)
+        for index, sink in enumerate(sinks):
+            dataplane.start(slow_request(index), Sink.reply, Sink.fail, sink)
         with pytest.raises(Overloaded, match="queue of this model is full"):
-            dataplane.start(request(6), Sink.reply, Sink.fail, Sink())
-        assert dataplane.inflight == 6  # the refused one left no trace in flight
+            dataplane.start(slow_request(6), Sink.reply, Sink.fail, Sink())
+        assert dataplane.inflight == 7  # the refused one left no trace in flight
         await settle(dataplane)
-        assert all(len(s.answers) == 1 for s in sinks)
-        stats = dataplane.model("mlp").stats
-        assert (stats.success.count, stats.fail.count) == (6, 1)
+        assert all(len(s.answers) == 1 for s in [busy, *sinks])
+        stats = dataplane.model("slow").stats
+        assert (stats.success.count, stats.fail.count) == (7, 1)
 
     asyncio.run(scenario())
 
@@ -153,17 +179,19 @@ def test_refusals_before_the_queue_raise_and_are_counted(repository: Path) -> No
 def test_expiry_in_the_queue_reaches_the_failure_callback(repository: Path) -> None:
     async def scenario() -> None:
         dataplane = await ready_dataplane(repository)
+        busy = occupy(dataplane)
         sinks = [Sink() for _ in range(3)]
         for index, sink in enumerate(sinks):
-            late = request(index)
-            late.parameters = {"timeout": 1}  # 1 us: gone before the batch's wait ends
+            late = slow_request(index)
+            late.parameters = {"timeout": 1}  # 1 us: gone before the instance is free
             dataplane.start(late, Sink.reply, Sink.fail, sink)
         await settle(dataplane)
         for sink in sinks:
             assert not sink.answers
             (error,) = sink.errors
             assert error.kind.value == "deadline_exceeded"
-        assert dataplane.model("mlp").stats.fail.count == 3
+        assert len(busy.answers) == 1
+        assert dataplane.model("slow").stats.fail.count == 3
 
     asyncio.run(scenario())
 
@@ -171,18 +199,21 @@ def test_expiry_in_the_queue_reaches_the_failure_callback(repository: Path) -> N
 def test_an_awaited_request_withdrawn_frees_its_slot(repository: Path) -> None:
     async def scenario() -> None:
         dataplane = await ready_dataplane(repository)
-        task = asyncio.ensure_future(dataplane.infer(request(0)))
-        await asyncio.sleep(0)  # queued, waiting for company
+        busy = occupy(dataplane)
+        task = asyncio.ensure_future(dataplane.infer(slow_request(0)))
+        await asyncio.sleep(0)  # queued behind the busy instance
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        model = dataplane.model("mlp")
+        model = dataplane.model("slow")
         assert model.batcher.queued == 0
-        assert dataplane.inflight == 0
+        assert dataplane.inflight == 1  # the one running
+        await settle(dataplane)
         # Counted: a failure, reason "cancelled" (successes + failures = requests).
-        assert model.stats.fail.count == 1 and model.stats.success.count == 0
-        assert dataplane.metrics.for_model("mlp", "1").failures == {"cancelled": 1}
-        assert (await dataplane.infer(request(1))).id == "r1"  # still serving
+        assert model.stats.fail.count == 1 and model.stats.success.count == 1
+        assert dataplane.metrics.for_model("slow", "1").failures == {"cancelled": 1}
+        assert len(busy.answers) == 1
+        assert (await dataplane.infer(slow_request(1))).id == "s1"  # still serving
 
     asyncio.run(scenario())
 
@@ -208,10 +239,11 @@ def test_a_stream_message_that_expires_in_the_queue_is_answered_with_its_id(
     async def scenario() -> None:
         dataplane = await ready_dataplane(repository)
         service = InferenceService(dataplane, AccessPolicy([]), 1 << 20)
-        message = pb.ModelInferRequest(model_name="mlp", id="late-one")
+        occupy(dataplane)
+        message = pb.ModelInferRequest(model_name="slow", id="late-one")
         message.parameters["timeout"].int64_param = 1  # 1 us: expires while it waits
-        message.inputs.add(name="x", datatype="FP32", shape=[1, 64])
-        message.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
+        message.inputs.add(name="x", datatype="FP32", shape=[1, 512])
+        message.raw_input_contents.append(np.zeros((1, 512), np.float32).tobytes())
         answers: list[bytes] = []
         service.start_stream_infer(
             message.SerializeToString(), lambda _, reply: answers.append(reply), None
@@ -220,7 +252,7 @@ def test_a_stream_message_that_expires_in_the_queue_is_answered_with_its_id(
         (reply,) = [pb.ModelStreamInferResponse.FromString(a) for a in answers]
         assert "timeout expired" in reply.error_message
         assert reply.infer_response.id == "late-one"
-        assert reply.infer_response.model_name == "mlp"
+        assert reply.infer_response.model_name == "slow"
 
     asyncio.run(scenario())
 
