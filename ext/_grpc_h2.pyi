@@ -10,8 +10,13 @@ class Route:
     handler: Callable[..., None]
     streaming: bool
     message_name: str
+    abandoned: Callable[[H2Stream], None] | None
     def __init__(
-        self, handler: Callable[..., None], streaming: bool, message_name: str
+        self,
+        handler: Callable[..., None],
+        streaming: bool,
+        message_name: str,
+        abandoned: Callable[[H2Stream], None] | None = None,
     ) -> None: ...
 
 class H2Stream:

@@ -56,16 +56,21 @@ include "_grpc_wire.pxi"
 
 
 cdef class Route:
-    """What a `:path` leads to: the handler, and whether the RPC streams requests."""
+    """What a `:path` leads to: the handler, whether the RPC streams requests,
+    and `abandoned(stream)`, called when a stream it has not answered closes
+    (the client reset it, or the connection went): the request can be
+    withdrawn before it runs."""
 
     cdef readonly object handler
     cdef readonly bint streaming
     cdef readonly str message_name
+    cdef readonly object abandoned
 
-    def __init__(self, handler, bint streaming, str message_name):
+    def __init__(self, handler, bint streaming, str message_name, abandoned=None):
         self.handler = handler
         self.streaming = streaming
         self.message_name = message_name
+        self.abandoned = abandoned
 
 
 cdef class H2Connection
@@ -290,12 +295,11 @@ cdef class H2Connection:
         if self.linger_timer is not None:
             self.linger_timer.cancel()
             self.linger_timer = None
-        for stream in self.streams.values():
-            (<H2Stream>stream).closed = True
-            self._drop_buffer(<H2Stream>stream)
-            self._drop_answers(<H2Stream>stream)
+        streams = list(self.streams.values())
         self.streams.clear()
         self.ready.clear()
+        for stream in streams:
+            self._close_stream(<H2Stream>stream)
 
     def data_received(self, bytes data):
         if self.session == NULL or self.transport is None or self.lingering:
@@ -763,11 +767,19 @@ cdef class H2Connection:
     cdef _stream_closed(self, int32_t stream_id):
         found = self.streams.pop(stream_id, None)
         if found is not None:
-            (<H2Stream>found).closed = True
-            self._drop_buffer(<H2Stream>found)
-            self._drop_answers(<H2Stream>found)
+            self._close_stream(<H2Stream>found)
         if self.goaway_sent and not self.streams and self.transport is not None:
             self._want_flush()
+
+    cdef _close_stream(self, H2Stream stream):
+        stream.closed = True
+        self._drop_buffer(stream)
+        self._drop_answers(stream)
+        if not stream.done and stream.route is not None and stream.route.abandoned is not None:
+            try:
+                stream.route.abandoned(stream)
+            except Exception:
+                pass  # the stream is gone either way
 
 
 cdef list _status_nv(H2Stream stream, nghttp2_nv *nva, size_t *count):

@@ -435,6 +435,12 @@ class InferCall:
         )
         _fail_quietly(self, error)
 
+    def withdraw(self) -> None:
+        """Its client went away: out of the queue and counted cancelled if it
+        has not run yet; one already in a batch runs, its answer dropped."""
+        if not self.finished:
+            self.model.batcher.withdraw(self)
+
     def cancel(self) -> bool:
         """Withdrawn before it ran (its client went away): nothing is answered,
         and it counts as a failure, reason "cancelled", so that successes and

@@ -88,13 +88,26 @@ def _model_infer(service: InferenceService) -> Any:
 
     def handle(stream: H2Stream) -> None:
         try:
-            start(stream.payload, stream.metadata_value, stream.time_remaining(), stream)
+            # Kept for _withdraw_model_infer, should the client leave first.
+            stream.user = start(
+                stream.payload, stream.metadata_value, stream.time_remaining(), stream
+            )
         except BaseException as exc:
             fail_unary(stream, "ModelInfer", exc)
             if not isinstance(exc, Exception):
                 raise
 
     return handle
+
+
+def _withdraw_model_infer(stream: H2Stream) -> None:
+    """The client reset its ModelInfer, or its connection went, unanswered: a
+    request still queued is taken out before it runs (counted cancelled), as
+    Triton cancels a gRPC request; one already in a batch runs, its answer
+    dropped."""
+    call = stream.user
+    if call is not None:
+        call.withdraw()
 
 
 # -- ModelStreamInfer ----------------------------------------------------------
@@ -269,12 +282,14 @@ def _routes(
 ) -> dict[bytes, Route]:
     routes: dict[bytes, Route] = {
         f"/{SERVICE}/{rpc.name}".encode(): Route(
-            _model_infer(service) if rpc.name == "ModelInfer" else _unary(rpc),
-            False,
-            rpc.request_type.DESCRIPTOR.name,
+            _unary(rpc), False, rpc.request_type.DESCRIPTOR.name
         )
         for rpc in service.unary_rpcs()
+        if rpc.name != "ModelInfer"
     }
+    routes[f"/{SERVICE}/ModelInfer".encode()] = Route(
+        _model_infer(service), False, "ModelInferRequest", _withdraw_model_infer
+    )
     routes[f"/{SERVICE}/ModelStreamInfer".encode()] = Route(
         _stream_infer(service), True, "ModelInferRequest"
     )

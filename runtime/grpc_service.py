@@ -24,7 +24,7 @@ from mlserve.ext.infer_codec import decode_simple_infer
 from mlserve.proto import grpc_service_pb2 as pb
 from mlserve.runtime import proto_views
 from mlserve.runtime.access import AccessPolicy
-from mlserve.runtime.dataplane import DataPlane
+from mlserve.runtime.dataplane import DataPlane, InferCall
 from mlserve.runtime.grpc_codec import (
     decode_infer_request,
     infer_response_bytes,
@@ -274,15 +274,16 @@ class InferenceService:
         metadata: MetadataLookup,
         time_remaining: float | None,
         stream: UnaryStream,
-    ) -> None:
+    ) -> InferCall:
         """ModelInfer for a transport that answers through a stream object
         (the native one): queued here, answered by the batch that runs it with
         `stream.reply` or `stream.finish`; an error found before it queues
         is raised. The same checks and data plane as `model_infer`, without
-        its coroutine."""
+        its coroutine. Returns the queued call (`withdraw` it if the client
+        leaves)."""
         self.check_stream_access(metadata)
         infer_request = self._unary_request(data, time_remaining)
-        self.dataplane.start(infer_request, _answer_unary, _fail_infer, stream)
+        return self.dataplane.start(infer_request, _answer_unary, _fail_infer, stream)
 
     async def model_infer(self, data: bytes, time_remaining: float | None) -> bytes:
         """ModelInfer: the answer already serialized (written straight to the wire)."""

@@ -384,7 +384,10 @@ class Batcher:
         loop.call_soon_threadsafe(self._alone_done, entry, self._outcome_alone(entry))
 
     def _outcome_alone(self, entry: Pending) -> BatchResult | BaseException:
-        """Run one request, unless its deadline passed while it was queued."""
+        """Run one request, unless it was withdrawn or its deadline passed
+        while it was queued."""
+        if entry.future.done():  # withdrawn: its client went away
+            return _WITHDRAWN
         start = self._clock()
         if entry.deadline_s and start > entry.deadline_s:
             return DeadlineExceeded("the request's timeout expired while it waited in the queue")
@@ -439,6 +442,10 @@ class Batcher:
                     if not future.done():
                         future.cancel()
                     return
+        if not self.settings.batching and not future.done():
+            # Waiting for a thread, or running: cancelled now, it is skipped
+            # if not started (_outcome_alone), its answer dropped if it is.
+            future.cancel()
 
     def _level(self, priority: int) -> int:
         levels = self.settings.priority_levels
@@ -729,6 +736,11 @@ class Batcher:
             elif not head.future.done():
                 return
             order.popleft()
+
+
+# What a withdrawn request's thread hands back instead of running it (its
+# future is done already: _resolve drops this).
+_WITHDRAWN = asyncio.CancelledError("withdrawn before it ran")
 
 
 def _resolve(entry: Pending, result: BatchResult | BaseException) -> None:

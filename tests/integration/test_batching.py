@@ -29,6 +29,11 @@ warmup: {kind: none}
 dynamic_batching:
   max_queue_size: 1
 """
+SLOW_ALONE_CONFIG = """
+max_batch_size: 512
+warmup: {kind: none}
+execution: threads
+"""
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +71,9 @@ def batching_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 160 layers: a 512-row request keeps the instance busy about 170 ms here,
     # past two requests that queue one after the other and expire (20 ms each).
     examples.write_model(root, "slow", examples.matmul_chain_model(512, 160), config=SLOW_CONFIG)
+    examples.write_model(  # the same without batching
+        root, "slow_alone", examples.matmul_chain_model(512, 160), config=SLOW_ALONE_CONFIG
+    )
     examples.write_model(root, "wide", examples.identity_model("FP32", (12_000,)))  # 48 KB rows
     return root
 
@@ -284,18 +292,59 @@ def test_a_stream_whose_client_never_reads_stops_being_read(
         assert answers == 2000 and call.code() == grpc.StatusCode.OK
 
 
-def _occupy(server: ServerProcess) -> threading.Thread:
-    """Start one long request on `slow` and return once the server runs it."""
+def _occupy(server: ServerProcess, model: str = "slow") -> threading.Thread:
+    """Start one long request on `model` and return once the server runs it."""
     client = grpcclient.InferenceServerClient(server.grpc)
     tensor = grpcclient.InferInput("x", [512, 512], "FP32")
     tensor.set_data_from_numpy(np.ones((512, 512), np.float32))
-    thread = threading.Thread(target=lambda: client.infer("slow", [tensor]))
+    thread = threading.Thread(target=lambda: client.infer(model, [tensor]))
     thread.start()
     deadline = time.monotonic() + 10
-    while metric(server, "mlserve_inflight_requests", model="slow") < 1:
+    while metric(server, "mlserve_inflight_requests", model=model) < 1:
         assert time.monotonic() < deadline, "the slow request never started"
         time.sleep(0.005)
     return thread
+
+
+@pytest.mark.parametrize("model", ["slow", "slow_alone"])
+def test_a_request_whose_client_cancels_is_withdrawn_before_it_runs(
+    batching_server: ServerProcess, model: str
+) -> None:
+    """A gRPC client cancels a ModelInfer queued behind a busy instance: the
+    request leaves the queue (counted a failure, reason cancelled) and never
+    runs, with batching on or off (Triton cancels gRPC requests alike)."""
+    client = grpcclient.InferenceServerClient(batching_server.grpc)
+    before = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    cancelled_before = metric(
+        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
+    )
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 512])
+    request.raw_input_contents.append(np.ones((1, 512), np.float32).tobytes())
+    busy = _occupy(batching_server, model)
+    with grpc.insecure_channel(batching_server.grpc) as channel:
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        call = infer.future(request, timeout=30)
+        deadline = time.monotonic() + 10
+        while metric(batching_server, "mlserve_inflight_requests", model=model) < 2:
+            assert time.monotonic() < deadline, "the second request never arrived"
+            time.sleep(0.005)
+        call.cancel()
+        while metric(batching_server, "mlserve_inflight_requests", model=model) > 1:
+            assert time.monotonic() < deadline, "the cancelled request stayed in flight"
+            time.sleep(0.005)
+    busy.join()
+    after = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    ran = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
+    assert ran == 1  # the occupying request only
+    cancelled = metric(
+        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
+    )
+    assert cancelled - cancelled_before == 1
 
 
 def _small_slow_input() -> grpcclient.InferInput:
