@@ -775,11 +775,16 @@ cdef class H2Connection:
         stream.closed = True
         self._drop_buffer(stream)
         self._drop_answers(stream)
-        if not stream.done and stream.route is not None and stream.route.abandoned is not None:
-            try:
-                stream.route.abandoned(stream)
-            except Exception:
-                pass  # the stream is gone either way
+        cdef Route route = stream.route
+        if route is not None and route.abandoned is not None:
+            if not stream.done:
+                try:
+                    route.abandoned(stream)
+                except Exception:
+                    pass  # the stream is gone either way
+            # What it held for `abandoned` (the request, whose answer's context
+            # is this stream): a cycle, left to the cyclic GC, would outlive it.
+            stream.user = None
 
 
 cdef list _status_nv(H2Stream stream, nghttp2_nv *nva, size_t *count):
