@@ -233,8 +233,9 @@ def _raw_gain(raw: dict[str, float]) -> list[str]:
     """Why on/off has a ceiling: with T1 raw's time per row at batch 1, Tb at
     its best batch and c the server's cost per request (transport, decode,
     answer), batching gives at most (T1 + c) / (Tb + c) < T1 / Tb."""
-    single = raw.get("1", 0.0)
-    best_batch, best = max(raw.items(), key=lambda item: item[1], default=("1", 0.0))
+    rates = {str(batch): rate for batch, rate in raw.items()}  # int keys until JSON'd
+    single = rates.get("1", 0.0)
+    best_batch, best = max(rates.items(), key=lambda item: item[1], default=("1", 0.0))
     if single <= 0 or best_batch == "1":
         return []
     return [

@@ -94,6 +94,7 @@ def test_the_on_off_table_names_raw_onnxruntimes_own_gain() -> None:
     raw = {"1": 14_000.0, "8": 21_000.0, "16": 20_700.0}
     (line, _) = report._raw_gain(raw)
     assert "batch 8 against batch 1: 1.50x" in line
+    assert report._raw_gain({1: 14_000.0, 8: 21_000.0}) == [line, ""]  # as the runner has them
     assert report._raw_gain({"1": 9_000.0}) == []  # nothing batched to compare
     assert report._raw_gain({"1": 9_000.0, "8": 8_000.0}) == []  # batch 1 is best
 
