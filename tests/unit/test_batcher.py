@@ -8,6 +8,7 @@ import asyncio
 import math
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -48,6 +49,7 @@ def make(
     max_batch: int = 8,
     instances: int = 1,
     batching: bool = True,
+    on_batch: Callable[[BatchResult], None] | None = None,
     **kw: object,
 ) -> tuple[Batcher, InstancePool]:
     executor = InstancePool(instances, "test")
@@ -59,7 +61,7 @@ def make(
         max_queue_size=kw.pop("max_queue_size", 100),  # type: ignore[arg-type]
         **kw,  # type: ignore[arg-type]
     )
-    return Batcher(settings_, model.run, executor), executor
+    return Batcher(settings_, model.run, executor, on_batch=on_batch), executor
 
 
 def rows(n: int, start: float = 0.0, width: int = 3) -> np.ndarray:
@@ -143,15 +145,7 @@ def test_the_reruns_after_a_failed_batch_are_counted_as_executions() -> None:
         gate = threading.Event()
         model = FakeModel(gate)
         seen: list[BatchResult] = []
-        executor = InstancePool(1, "test")
-        batcher = Batcher(
-            BatcherSettings(
-                policy=BatchPolicy(max_batch_size=8), batching=True, instances=1, max_queue_size=10
-            ),
-            model.run,
-            executor,
-            on_batch=seen.append,
-        )
+        batcher, executor = make(model, on_batch=seen.append)
         first = submit(batcher, rows(1))  # occupies the instance
         good = submit(batcher, rows(2, 5))
         bad_input = rows(1)
