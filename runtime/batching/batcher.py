@@ -199,15 +199,19 @@ class Batcher:
         self._wake = WakeTimer(self._on_timer)
         self._timer_armed = False
         self._timer_at = 0.0
-        self._sequence = 1  # the first probe is the PROBE_EVERY-th arrival, not the first
+        self._sequence = 1
         self._order: deque[Pending] = deque()  # submission order, with preserve_ordering
         self._held: dict[int, BatchResult | BaseException] = {}
         # Nothing learned yet: an idle model does not wait (a lone request must
         # not sit out the delay; from 1.0, the first four lone requests to a
         # model with a 1 s delay each waited 0.4-0.8 s). Load teaches it: a
         # request that finds an instance busy waits, and probes measure gains.
+        # Probes start every other arrival (once a gap between arrivals is
+        # known, so a probe waits a couple of gaps, not the whole delay) and
+        # space out as they gather nothing: a burst at start-up batches from
+        # its fourth request, a lone client meets a probe at arrivals 4, 8, 16...
         self._wait_gain = 0.0
-        self._probe_every = batch_policy.PROBE_EVERY
+        self._probe_every = 2
         self._last_arrival_s = 0.0
         self._arrival_gap_s = 0.0  # EWMA of gaps between batched arrivals
         self._waited_from_rows = 0
@@ -483,7 +487,7 @@ class Batcher:
                 self._wait_gain,
                 # Counted in arrivals, so that every decision about one
                 # arrival (the fast path's, then the queue's) agrees.
-                self._sequence % self._probe_every == 0,
+                self._sequence % self._probe_every == 0 and self._arrival_gap_s > 0,
                 self._arrival_gap_s,
                 self._last_arrival_s,
             ),

@@ -171,13 +171,16 @@ def test_a_fresh_model_sends_lone_requests_at_once() -> None:
     async def scenario() -> None:
         model = FakeModel()
         batcher, executor = make(model, max_queue_delay_s=1.0)
-        for index in range(20):  # then a probe (1 in PROBE_EVERY) waits two arrival gaps
+        began = time.monotonic()
+        for index in range(20):
             future = submit(batcher, rows(1, index))
-            if index < 10:
+            if index < 2:  # no probe before a gap between arrivals is known
                 assert batcher.queued == 0, f"request {index} was held"
             await future
         executor.shutdown()
         assert model.batches == [1] * 20
+        # Probes (arrivals 4, 8, 16) wait two arrival gaps, not the 1 s delay.
+        assert time.monotonic() - began < 0.5
 
     asyncio.run(scenario())
 
@@ -422,11 +425,11 @@ def test_a_lone_client_pays_for_ever_fewer_probes() -> None:
             result = await submit(batcher, rows(1, index))
             np.testing.assert_array_equal(result.outputs[0], rows(1, index) * 2 + 1)
         executor.shutdown()
-        # A few waits while the start-up belief that waiting pays decays, each
-        # doubling the probe interval; then one probe at arrival 256, which
-        # doubles it again. Without the doubling, 22 waits.
-        assert 1 <= waits <= 6
-        assert batcher._probe_every == 512
+        # Probes from every other arrival at start-up, each doubling the
+        # interval (arrivals 4, 8, 16, ..., 256): seven waits in 300 requests,
+        # the interval then 256. Without the doubling, about 150.
+        assert 1 <= waits <= 8
+        assert batcher._probe_every == 256
 
     asyncio.run(scenario())
 
