@@ -26,6 +26,7 @@ from mlserve.runtime.tensor_codec import (
     array_to_raw,
     check_integer_range,
     check_shape,
+    integer_range_error,
     lookup_datatype,
 )
 
@@ -111,10 +112,7 @@ def _json_integers(name: str, dt: Datatype, data: object, parsed: np.ndarray) ->
     if kind == "f" and np.all(np.mod(parsed, 1) == 0):  # whole numbers (or big ints)
         with contextlib.suppress(OverflowError, ValueError, TypeError):
             return np.array(data, dtype=object).reshape(-1).astype(dt.numpy)
-    info = np.iinfo(dt.numpy)
-    raise InvalidRequest(
-        f"input '{name}': {dt.name} elements must be integers from {info.min} to {info.max}"
-    )
+    raise integer_range_error(name, dt)
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,9 +101,16 @@ def check_integer_range(name: str, dt: datatypes.Datatype, values: np.ndarray) -
     assert dt.numpy is not None
     info = np.iinfo(dt.numpy)
     if values.dtype.kind not in "iu" or values.min() < info.min or values.max() > info.max:
-        raise InvalidRequest(
-            f"input '{name}': {dt.name} elements must be integers from {info.min} to {info.max}"
-        )
+        raise integer_range_error(name, dt)
+
+
+def integer_range_error(name: str, dt: datatypes.Datatype) -> InvalidRequest:
+    """The error for a value an integer datatype cannot hold."""
+    assert dt.numpy is not None
+    info = np.iinfo(dt.numpy)
+    return InvalidRequest(
+        f"input '{name}': {dt.name} elements must be integers from {info.min} to {info.max}"
+    )
 
 
 def array_to_raw(array: np.ndarray, datatype: str) -> bytes:
