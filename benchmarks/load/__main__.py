@@ -391,7 +391,7 @@ def main() -> None:
 SWEEP_SIZES: tuple[int | None, ...] = (8, 16, 32, None)
 SWEEP_RULE = (
     "the one mlserve served fastest over unary gRPC at c={concurrency}, of raw onnxruntime's "
-    "pick, 8, 16, 32 and none, each measured twice in alternating order"
+    "pick, 8, 16, 32 and none, each served three times in alternating order, by median"
 )
 
 
@@ -411,7 +411,13 @@ def sweep_preferred(
     cannot show the server's own cost per batch, which larger batches spread
     over more requests. Measured on two cores at c=32, the convnet served
     10.2-12.2k requests/s preferring 32 and 7.4-9.0k preferring 8, the size
-    raw onnxruntime's rates had picked in that run (2026-11-29)."""
+    raw onnxruntime's rates had picked in that run (2026-11-29).
+
+    Each candidate is served three times, in alternating order, and read by
+    its median: with two windows and their mean, one slow stretch of this
+    shared machine picked 16 for the convnet at c=64 on one core (8,090
+    against 7,163 for 32), where served by hand, alternating, 32 beat 16 in
+    five rounds of five (7.0-7.9k against 6.5-7.1k)."""
     repo = work / "sweep"
     candidates: dict[str, dict[int | None, str]] = {}
     for model in models:
@@ -429,7 +435,7 @@ def sweep_preferred(
     try:
         for model, sizes in candidates.items():
             order = list(sizes.items())
-            for size, name in order + order[::-1]:
+            for size, name in order + order[::-1] + order:
                 counter = MlserveCounter(server, name)
                 counter.begin()
                 figures = drivers.h2load(
@@ -440,7 +446,7 @@ def sweep_preferred(
     finally:
         server.stop()
     return {
-        model: {size: statistics.mean(values) for size, values in sizes.items()}
+        model: {size: statistics.median(values) for size, values in sizes.items()}
         for model, sizes in rates.items()
     }
 
