@@ -14,6 +14,7 @@ one transport write per read or per event-loop turn.
 
 The transport knows nothing of V2: a route table maps `:path` to a handler."""
 
+from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.string cimport memcmp, memcpy
@@ -38,6 +39,10 @@ cdef nghttp2_session_callbacks *_callbacks = NULL
 # of this process, and the most they may hold (set_buffer_limit).
 cdef Py_ssize_t _buffered_total = 0
 cdef Py_ssize_t _buffered_limit = 1 << 30
+# What uvloop reads each connection's socket into, one buffer for them all,
+# as uvloop's own: the loop reads one socket at a time and nghttp2 is done
+# with the bytes (a message's are copied out) before the read returns.
+cdef bytearray _read_buffer = bytearray(256 * 1024)
 
 
 def set_buffer_limit(Py_ssize_t limit):
@@ -167,13 +172,25 @@ cdef class H2Connection:
         for stream in streams:
             self._close_stream(<H2Stream>stream)
 
+    def get_buffer(self, Py_ssize_t sizehint):
+        """uvloop reads the socket straight into the shared read buffer (the
+        protocol is a BufferedProtocol by its methods): no bytes object is
+        made and filled for each read, as `data_received` needs."""
+        return _read_buffer
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        self._received(<const uint8_t*>PyByteArray_AS_STRING(_read_buffer), nbytes)
+
     def data_received(self, bytes data):
+        """Where the loop has no buffered reads (asyncio under TLS)."""
+        self._received(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+    cdef _received(self, const uint8_t *data, Py_ssize_t length):
         if self.session == NULL or self.transport is None or self.lingering:
             return
         self.last_activity = _now()
         self.in_read = True
-        cdef ssize_t rv = nghttp2_session_mem_recv(
-            self.session, <const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        cdef ssize_t rv = nghttp2_session_mem_recv(self.session, data, length)
         self.in_read = False
         if rv < 0:  # nghttp2 queued a GOAWAY where the protocol asks for one
             self.ready.clear()
