@@ -63,6 +63,11 @@ class ServerConfig:
     repository_poll_secs: float = 15.0
     strict_readiness: bool = True
     exit_timeout_secs: float = 30.0
+    # A request begun over HTTP must keep arriving: no gap between reads, and
+    # no wait for the end of its headers, longer than this (0: no limit), or
+    # it is answered 408 and its connection closed (nginx's client header and
+    # body timeouts are 60 s).
+    http_read_timeout_secs: float = 60.0
     log_level: str = "info"
     workers: int = 0  # 0 = auto (the default): supervisor.auto_workers decides
     # Set by the supervisor for its worker processes only:
@@ -187,6 +192,7 @@ def server_config_from_mapping(data: dict[str, Any]) -> ServerConfig:
         repository_poll_secs=section.number("repository_poll_secs", 15.0, minimum=0.05),
         strict_readiness=section.boolean("strict_readiness", True),
         exit_timeout_secs=section.number("exit_timeout_secs", 30.0),
+        http_read_timeout_secs=section.number("http_read_timeout_secs", 60.0),
         log_level=section.choice("log_level", ("debug", "info", "warning", "error"), "info"),
         workers=_workers(section),
         worker_socket=section.optional_string("worker_socket"),

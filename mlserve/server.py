@@ -126,6 +126,7 @@ async def serve(config: ServerConfig) -> int:
                 ssl_context=_ssl_context(config.http.tls) if config.http.tls else None,
                 reuse_port=config.reuse_port,
                 start=api.start_infer,
+                read_timeout_s=config.http_read_timeout_secs,
             )
             ports.append(f"http={config.http.address}:{port}")
         if config.metrics.enabled:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ _MAX_PIPELINE = 32
 # header whole until it ends, so without a bound one header could fill memory).
 MAX_HEADER_BYTES = 64 * 1024
 MAX_URL_BYTES = 8 * 1024
+_now = time.monotonic
 
 
 class _Refused(Exception):
@@ -96,6 +98,8 @@ class HttpProtocol(asyncio.Protocol):
         self._in_headers = False  # a request begun whose headers have not ended
         self._header_bytes = 0  # bytes read while in its headers
         self._refusal: tuple[int, str] | None = None
+        self._last_read = 0.0
+        self._begun = 0.0  # when the request being read began (0: none)
 
     # -- asyncio.Protocol -----------------------------------------------------
 
@@ -112,6 +116,7 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._transport is None:  # answered for the last time: discard
             return
+        self._last_read = _now()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -137,6 +142,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._begun = self._last_read
         self._url = b""
         self._headers = {}
         self._body = []
@@ -194,6 +200,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._begun = 0.0
         if self._refused_early:
             self._refused_early = False
             return
@@ -296,9 +303,45 @@ class HttpProtocol(asyncio.Protocol):
     def idle(self) -> bool:
         return not self._busy and not self._pipeline
 
+    def stalled(self, now: float, timeout_s: float) -> str:
+        """Why the request being read is overdue ("" if it is not): nothing
+        has arrived for `timeout_s`, or its headers have not ended within
+        `timeout_s` of its start. Only with no answer owed before it."""
+        if not self._begun or self._transport is None or not self.idle:
+            return ""
+        if now - self._last_read > timeout_s:
+            return f"no bytes of it arrived for {timeout_s:g} s"
+        if self._in_headers and now - self._begun > timeout_s:
+            return f"its headers did not end within {timeout_s:g} s"
+        return ""
+
+    def time_out(self, why: str) -> None:
+        """408 for a request that stopped arriving, then close."""
+        self._begun = 0.0
+        self._fail(408, f"the request was not received whole: {why} (--http-read-timeout-secs)")
+
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+async def expire_stalled(
+    server: asyncio.Server, connections: set[HttpProtocol], timeout_s: float
+) -> None:
+    """Answer 408 to requests that stopped arriving (a client gone quiet, a
+    slowloris, a chunk size no body will fill), so they do not hold their
+    connection and buffers forever. Checks a few times a timeout, off the
+    request path; ends once the server is closed and its connections gone.
+    An idle keep-alive connection (no request begun) is left open, as
+    Triton leaves it: closing it could race a client's next request."""
+    every = min(1.0, timeout_s / 4)
+    while server.is_serving() or connections:
+        await asyncio.sleep(every)
+        now = _now()
+        for connection in list(connections):
+            why = connection.stalled(now, timeout_s)
+            if why:
+                connection.time_out(why)
 
 
 async def start_http_server(
@@ -310,8 +353,10 @@ async def start_http_server(
     ssl_context: ssl.SSLContext | None = None,
     reuse_port: bool = False,
     start: Starter | None = None,
+    read_timeout_s: float = 0.0,
 ) -> tuple[asyncio.Server, int, set[HttpProtocol]]:
-    """Bind and serve; returns the server, its port and the live connections."""
+    """Bind and serve; returns the server, its port and the live connections.
+    `read_timeout_s` (0: none) bounds how long a request may stall (expire_stalled)."""
     connections: set[HttpProtocol] = set()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
@@ -324,7 +369,14 @@ async def start_http_server(
         backlog=1024,
     )
     bound = server.sockets[0].getsockname()[1]
+    if read_timeout_s > 0:
+        task = loop.create_task(expire_stalled(server, connections, read_timeout_s))
+        _expiring.add(task)
+        task.add_done_callback(_expiring.discard)
     return server, int(bound), connections
+
+
+_expiring: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
 
 async def start_unix_http_server(

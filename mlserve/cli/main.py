@@ -58,6 +58,11 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--strict-readiness", type=_bool, nargs="?", const=True)
     p.add_argument("--exit-timeout-secs", type=float, help="drain grace period (default 30)")
     p.add_argument("--http-max-input-size", type=int, help="bytes (default 64 MiB)")
+    p.add_argument(
+        "--http-read-timeout-secs",
+        type=float,
+        help="a request that stops arriving this long is answered 408 (default 60; 0 = never)",
+    )
     p.add_argument("--grpc-max-input-size", type=int, help="bytes (default 64 MiB)")
     p.add_argument(
         "--grpc-impl",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -99,9 +100,10 @@ def _post_headers(path: str, length: int) -> bytes:
 
 async def _with_connection(
     talk: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    read_timeout_s: float = 0.0,
 ) -> None:
     server, port, connections = await start_http_server(
-        _handler, host="127.0.0.1", port=0, max_body_bytes=1024
+        _handler, host="127.0.0.1", port=0, max_body_bytes=1024, read_timeout_s=read_timeout_s
     )
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -195,3 +197,75 @@ def test_an_upgrade_request_is_answered_once_in_http_1_1_and_the_connection_goes
     upgrade = b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
     answers = asyncio.run(_exchange(upgrade + _get("/b"), 2))
     assert answers == [(200, b"/a"), (200, b"/b")]
+
+
+READ_TIMEOUT_S = 0.4
+
+
+@pytest.mark.parametrize(
+    ("begun", "why"),
+    [
+        (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc", b"no bytes"),
+        (b"GET /a HTTP/1.1\r\nHost: t\r\n", b"no bytes"),
+        # A chunk size no body will fill: the parser waits for its bytes.
+        (
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"ffffffffffffffff\r\nabc",
+            b"no bytes",
+        ),
+    ],
+    ids=["body", "headers", "huge-chunk"],
+)
+def test_a_request_that_stops_arriving_is_answered_408_and_closed(begun: bytes, why: bytes) -> None:
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        started = time.monotonic()
+        writer.write(begun)
+        reply = await asyncio.wait_for(reader.read(), 5)  # answered, then closed
+        waited = time.monotonic() - started
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        assert why in reply and b"--http-read-timeout-secs" in reply
+        assert READ_TIMEOUT_S <= waited < READ_TIMEOUT_S + 2
+
+    asyncio.run(_with_connection(talk, READ_TIMEOUT_S))
+
+
+def test_headers_sent_byte_by_byte_past_the_timeout_are_answered_408() -> None:
+    """A slowloris keeps bytes coming but never ends its headers."""
+
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"GET /a HTTP/1.1\r\nHost: t\r\n")
+        reply = b""
+        for _ in range(40):
+            writer.write(b"X")
+            await writer.drain()
+            try:
+                reply = await asyncio.wait_for(reader.read(), 0.1)
+                break
+            except TimeoutError:
+                continue
+        assert reply.startswith(b"HTTP/1.1 408") and b"headers did not end" in reply
+
+    asyncio.run(_with_connection(talk, READ_TIMEOUT_S))
+
+
+def test_a_body_arriving_slowly_but_steadily_and_an_idle_connection_are_left_alone() -> None:
+    """Gaps shorter than the timeout, over a request longer than it, are
+    fine; and a keep-alive connection with no request begun stays open."""
+
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_post_headers("/echo", 8))
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        for piece in (b"ab", b"cd", b"ef", b"gh"):
+            await asyncio.sleep(READ_TIMEOUT_S / 2)
+            writer.write(piece)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await reader.readexactly(8) == b"abcdefgh"
+        await asyncio.sleep(READ_TIMEOUT_S * 3)  # idle, nothing begun
+        writer.write(_get("/b"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await reader.readexactly(2) == b"/b"
+
+    asyncio.run(_with_connection(talk, READ_TIMEOUT_S))

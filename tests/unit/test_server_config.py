@@ -18,6 +18,7 @@ def test_defaults_follow_triton(tmp_path: Path) -> None:
     assert config.model_control_mode == "none"
     assert config.repository_poll_secs == 15.0
     assert config.exit_timeout_secs == 30.0
+    assert config.http_read_timeout_secs == 60.0
     assert config.http.max_input_bytes == 64 * 1024 * 1024
 
 
@@ -27,7 +28,9 @@ def test_file_then_flags(tmp_path: Path) -> None:
         f"model_repository: {tmp_path}\ngrpc_port: 9001\nhttp_port: 9000\n"
         "model_control_mode: explicit\nload_model: [a, b]\n"
     )
-    args = build_parser().parse_args(["serve", "--http-port", "0"])
+    args = build_parser().parse_args(
+        ["serve", "--http-port", "0", "--http-read-timeout-secs", "2.5"]
+    )
     merged = {
         **load_config_file(settings),
         **{k: v for k, v in vars(args).items() if k != "command"},
@@ -36,6 +39,7 @@ def test_file_then_flags(tmp_path: Path) -> None:
     assert config.grpc.port == 9001  # from the file
     assert config.http.port == 0  # the flag wins
     assert config.load_models == ("a", "b")
+    assert config.http_read_timeout_secs == 2.5
 
 
 @pytest.mark.parametrize(
@@ -54,6 +58,7 @@ def test_file_then_flags(tmp_path: Path) -> None:
         ({"http_restricted_api": "model-repository"}, "must look like"),
         ({"grpc_restricted_protocol": ["everything:k=v"]}, "unknown protocol group 'everything'"),
         ({"grcp_port": 1}, "grcp_port: unknown key"),
+        ({"http_read_timeout_secs": -1}, "http_read_timeout_secs: must be >= 0.0"),
     ],
 )
 def test_invalid_settings(tmp_path: Path, settings: dict, message: str) -> None:
