@@ -182,7 +182,8 @@ cdef class H2Connection:
         self._received(<const uint8_t*>PyByteArray_AS_STRING(_read_buffer), nbytes)
 
     def data_received(self, bytes data):
-        """Where the loop has no buffered reads (asyncio under TLS)."""
+        """The standard library's loop, which knows buffered protocols only by
+        their class, reads into bytes and calls this."""
         self._received(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
 
     cdef _received(self, const uint8_t *data, Py_ssize_t length):
