@@ -16,7 +16,7 @@ from mlserve.errors import ErrorKind, InternalError, InvalidRequest, MlserveErro
 from mlserve.runtime import http_codec, proto_views
 from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane
-from mlserve.runtime.http_server import Answer, HttpRequest, HttpResponse
+from mlserve.runtime.http_server import Answer, HttpRequest, HttpResponse, body_over_limit
 from mlserve.runtime.inference_types import InferRequest, InferResponse
 
 _perf_ns = time.perf_counter_ns
@@ -96,10 +96,7 @@ class HttpApi:
 
     def _check_size(self, request: HttpRequest) -> None:
         if request.body_too_large:
-            raise InvalidRequest(
-                f"request body is {request.body_too_large} bytes, over the server's limit "
-                f"of {self.max_input_bytes} bytes (--http-max-input-size)"
-            )
+            raise InvalidRequest(body_over_limit(request.body_too_large, self.max_input_bytes))
 
     def _check(self, group: str, request: HttpRequest) -> None:
         header = self.access.header_for(group)

@@ -49,6 +49,17 @@ class HttpRequest:
     body: bytes
     keep_alive: bool
     body_too_large: int = 0  # the declared or received size, when over the limit
+    # Not a request: the connection's refusal (status, message), queued so
+    # that it is answered after the answers owed before it, then closes.
+    refusal: tuple[int, str] | None = None
+
+
+def body_over_limit(size: int, limit: int) -> str:
+    """The refusal of a body over --http-max-input-size, worded once."""
+    return (
+        f"request body is {size} bytes, over the server's limit of {limit} bytes "
+        "(--http-max-input-size)"
+    )
 
 
 @dataclass(slots=True)
@@ -100,6 +111,10 @@ class HttpProtocol(asyncio.Protocol):
         self._refusal: tuple[int, str] | None = None
         self._last_read = 0.0
         self._begun = 0.0  # when the request being read began (0: none)
+        self._begun_here = False  # ... in the read being parsed now
+        self._suspect = 0.0  # what a sweep last found overdue (expire_stalled)
+        self._failed = False  # refused: nothing more is read on this connection
+        self._continue_owed = False  # Expect: 100-continue met with answers owed
 
     # -- asyncio.Protocol -----------------------------------------------------
 
@@ -114,9 +129,10 @@ class HttpProtocol(asyncio.Protocol):
             self._linger.cancel()
 
     def data_received(self, data: bytes) -> None:
-        if self._transport is None:  # answered for the last time: discard
+        if self._transport is None or self._failed:  # answered for the last time: discard
             return
         self._last_read = _now()
+        self._begun_here = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -131,7 +147,11 @@ class HttpProtocol(asyncio.Protocol):
             self._fail(status, message)
             return
         if self._in_headers:
-            self._header_bytes += len(data)
+            # A request begun in this read counted its own header bytes by
+            # callback (the read may carry whole requests before it); after
+            # that, every byte read while in its headers is one of them.
+            if not self._begun_here:
+                self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES:
                 self._fail(
                     431,
@@ -143,6 +163,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._begun = self._last_read
+        self._begun_here = True
+        self._continue_owed = False
         self._url = b""
         self._headers = {}
         self._body = []
@@ -153,6 +175,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if self._begun_here:
+            self._header_bytes += len(url)
         if len(self._url) > MAX_URL_BYTES:
             self._refusal = (
                 414,
@@ -162,12 +186,17 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if self._begun_here:
+            self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             self._too_large = int(length)
+            if not self.idle:  # refused in turn, without reading the body
+                self._refusal = (400, body_over_limit(self._too_large, self._max_body))
+                raise _Refused
         expect = self._headers.get("expect")
         if self._too_large or (expect is not None and expect.lower() == "100-continue"):
             self._answer_expectation()
@@ -180,7 +209,10 @@ class HttpProtocol(asyncio.Protocol):
         answer still owed on it, an interim answer would be read as part of
         that one (the client then sends its body when its own wait is over,
         and an oversized one is refused once read)."""
-        if self._transport is None or not self.idle or self.closing:
+        if self._transport is None or self.closing:
+            return
+        if not self.idle:
+            self._continue_owed = not self._too_large  # said once the answers owed are out
             return
         if not self._too_large:
             if self._parser.get_http_version() == "1.1":
@@ -192,15 +224,17 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._too_large:
             return
+        self._continue_owed = False  # the client did not wait for it
         self._size += len(body)
-        if self._size > self._max_body:
-            self._too_large = self._size
+        if self._size > self._max_body:  # a chunked body: refused now, in turn
             self._body = []
-            return
+            self._refusal = (400, body_over_limit(self._size, self._max_body))
+            raise _Refused
         self._body.append(body)
 
     def on_message_complete(self) -> None:
         self._begun = 0.0
+        self._continue_owed = False
         if self._refused_early:
             self._refused_early = False
             return
@@ -236,6 +270,9 @@ class HttpProtocol(asyncio.Protocol):
     def _next(self) -> None:
         while self._pipeline and not self._busy and self._transport is not None:
             request = self._pipeline.popleft()
+            if request.refusal is not None:
+                self._refuse_now(*request.refusal)
+                return
             self._busy = True
             if self._start is not None and self._start(request, self._done, request):
                 continue
@@ -245,11 +282,15 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = False
         self._answer(request, response)
         self._next()
+        if self._continue_owed and self.idle:
+            self._continue_owed = False
+            self._answer_expectation()
 
     def _crashed(self, exc: BaseException) -> None:
-        """The handler answers its own errors: reaching here is a bug."""
+        """The handler answers its own errors: reaching here is a bug. The
+        request it was answering is the one owed first: answered now."""
         self._busy = False
-        self._fail(500, f"internal error: {exc!r}")
+        self._refuse_now(500, f"internal error: {exc!r}")
 
     def _answer(self, request: HttpRequest, response: HttpResponse) -> None:
         if self._transport is None:
@@ -281,6 +322,20 @@ class HttpProtocol(asyncio.Protocol):
         self._transport.write(b"".join(lines))
 
     def _fail(self, status: int, message: str) -> None:
+        """Refuse the request being read, after the answers owed before it
+        (answering now would be read as the answer to the first of them),
+        then close; nothing more is read."""
+        if self._transport is None or self._failed:
+            return
+        self._failed = True
+        self._begun = 0.0
+        if self.idle:
+            self._refuse_now(status, message)
+            return
+        refusal = HttpRequest("", "", "", {}, b"", False, refusal=(status, message))
+        self._pipeline.append(refusal)
+
+    def _refuse_now(self, status: int, message: str) -> None:
         if self._transport is None:
             return
         body = json.dumps({"error": message}).encode()
@@ -310,10 +365,18 @@ class HttpProtocol(asyncio.Protocol):
         if not self._begun or self._transport is None or not self.idle:
             return ""
         if now - self._last_read > timeout_s:
-            return f"no bytes of it arrived for {timeout_s:g} s"
-        if self._in_headers and now - self._begun > timeout_s:
-            return f"its headers did not end within {timeout_s:g} s"
-        return ""
+            why, mark = f"no bytes of it arrived for {timeout_s:g} s", self._last_read
+        elif self._in_headers and now - self._begun > timeout_s:
+            why, mark = f"its headers did not end within {timeout_s:g} s", -self._begun
+        else:
+            return ""
+        # Overdue at two sweeps in a row, for the same reason: a sweep can run
+        # after the loop was held up, before it has read what arrived
+        # meanwhile; by the next sweep it has (a new read, or headers ended).
+        if self._suspect != mark:
+            self._suspect = mark
+            return ""
+        return why
 
     def time_out(self, why: str) -> None:
         """408 for a request that stopped arriving, then close."""
@@ -333,7 +396,9 @@ async def expire_stalled(
     connection and buffers forever. Checks a few times a timeout, off the
     request path; ends once the server is closed and its connections gone.
     An idle keep-alive connection (no request begun) is left open, as
-    Triton leaves it: closing it could race a client's next request."""
+    Triton leaves it: closing it could race a client's next request. A
+    request is timed out at the second sweep that finds it overdue, so
+    within a timeout and a sweep's interval or two."""
     every = min(1.0, timeout_s / 4)
     while server.is_serving() or connections:
         await asyncio.sleep(every)

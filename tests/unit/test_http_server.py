@@ -1,17 +1,21 @@
 """The bare HTTP/1.1 protocol: pipelined requests answered in order whether
 their handler finishes at once, waits on a future or yields to the loop, a
-handler bug answered with 500 on a closed connection, and `Expect:
-100-continue` answered only where an interim answer cannot be misread."""
+handler bug answered with 500 on a closed connection, refusals (malformed,
+over a limit, stalled) answered after the answers owed before them, and
+`Expect: 100-continue` answered only where an interim answer cannot be
+misread."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+import uvloop
 
 from mlserve.runtime.http_server import (
     MAX_HEADER_BYTES,
@@ -20,6 +24,8 @@ from mlserve.runtime.http_server import (
     HttpResponse,
     start_http_server,
 )
+
+BLOCK_S = 0.6
 
 
 async def _handler(request: HttpRequest) -> HttpResponse:
@@ -33,6 +39,9 @@ async def _handler(request: HttpRequest) -> HttpResponse:
         return HttpResponse(200, b"yield", "text/plain")
     if request.path == "/boom":
         raise RuntimeError("handler bug")
+    if request.path == "/block":  # holds the event loop, as a slow decode would
+        time.sleep(BLOCK_S)
+        return HttpResponse(200, b"blocked", "text/plain")
     if request.body_too_large:
         return HttpResponse(400, b"too large", "text/plain")
     if request.method == "POST":
@@ -140,16 +149,18 @@ def test_expect_100_continue_over_the_limit_is_refused_at_its_headers() -> None:
     asyncio.run(_with_connection(talk))
 
 
-def test_no_interim_answer_while_an_earlier_answer_is_owed() -> None:
+def test_the_interim_answer_waits_for_the_answers_owed_before_it() -> None:
     """A 100 Continue written while /later is being answered would be read as
-    the start of /later's answer: the client waits out its own timer instead."""
+    the start of /later's answer: it goes out once /later's answer has."""
 
     async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(_get("/later") + _post_headers("/echo", 2))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200"), head
         assert await reader.readexactly(5) == b"later"
-        writer.write(b"ok")  # as curl does when its wait is over
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"ok")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200"), head
         assert await reader.readexactly(2) == b"ok"
@@ -269,3 +280,107 @@ def test_a_body_arriving_slowly_but_steadily_and_an_idle_connection_are_left_alo
         assert await reader.readexactly(2) == b"/b"
 
     asyncio.run(_with_connection(talk, READ_TIMEOUT_S))
+
+
+def test_pipelined_requests_filling_a_read_are_not_counted_as_the_next_ones_headers() -> None:
+    """A read that carries many whole requests and the start of the next:
+    only that start counts toward the next request's header limit."""
+    many = _get("/a") * 3000  # about 80 KB, past MAX_HEADER_BYTES
+    split = _get("/b")
+    raw = many + split[:20]
+
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(raw)
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(split[20:])
+        for _ in range(3000):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert await reader.readexactly(2) == b"/a"
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert await reader.readexactly(2) == b"/b"
+
+    assert len(many) > MAX_HEADER_BYTES
+    asyncio.run(_with_connection(talk))
+
+
+def test_a_malformed_request_is_refused_after_the_answers_owed_before_it() -> None:
+    """Answering it at once would be read as the answer to /later."""
+    raw = _get("/later") + _get("/later") + b"GARBAGE\r\n\r\n"
+    answers = asyncio.run(_exchange(raw, 3, closes=True))
+    assert [status for status, _ in answers] == [200, 200, 400]
+    assert answers[0][1] == answers[1][1] == b"later"
+    assert b"malformed HTTP request" in answers[2][1]
+
+
+def test_a_body_declared_over_the_limit_behind_an_owed_answer_is_refused_in_turn() -> None:
+    """Refused at its headers, after /later's answer, without waiting for a
+    body the client may still be holding back."""
+    raw = _get("/later") + b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n"
+    answers = asyncio.run(_exchange(raw, 2, closes=True))
+    assert answers[0] == (200, b"later")
+    assert answers[1][0] == 400
+    assert b"request body is 5000 bytes, over the server's limit of 1024 bytes" in answers[1][1]
+
+
+def test_a_chunked_body_that_passes_the_limit_is_refused_while_it_still_arrives() -> None:
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"200\r\n" + b"x" * 512 + b"\r\n"
+        reply = b""
+        with contextlib.suppress(ConnectionError):
+            for _ in range(200):  # 100 KB, never ended
+                writer.write(chunk)
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    reply += await asyncio.wait_for(reader.read(4096), 0.01)
+                if reply:
+                    break
+        reply += await asyncio.wait_for(reader.read(), 5)  # then closed
+        assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+        assert b"over the server's limit of 1024 bytes" in reply
+
+    asyncio.run(_with_connection(talk))
+
+
+def test_a_steady_upload_is_not_timed_out_because_the_loop_was_held_up() -> None:
+    """Clients in another thread, as in another process: while one request
+    holds the loop longer than the timeout, the steady upload's next pieces
+    wait in its socket. The sweep that runs first after the hold must not
+    take what it has not read yet for silence."""
+
+    def clients(port: int) -> bytes:
+        steady = socket.create_connection(("127.0.0.1", port))
+        blocker = socket.create_connection(("127.0.0.1", port))
+        steady.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\n")
+        for piece in b"abcdef":
+            time.sleep(READ_TIMEOUT_S * 0.5)
+            steady.sendall(bytes([piece]))
+            if piece == ord("b"):  # read before the hold; c, d, e arrive during it
+                time.sleep(0.05)
+                blocker.sendall(_get("/block"))  # holds the loop BLOCK_S
+        steady.settimeout(5)
+        reply = b""
+        while b"abcdef" not in reply and b"408" not in reply:
+            data = steady.recv(4096)
+            if not data:
+                break
+            reply += data
+        steady.close()
+        blocker.close()
+        return reply
+
+    async def main() -> bytes:
+        server, port, _ = await start_http_server(
+            _handler, host="127.0.0.1", port=0, max_body_bytes=1024, read_timeout_s=READ_TIMEOUT_S
+        )
+        try:
+            return await asyncio.to_thread(clients, port)
+        finally:
+            server.close()
+
+    assert BLOCK_S > READ_TIMEOUT_S
+    reply = uvloop.run(main())  # the server's loop: it runs due timers before it reads
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"abcdef"), reply
