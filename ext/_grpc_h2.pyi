@@ -41,6 +41,7 @@ class H2Stream:
 
 class H2Connection(asyncio.Protocol):
     last_activity: float
+    buffered: int
     ping_sent: float
     pending_out: int
     inflight: int

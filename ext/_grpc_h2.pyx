@@ -76,7 +76,7 @@ cdef class H2Connection:
     cdef Py_ssize_t max_message
     cdef Py_ssize_t max_header_bytes
     cdef Py_ssize_t max_buffered  # unfinished request bytes this connection may hold
-    cdef Py_ssize_t buffered
+    cdef readonly Py_ssize_t buffered  # unfinished request bytes held now
     cdef readonly Py_ssize_t pending_out  # answer bytes framed, not yet taken by nghttp2
     cdef Py_ssize_t max_pending_out
     cdef readonly Py_ssize_t inflight  # streamed request messages handed to Python, not answered

@@ -47,6 +47,9 @@ class GrpcEndpointConfig(EndpointConfig):
     impl: str = "native"
     keepalive_time_s: float = 7200.0
     keepalive_timeout_s: float = 20.0
+    # Native transport: a client silent this long in the middle of a request
+    # message has its connection closed (0: no limit).
+    read_timeout_s: float = 60.0
 
 
 GRPC_IMPLS = ("native", "grpcio")
@@ -146,6 +149,7 @@ def _grpc_options(section: Section, endpoint: EndpointConfig) -> GrpcEndpointCon
         impl=section.choice("grpc_impl", GRPC_IMPLS, "native"),
         keepalive_time_s=section.integer("grpc_keepalive_time", 7_200_000, minimum=1) / 1000,
         keepalive_timeout_s=section.integer("grpc_keepalive_timeout", 20_000, minimum=1) / 1000,
+        read_timeout_s=section.number("grpc_read_timeout_secs", 60.0),
     )
 
 

@@ -224,10 +224,15 @@ def _health_bytes(status: Any) -> bytes:
 @dataclass(frozen=True, slots=True)
 class Keepalive:
     """Server PINGs (gRPC's keepalive): after `time_s` without traffic, PING;
-    no acknowledgement within `timeout_s` closes the connection."""
+    no acknowledgement within `timeout_s` closes the connection. And a
+    client that stops in the middle of a request message: nothing from it
+    for `read_timeout_s` (0: no limit) while the connection holds part of a
+    message closes the connection, so stalled clients cannot sit on the
+    process's message buffer (set_buffer_limit) and refuse everyone else."""
 
     time_s: float
     timeout_s: float
+    read_timeout_s: float = 0.0
 
 
 class NativeGrpcServer:
@@ -251,16 +256,32 @@ class NativeGrpcServer:
         self._pinger = asyncio.get_running_loop().create_task(self._ping_idle())
 
     async def _ping_idle(self) -> None:
-        every = max(0.05, min(self._keepalive.time_s, self._keepalive.timeout_s) / 2)
+        keepalive = self._keepalive
+        every = max(0.05, min(keepalive.time_s, keepalive.timeout_s) / 2)
+        if keepalive.read_timeout_s:
+            every = min(every, max(0.05, keepalive.read_timeout_s / 4))
+        # A stalled connection is closed at the second sweep that finds it
+        # stalled with no read between: a sweep can run after the loop was
+        # held up, before it has read what arrived meanwhile.
+        suspects: dict[Any, float] = {}
         while True:
             await asyncio.sleep(every)
             now = time.monotonic()
+            stalled: dict[Any, float] = {}
             for connection in list(self.connections):
-                if connection.ping_sent:
-                    if now - connection.ping_sent > self._keepalive.timeout_s:
+                quiet = now - connection.last_activity
+                read_timeout = keepalive.read_timeout_s
+                if read_timeout and connection.buffered and quiet > read_timeout:
+                    if suspects.get(connection) == connection.last_activity:
                         connection.abort()
-                elif now - connection.last_activity > self._keepalive.time_s:
+                        continue
+                    stalled[connection] = connection.last_activity
+                if connection.ping_sent:
+                    if now - connection.ping_sent > keepalive.timeout_s:
+                        connection.abort()
+                elif quiet > keepalive.time_s:
                     connection.ping()
+            suspects = stalled
 
     async def stop(self, grace_s: float) -> None:
         """GOAWAY to every client, let in-flight RPCs finish for up to `grace_s`,
@@ -340,5 +361,7 @@ async def start_native_grpc_server(
         backlog=1024,
     )
     port = int(server.sockets[0].getsockname()[1])
-    keepalive = Keepalive(endpoint.keepalive_time_s, endpoint.keepalive_timeout_s)
+    keepalive = Keepalive(
+        endpoint.keepalive_time_s, endpoint.keepalive_timeout_s, endpoint.read_timeout_s
+    )
     return NativeGrpcServer(server, port, connections, watch, keepalive)

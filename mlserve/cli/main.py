@@ -75,6 +75,12 @@ def _add_serve(sub: Any) -> None:
     p.add_argument(
         "--grpc-keepalive-timeout", type=int, help="ms to wait for the PING's ack (20000)"
     )
+    p.add_argument(
+        "--grpc-read-timeout-secs",
+        type=float,
+        help="native transport: a client silent this long in the middle of a request message "
+        "has its connection closed (default 60; 0 = never)",
+    )
     for proto in ("grpc", "http"):
         p.add_argument(f"--{proto}-use-ssl", type=_bool, nargs="?", const=True)
         p.add_argument(f"--{proto}-use-ssl-mutual", type=_bool, nargs="?", const=True)

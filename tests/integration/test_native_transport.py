@@ -553,6 +553,43 @@ def test_keepalive_pings_idle_clients_and_drops_silent_ones(model_repository: Pa
         server.terminate()
 
 
+def test_a_client_silent_in_the_middle_of_a_message_is_closed_and_a_steady_one_is_not(
+    model_repository: Path,
+) -> None:
+    """--grpc-read-timeout-secs: a connection holding part of a request
+    message and silent that long is closed (its buffer freed for others);
+    one sending its message slowly, in gaps under the timeout, is answered."""
+    server = start_server(
+        model_repository, "--grpc-impl", "native", "--grpc-read-timeout-secs", "1"
+    )
+    try:
+        stalled = RawH2(_port(server))
+        stalled.send(
+            *stalled.headers(1),
+            RawH2.data(1, grpc_message(bytes(1024), length=1 << 20), end_stream=False),
+        )
+        started = time.monotonic()
+        assert stalled.read_until_closed(6), "a client silent mid-message was kept"
+        assert 1.0 <= time.monotonic() - started < 5
+        stalled.close()
+
+        steady = RawH2(_port(server))
+        message = grpc_message(_mlp_request())
+        steady.send(*steady.headers(3))
+        pieces = [message[i : i + 64] for i in range(0, len(message), 64)]
+        for piece in pieces[:-1]:
+            steady.send(RawH2.data(3, piece, end_stream=False))
+            time.sleep(0.3)
+        steady.send(RawH2.data(3, pieces[-1]))
+        assert 0.3 * (len(pieces) - 1) > 1.0  # longer in all than the timeout
+        answer = steady.answer(3, 5)
+        assert answer.header("grpc-status") == "0", answer.header("grpc-message")
+        steady.close()
+        assert_serving(server)
+    finally:
+        server.terminate()
+
+
 def test_shutdown_sends_goaway_and_finishes_in_flight_calls(tmp_path: Path) -> None:
     from mlserve import examples
 

@@ -19,6 +19,7 @@ def test_defaults_follow_triton(tmp_path: Path) -> None:
     assert config.repository_poll_secs == 15.0
     assert config.exit_timeout_secs == 30.0
     assert config.http_read_timeout_secs == 60.0
+    assert config.grpc.read_timeout_s == 60.0
     assert config.http.max_input_bytes == 64 * 1024 * 1024
 
 
@@ -28,9 +29,8 @@ def test_file_then_flags(tmp_path: Path) -> None:
         f"model_repository: {tmp_path}\ngrpc_port: 9001\nhttp_port: 9000\n"
         "model_control_mode: explicit\nload_model: [a, b]\n"
     )
-    args = build_parser().parse_args(
-        ["serve", "--http-port", "0", "--http-read-timeout-secs", "2.5"]
-    )
+    flags = ["--http-port", "0", "--http-read-timeout-secs", "2.5", "--grpc-read-timeout-secs", "0"]
+    args = build_parser().parse_args(["serve", *flags])
     merged = {
         **load_config_file(settings),
         **{k: v for k, v in vars(args).items() if k != "command"},
@@ -40,6 +40,7 @@ def test_file_then_flags(tmp_path: Path) -> None:
     assert config.http.port == 0  # the flag wins
     assert config.load_models == ("a", "b")
     assert config.http_read_timeout_secs == 2.5
+    assert config.grpc.read_timeout_s == 0.0
 
 
 @pytest.mark.parametrize(
