@@ -257,9 +257,10 @@ class NativeGrpcServer:
 
     async def _ping_idle(self) -> None:
         keepalive = self._keepalive
+        read_timeout = keepalive.read_timeout_s
         every = max(0.05, min(keepalive.time_s, keepalive.timeout_s) / 2)
-        if keepalive.read_timeout_s:
-            every = min(every, max(0.05, keepalive.read_timeout_s / 4))
+        if read_timeout:
+            every = min(every, max(0.05, read_timeout / 4))
         # A stalled connection is closed at the second sweep that finds it
         # stalled with no read between: a sweep can run after the loop was
         # held up, before it has read what arrived meanwhile.
@@ -270,7 +271,6 @@ class NativeGrpcServer:
             stalled: dict[Any, float] = {}
             for connection in list(self.connections):
                 quiet = now - connection.last_activity
-                read_timeout = keepalive.read_timeout_s
                 if read_timeout and connection.buffered and quiet > read_timeout:
                     if suspects.get(connection) == connection.last_activity:
                         connection.abort()

@@ -16,7 +16,7 @@ from mlserve.errors import ErrorKind, InternalError, InvalidRequest, MlserveErro
 from mlserve.runtime import http_codec, proto_views
 from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane
-from mlserve.runtime.http_server import Answer, HttpRequest, HttpResponse, body_over_limit
+from mlserve.runtime.http_server import Answer, HttpRequest, HttpResponse
 from mlserve.runtime.inference_types import InferRequest, InferResponse
 
 _perf_ns = time.perf_counter_ns
@@ -70,7 +70,6 @@ class HttpApi:
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         try:
-            self._check_size(request)
             return await self._route(request)
         except Exception as exc:
             return _error_answer(request, exc)
@@ -84,7 +83,6 @@ class HttpApi:
         if target is None:
             return False
         try:
-            self._check_size(request)
             self._check("inference", request)
             infer_request = self._infer_request(request, *target)
             self.dataplane.start(
@@ -93,10 +91,6 @@ class HttpApi:
         except Exception as exc:
             answer(context, _error_answer(request, exc))
         return True
-
-    def _check_size(self, request: HttpRequest) -> None:
-        if request.body_too_large:
-            raise InvalidRequest(body_over_limit(request.body_too_large, self.max_input_bytes))
 
     def _check(self, group: str, request: HttpRequest) -> None:
         header = self.access.header_for(group)

@@ -48,7 +48,6 @@ class HttpRequest:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool
-    body_too_large: int = 0  # the declared or received size, when over the limit
     # Not a request: the connection's refusal (status, message), queued so
     # that it is answered after the answers owed before it, then closes.
     refusal: tuple[int, str] | None = None
@@ -104,8 +103,6 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._size = 0
-        self._too_large = 0
-        self._refused_early = False  # answered at its headers (body over the limit)
         self._in_headers = False  # a request begun whose headers have not ended
         self._header_bytes = 0  # bytes read while in its headers
         self._refusal: tuple[int, str] | None = None
@@ -169,7 +166,6 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._size = 0
-        self._too_large = 0
         self._in_headers = True
         self._header_bytes = 0
 
@@ -193,37 +189,29 @@ class HttpProtocol(asyncio.Protocol):
         self._in_headers = False
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
-            self._too_large = int(length)
-            if not self.idle:  # refused in turn, without reading the body
-                self._refusal = (400, body_over_limit(self._too_large, self._max_body))
-                raise _Refused
+            # Refused at its headers (in turn, _fail), before its body is read.
+            self._refusal = (400, body_over_limit(int(length), self._max_body))
+            raise _Refused
         expect = self._headers.get("expect")
-        if self._too_large or (expect is not None and expect.lower() == "100-continue"):
+        if expect is not None and expect.lower() == "100-continue":
             self._answer_expectation()
 
     def _answer_expectation(self) -> None:
         """curl sends `Expect: 100-continue` with bodies over 1 MiB and waits
-        up to a second for our go-ahead before sending them: say go on. A body
-        declared over the limit is refused now, before it is read, with or
-        without Expect. Only an idle connection gets the early word: with an
-        answer still owed on it, an interim answer would be read as part of
-        that one (the client then sends its body when its own wait is over,
-        and an oversized one is refused once read)."""
+        up to a second for our go-ahead before sending them: say go on (a body
+        declared over the limit never gets here: it is refused at its headers).
+        With an answer still owed on the connection, an interim answer would
+        be read as part of that one: the go-ahead then waits until the answers
+        owed are out (`_done`), unless the body starts arriving first."""
         if self._transport is None or self.closing:
             return
         if not self.idle:
-            self._continue_owed = not self._too_large  # said once the answers owed are out
+            self._continue_owed = True  # said once the answers owed are out
             return
-        if not self._too_large:
-            if self._parser.get_http_version() == "1.1":
-                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            return
-        self._refused_early = True  # the body, if sent anyway, is not answered again
-        self._queue(self._request(b""))
+        if self._parser.get_http_version() == "1.1":
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        if self._too_large:
-            return
         self._continue_owed = False  # the client did not wait for it
         self._size += len(body)
         if self._size > self._max_body:  # a chunked body: refused now, in turn
@@ -235,9 +223,6 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._begun = 0.0
         self._continue_owed = False
-        if self._refused_early:
-            self._refused_early = False
-            return
         self._queue(self._request(self._body[0] if len(self._body) == 1 else b"".join(self._body)))
 
     def _request(self, body: bytes) -> HttpRequest:
@@ -248,8 +233,7 @@ class HttpProtocol(asyncio.Protocol):
             query=(url.query or b"").decode("utf-8", "replace"),
             headers=self._headers,
             body=body,
-            keep_alive=self._parser.should_keep_alive() and not self._too_large,
-            body_too_large=self._too_large,
+            keep_alive=self._parser.should_keep_alive(),
         )
 
     def _queue(self, request: HttpRequest) -> None:
@@ -332,7 +316,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.idle:
             self._refuse_now(status, message)
             return
-        refusal = HttpRequest("", "", "", {}, b"", False, refusal=(status, message))
+        refusal = HttpRequest("", "", "", {}, b"", False, (status, message))
         self._pipeline.append(refusal)
 
     def _refuse_now(self, status: int, message: str) -> None:
@@ -380,7 +364,6 @@ class HttpProtocol(asyncio.Protocol):
 
     def time_out(self, why: str) -> None:
         """408 for a request that stopped arriving, then close."""
-        self._begun = 0.0
         self._fail(408, f"the request was not received whole: {why} (--http-read-timeout-secs)")
 
     def close(self) -> None:

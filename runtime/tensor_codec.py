@@ -33,10 +33,9 @@ def lookup_datatype(name: str, datatype: str) -> datatypes.Datatype:
     return found
 
 
-# Fixed-size datatypes with a numpy dtype: the common case, decoded on a short
-# path here and by decoders that make the arrays themselves (ext.infer_codec).
-# The datatypes whose raw bytes are taken as they are. Not BOOL: its bytes
-# are checked to be 0 or 1 (array_from_raw).
+# Fixed-size datatypes whose raw bytes are taken as they are: the common case,
+# decoded on a short path here and by decoders that make the arrays themselves
+# (ext.infer_codec). Not BOOL: its bytes are checked to be 0 or 1 (array_from_raw).
 FIXED_DTYPES: dict[str, np.dtype] = {
     d.name: d.numpy
     for d in datatypes.BY_NAME.values()

@@ -426,9 +426,7 @@ class Batcher:
         self._queued_rows -= entry.rows
         if isinstance(outcome, BatchResult):
             self.stats.batches += 1
-            self.latency.observe(outcome.batch_rows, outcome.infer_ns / 1e9)
-            if self._on_batch is not None:
-                self._on_batch(outcome)
+            self._executed(outcome)
         elif isinstance(outcome, DeadlineExceeded):
             self.stats.expired += 1
         _resolve(entry, outcome)
@@ -695,6 +693,12 @@ class Batcher:
             )
         return results
 
+    def _executed(self, result: BatchResult) -> None:
+        """One run of the model: teach the latency model, record the execution."""
+        self.latency.observe(result.batch_rows, result.infer_ns / 1e9)
+        if self._on_batch is not None:
+            self._on_batch(result)
+
     def _finish(
         self,
         batch: list[Pending],
@@ -707,15 +711,11 @@ class Batcher:
         stats.batches += 1
         first = results[0]
         if isinstance(first, BatchResult) and first.batch_requests == len(batch):
-            self.latency.observe(first.batch_rows, first.infer_ns / 1e9)
-            if self._on_batch is not None:
-                self._on_batch(first)
+            self._executed(first)
         elif len(batch) > 1:  # the batch failed and each request was rerun alone
             for result in results:
                 if isinstance(result, BatchResult):
-                    self.latency.observe(result.batch_rows, result.infer_ns / 1e9)
-                    if self._on_batch is not None:
-                        self._on_batch(result)
+                    self._executed(result)
         if self.settings.preserve_ordering:
             for entry, result in zip(batch, results, strict=True):
                 self._held[entry.sequence] = result
