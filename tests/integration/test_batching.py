@@ -29,6 +29,15 @@ warmup: {kind: none}
 dynamic_batching:
   max_queue_size: 1
 """
+# Two priority levels, unmarked requests at the lower one (2). A 512-row
+# request fills a batch by itself, so each queued request runs alone.
+SLOW_PRIORITY_CONFIG = """
+max_batch_size: 512
+warmup: {kind: none}
+dynamic_batching:
+  priority_levels: 2
+  default_priority_level: 2
+"""
 SLOW_ALONE_CONFIG = """
 max_batch_size: 512
 warmup: {kind: none}
@@ -71,6 +80,9 @@ def batching_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 160 layers: a 512-row request keeps the instance busy about 170 ms here,
     # past two requests that queue one after the other and expire (20 ms each).
     examples.write_model(root, "slow", examples.matmul_chain_model(512, 160), config=SLOW_CONFIG)
+    examples.write_model(
+        root, "slow_priority", examples.matmul_chain_model(512, 160), config=SLOW_PRIORITY_CONFIG
+    )
     examples.write_model(  # the same without batching
         root, "slow_alone", examples.matmul_chain_model(512, 160), config=SLOW_ALONE_CONFIG
     )
@@ -407,6 +419,50 @@ def test_expired_requests_are_dropped_before_compute(batching_server: ServerProc
     # Only the occupying request ran: the expired ones never reached the model.
     assert int(after["execution_count"]) - int(before.get("execution_count", 0)) == 1
     assert metric(batching_server, "mlserve_request_expired_total", model="slow") >= 2
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_higher_priority_request_overtakes_the_queue(
+    batching_server: ServerProcess, protocol: str
+) -> None:
+    """Three requests at the default (lower) level wait behind a busy
+    instance; one sent after them with V2 parameter `priority: 1` runs next,
+    and is answered before any of them."""
+    answered: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def infer(name: str, rows: int, priority: int = 0) -> None:
+        x = np.ones((rows, 512), np.float32)
+        if protocol == "grpc":
+            client = grpcclient.InferenceServerClient(batching_server.grpc)
+            tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            client.infer("slow_priority", [tensor], priority=priority)
+        else:
+            http = httpclient.InferenceServerClient(batching_server.http)
+            http_tensor = httpclient.InferInput("x", list(x.shape), "FP32")
+            http_tensor.set_data_from_numpy(x)
+            http.infer("slow_priority", [http_tensor], priority=priority)
+        with lock:
+            answered[name] = time.monotonic()
+
+    busy = _occupy(batching_server, "slow_priority")
+    threads = [threading.Thread(target=infer, args=(f"low{i}", 512)) for i in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while metric(batching_server, "mlserve_inflight_requests", model="slow_priority") < 4:
+            assert time.monotonic() < deadline, "the low-priority requests never queued"
+            time.sleep(0.005)
+        infer("high", 1, priority=1)
+    finally:
+        busy.join()
+        for thread in threads:
+            thread.join()
+    assert len(answered) == 4
+    lows = [answered[f"low{i}"] for i in range(3)]
+    assert answered["high"] < min(lows), answered
 
 
 def test_bad_schedule_parameters(batching_server: ServerProcess) -> None:
