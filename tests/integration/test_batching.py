@@ -22,6 +22,7 @@ import tritonclient.http as httpclient
 from mlserve import examples
 from mlserve.proto import grpc_service_pb2 as pb
 from tests.conftest import ServerProcess, infer_concurrently, start_server
+from tests.integration.h2_raw import RawH2, grpc_message
 
 SLOW_CONFIG = """
 max_batch_size: 512
@@ -463,6 +464,41 @@ def test_a_higher_priority_request_overtakes_the_queue(
     assert len(answered) == 4
     lows = [answered[f"low{i}"] for i in range(3)]
     assert answered["high"] < min(lows), answered
+
+
+@pytest.mark.parametrize("model", ["slow", "slow_alone"])
+def test_a_grpc_deadline_that_passes_in_the_queue_skips_compute(
+    batching_server: ServerProcess, model: str
+) -> None:
+    """The gRPC deadline (the grpc-timeout header) bounds a request as the V2
+    `timeout` does: one that runs out while queued behind a busy instance is
+    answered DEADLINE_EXCEEDED by the server and never computed, with
+    batching on or off. The client here never cancels, so only the server's
+    own deadline can end the request."""
+    client = grpcclient.InferenceServerClient(batching_server.grpc)
+    before = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 512])
+    request.raw_input_contents.append(np.ones((1, 512), np.float32).tobytes())
+    busy = _occupy(batching_server, model)
+    raw = RawH2(int(batching_server.grpc.rsplit(":", 1)[1]))
+    try:
+        raw.request(
+            1,
+            grpc_message(request.SerializeToString()),
+            extra=[("grpc-timeout", "30m")],  # 30 ms
+        )
+        answer = raw.answer(1, timeout_s=10)
+    finally:
+        raw.close()
+        busy.join()
+    assert answer.header("grpc-status") == "4", answer.headers  # DEADLINE_EXCEEDED
+    after = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    assert int(after["execution_count"]) - int(before.get("execution_count", 0)) == 1
+    failed = int(after["inference_stats"]["fail"].get("count", 0)) - int(
+        before["inference_stats"]["fail"].get("count", 0)
+    )
+    assert failed == 1
 
 
 def test_bad_schedule_parameters(batching_server: ServerProcess) -> None:
