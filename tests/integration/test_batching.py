@@ -46,6 +46,23 @@ execution: threads
 """
 
 
+def _ragged_identity_model() -> bytes:
+    """y = x with a symbolic second dimension, so requests of different
+    widths are all valid and only those of one width may share a batch."""
+    from onnx import TensorProto, helper
+
+    shape = ["batch", "width"]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "ragged",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
 @pytest.fixture(scope="module")
 def batching_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("batching")
@@ -88,6 +105,12 @@ def batching_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root, "slow_alone", examples.matmul_chain_model(512, 160), config=SLOW_ALONE_CONFIG
     )
     examples.write_model(root, "wide", examples.identity_model("FP32", (12_000,)))  # 48 KB rows
+    examples.write_model(
+        root,
+        "ragged",  # y = x, FP32 [batch, width]: requests of different widths
+        _ragged_identity_model(),
+        config="max_batch_size: 32\ndynamic_batching:\n  max_queue_delay_us: 5000\n",
+    )
     return root
 
 
@@ -499,6 +522,28 @@ def test_a_grpc_deadline_that_passes_in_the_queue_skips_compute(
         before["inference_stats"]["fail"].get("count", 0)
     )
     assert failed == 1
+
+
+def test_requests_of_different_widths_batch_apart_and_all_come_back_exact(
+    batching_server: ServerProcess,
+) -> None:
+    """Concurrent requests of three widths and 1-3 rows: each answer is
+    exactly its own input (a batch that mixed widths could not be gathered,
+    and one split wrongly would hand rows to the wrong request), and
+    requests still shared batches."""
+    before = metric(batching_server, "mlserve_batch_requests_count", model="ragged")
+    rng = np.random.default_rng(1)
+    inputs = [
+        rng.standard_normal((int(rng.integers(1, 4)), int(rng.choice([3, 5, 8])))).astype(
+            np.float32
+        )
+        for _ in range(60)
+    ]
+    results = infer_concurrently(batching_server.grpc, "ragged", inputs)
+    for index, x in enumerate(inputs):
+        np.testing.assert_array_equal(results[index], x)
+    batches = metric(batching_server, "mlserve_batch_requests_count", model="ragged") - before
+    assert batches < len(inputs), "no two requests shared a batch"
 
 
 def test_bad_schedule_parameters(batching_server: ServerProcess) -> None:
