@@ -39,6 +39,15 @@ dynamic_batching:
   priority_levels: 2
   default_priority_level: 2
 """
+# Two instances: a short request sent after a long one runs beside it and is
+# done first; with preserve_ordering its answer still waits for the long one.
+SLOW_TWO_INSTANCES_CONFIG = """
+max_batch_size: 512
+warmup: {kind: none}
+instance_count: 2
+dynamic_batching:
+  preserve_ordering: %s
+"""
 SLOW_ALONE_CONFIG = """
 max_batch_size: 512
 warmup: {kind: none}
@@ -101,6 +110,13 @@ def batching_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     examples.write_model(
         root, "slow_priority", examples.matmul_chain_model(512, 160), config=SLOW_PRIORITY_CONFIG
     )
+    for ordered in (True, False):
+        examples.write_model(
+            root,
+            "slow_ordered" if ordered else "slow_unordered",
+            examples.matmul_chain_model(512, 160),
+            config=SLOW_TWO_INSTANCES_CONFIG % str(ordered).lower(),
+        )
     examples.write_model(  # the same without batching
         root, "slow_alone", examples.matmul_chain_model(512, 160), config=SLOW_ALONE_CONFIG
     )
@@ -544,6 +560,33 @@ def test_requests_of_different_widths_batch_apart_and_all_come_back_exact(
         np.testing.assert_array_equal(results[index], x)
     batches = metric(batching_server, "mlserve_batch_requests_count", model="ragged") - before
     assert batches < len(inputs), "no two requests shared a batch"
+
+
+@pytest.mark.parametrize("model", ["slow_ordered", "slow_unordered"])
+def test_preserve_ordering_holds_a_stream_s_answers_in_request_order(
+    batching_server: ServerProcess, model: str
+) -> None:
+    """On one ModelStreamInfer stream, a 512-row request and then a 1-row one,
+    each on its own instance: the short one is done first. With
+    preserve_ordering its answer waits for the long one's; without, it comes
+    first (which shows the test's premise holds)."""
+    client = grpcclient.InferenceServerClient(batching_server.grpc)
+    order: queue.Queue[str] = queue.Queue()
+
+    def answered(result: object, error: object) -> None:
+        assert error is None, error
+        order.put(result.get_response().id)  # type: ignore[attr-defined]
+
+    client.start_stream(callback=answered)
+    try:
+        for request_id, rows in (("long", 512), ("short", 1)):
+            tensor = grpcclient.InferInput("x", [rows, 512], "FP32")
+            tensor.set_data_from_numpy(np.ones((rows, 512), np.float32))
+            client.async_stream_infer(model, [tensor], request_id=request_id)
+        got = [order.get(timeout=30), order.get(timeout=30)]
+    finally:
+        client.stop_stream()
+    assert got == (["long", "short"] if model == "slow_ordered" else ["short", "long"])
 
 
 def test_bad_schedule_parameters(batching_server: ServerProcess) -> None:
