@@ -589,6 +589,23 @@ def test_preserve_ordering_holds_a_stream_s_answers_in_request_order(
     assert got == (["long", "short"] if model == "slow_ordered" else ["short", "long"])
 
 
+def test_an_expired_request_is_counted_under_its_priority(batching_server: ServerProcess) -> None:
+    """mlserve_request_expired_total carries the request's priority as a label."""
+    labels = {"model": "slow_priority", "priority": "1"}
+    expired_before = metric(batching_server, "mlserve_request_expired_total", **labels)
+    client = grpcclient.InferenceServerClient(batching_server.grpc)
+    tensor = _small_slow_input()
+    busy = _occupy(batching_server, "slow_priority")
+    try:
+        with pytest.raises(grpcclient.InferenceServerException) as info:
+            client.infer("slow_priority", [tensor], priority=1, timeout=20_000)
+        assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED", info.value.message()
+    finally:
+        busy.join()
+    expired = metric(batching_server, "mlserve_request_expired_total", **labels)
+    assert expired - expired_before == 1
+
+
 def test_bad_schedule_parameters(batching_server: ServerProcess) -> None:
     body = json.dumps(
         {
