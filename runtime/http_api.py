@@ -85,7 +85,7 @@ class HttpApi:
         try:
             self._check("inference", request)
             infer_request = self._infer_request(request, *target)
-            self.dataplane.start(
+            request.call = self.dataplane.start(
                 infer_request, _answer_infer, _fail_infer, (answer, context, request, infer_request)
             )
         except Exception as exc:

@@ -51,6 +51,9 @@ class HttpRequest:
     # Not a request: the connection's refusal (status, message), queued so
     # that it is answered after the answers owed before it, then closes.
     refusal: tuple[int, str] | None = None
+    # What the starter queued for it (the data plane's InferCall), withdrawn
+    # if the client leaves before its answer: `withdraw()`.
+    call: Any = None
 
 
 def body_over_limit(size: int, limit: int) -> str:
@@ -96,6 +99,7 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._pipeline: deque[HttpRequest] = deque()
         self._busy = False  # a handler is running for this connection
+        self._current: HttpRequest | None = None  # the request it is answering
         self._paused = False
         self.closing = False
         self._linger: asyncio.TimerHandle | None = None
@@ -120,10 +124,17 @@ class HttpProtocol(asyncio.Protocol):
         self._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The client left. An inference it is owed that has not run yet
+        leaves its queue (counted cancelled, as a gRPC client's cancel is):
+        an overloaded server's clients give up on their own timeouts, and
+        computing answers nobody reads would keep it overloaded."""
         self._connections.discard(self)
         self._transport = None
         if self._linger is not None:
             self._linger.cancel()
+        current, self._current = self._current, None
+        if current is not None and current.call is not None:
+            current.call.withdraw()
 
     def data_received(self, data: bytes) -> None:
         if self._transport is None or self._failed:  # answered for the last time: discard
@@ -258,12 +269,14 @@ class HttpProtocol(asyncio.Protocol):
                 self._refuse_now(*request.refusal)
                 return
             self._busy = True
+            self._current = request
             if self._start is not None and self._start(request, self._done, request):
                 continue
             drive(self._handler(request), partial(self._done, request), self._crashed)
 
     def _done(self, request: HttpRequest, response: HttpResponse) -> None:
         self._busy = False
+        self._current = None
         self._answer(request, response)
         self._next()
         if self._continue_owed and self.idle:
@@ -274,6 +287,7 @@ class HttpProtocol(asyncio.Protocol):
         """The handler answers its own errors: reaching here is a bug. The
         request it was answering is the one owed first: answered now."""
         self._busy = False
+        self._current = None
         self._refuse_now(500, f"internal error: {exc!r}")
 
     def _answer(self, request: HttpRequest, response: HttpResponse) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -389,6 +390,50 @@ def test_a_request_whose_client_cancels_is_withdrawn_before_it_runs(
         while metric(batching_server, "mlserve_inflight_requests", model=model) > 1:
             assert time.monotonic() < deadline, "the cancelled request stayed in flight"
             time.sleep(0.005)
+    busy.join()
+    after = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    ran = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
+    assert ran == 1  # the occupying request only
+    cancelled = metric(
+        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
+    )
+    assert cancelled - cancelled_before == 1
+
+
+@pytest.mark.parametrize("model", ["slow", "slow_alone"])
+def test_an_http_request_whose_client_leaves_is_withdrawn_before_it_runs(
+    batching_server: ServerProcess, model: str
+) -> None:
+    """An HTTP client closes its connection while its request is queued
+    behind a busy instance (as a client does when its own timeout fires): the
+    request leaves the queue, counted a failure with reason cancelled, and
+    never runs, so an overloaded server does not compute answers nobody reads."""
+    client = grpcclient.InferenceServerClient(batching_server.grpc)
+    before = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    cancelled_before = metric(
+        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
+    )
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 512], "data": [1.0] * 512}]}
+    ).encode()
+    host, port = batching_server.http.rsplit(":", 1)
+    busy = _occupy(batching_server, model)
+    connection = socket.create_connection((host, int(port)))
+    try:
+        connection.sendall(
+            f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        deadline = time.monotonic() + 10
+        while metric(batching_server, "mlserve_inflight_requests", model=model) < 2:
+            assert time.monotonic() < deadline, "the second request never arrived"
+            time.sleep(0.005)
+    finally:
+        connection.close()
+    while metric(batching_server, "mlserve_inflight_requests", model=model) > 1:
+        assert time.monotonic() < deadline, "the abandoned request stayed in flight"
+        time.sleep(0.005)
     busy.join()
     after = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
     ran = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))

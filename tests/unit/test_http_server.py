@@ -386,3 +386,58 @@ def test_a_steady_upload_is_not_timed_out_because_the_loop_was_held_up() -> None
     assert BLOCK_S > READ_TIMEOUT_S
     reply = uvloop.run(main())  # the server's loop: it runs due timers before it reads
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"abcdef"), reply
+
+
+class _Call:
+    """What a starter leaves on a request: records whether it was withdrawn."""
+
+    def __init__(self) -> None:
+        self.withdrawn = 0
+
+    def withdraw(self) -> None:
+        self.withdrawn += 1
+
+
+def test_a_request_owed_to_a_client_that_leaves_is_withdrawn() -> None:
+    """The client closes while its request is being served by callback: its
+    call is withdrawn once. A request answered before the client left, and
+    one pipelined behind the open one (never started), are not."""
+
+    async def scenario() -> tuple[list[tuple[str, int]], int]:
+        calls: dict[str, _Call] = {}
+        answers: dict[str, tuple[object, object]] = {}
+
+        def start(
+            request: HttpRequest, answer: Callable[[object, HttpResponse], None], context: object
+        ) -> bool:
+            request.call = calls.setdefault(request.path, _Call())
+            if request.path == "/now":
+                answer(context, HttpResponse(200, b"now", "text/plain"))
+            else:  # answered later, as a queued inference is
+                answers[request.path] = (answer, context)
+            return True
+
+        server, port, connections = await start_http_server(
+            _handler, host="127.0.0.1", port=0, max_body_bytes=1024, start=start
+        )
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_get("/now") + _get("/queued") + _get("/behind"))
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert b" 200 " in head
+            deadline = time.monotonic() + 5
+            while "/queued" not in answers:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.005)
+            writer.close()
+            while connections:
+                assert time.monotonic() < deadline, "the server never saw the close"
+                await asyncio.sleep(0.005)
+            return [(path, call.withdrawn) for path, call in sorted(calls.items())], len(answers)
+        finally:
+            server.close()
+
+    withdrawn, pending = asyncio.run(scenario())
+    assert withdrawn == [("/now", 0), ("/queued", 1)]
+    assert pending == 1  # "/behind" never reached the starter
