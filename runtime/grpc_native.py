@@ -40,6 +40,7 @@ from mlserve.runtime.grpc_service import (
     InferenceService,
     Reply,
     Rpc,
+    StreamCalls,
     fail_unary,
 )
 
@@ -113,19 +114,34 @@ def _withdraw_model_infer(stream: H2Stream) -> None:
 # -- ModelStreamInfer ----------------------------------------------------------
 
 
-# `H2Stream.user` of a ModelStreamInfer stream: None until its first message,
-# then _OPEN, then _CLIENT_DONE once the client's half-close reached the handler.
-# Not `remote_closed`: that is set as soon as the END_STREAM is read, while
-# messages read before it may still be waiting to reach the handler (an
-# answer given inline, during that same read, must not end the stream).
-_OPEN = "open"
-_CLIENT_DONE = "client done"
+class _StreamState:
+    """`H2Stream.user` of a ModelStreamInfer stream, from its first message:
+    its queued requests, and whether the client's half-close has reached the
+    handler. Not `remote_closed`: that is set as soon as the END_STREAM is
+    read, while messages read before it may still be waiting to reach the
+    handler (an answer given inline, during that same read, must not end the
+    stream)."""
+
+    __slots__ = ("calls", "client_done")
+
+    def __init__(self) -> None:
+        self.calls = StreamCalls()
+        self.client_done = False
 
 
 def _stream_answer(stream: H2Stream, reply: bytes) -> None:
     stream.send(reply)  # one fewer in flight
-    if stream.user is _CLIENT_DONE and stream.inflight == 0:
+    state = stream.user
+    if state is not None and state.client_done and stream.inflight == 0:
         stream.finish(OK)
+
+
+def _withdraw_stream_infer(stream: H2Stream) -> None:
+    """The client reset its ModelStreamInfer, or its connection went, with
+    requests unanswered: those not run yet leave their queues."""
+    state = stream.user
+    if state is not None:
+        state.calls.withdraw_all()
 
 
 def _stream_infer(service: InferenceService) -> Any:
@@ -140,13 +156,16 @@ def _stream_infer(service: InferenceService) -> Any:
             except MlserveError as exc:
                 stream.finish(STATUS_BY_KIND[exc.kind], exc.message)
                 return
-            stream.user = _OPEN
+            stream.user = _StreamState()
+        state = stream.user
         if data is None:  # the client is done sending
-            stream.user = _CLIENT_DONE
+            state.client_done = True
             if stream.inflight == 0:
                 stream.finish(OK)
             return
-        start(data, _stream_answer, stream)
+        call = start(data, _stream_answer, stream)
+        if call is not None:
+            state.calls.add(call)
 
     return handle
 
@@ -312,7 +331,7 @@ def _routes(
         _model_infer(service), False, "ModelInferRequest", _withdraw_model_infer
     )
     routes[f"/{SERVICE}/ModelStreamInfer".encode()] = Route(
-        _stream_infer(service), True, "ModelInferRequest"
+        _stream_infer(service), True, "ModelInferRequest", _withdraw_stream_infer
     )
     routes[f"/{HEALTH_SERVICE}/Check".encode()] = Route(
         _health_check(health), False, "HealthCheckRequest"

@@ -24,6 +24,7 @@ from mlserve.runtime.grpc_service import (
     InferenceService,
     Reply,
     Rpc,
+    StreamCalls,
     error_trailers,
 )
 
@@ -95,6 +96,7 @@ def _stream_handler(
         # Answers, then the number of messages read once the client is done.
         answers: asyncio.Queue[bytes | int] = asyncio.Queue()
         room = asyncio.Semaphore(STREAM_UNANSWERED)
+        calls = StreamCalls()  # withdrawn if the stream ends before their answers
 
         async def read_all() -> None:
             read = 0
@@ -102,7 +104,9 @@ def _stream_handler(
                 async for data in requests:
                     await room.acquire()
                     read += 1
-                    start(data, _queue_answer, answers)
+                    call = start(data, _queue_answer, answers)
+                    if call is not None:
+                        calls.add(call)
             finally:
                 answers.put_nowait(read)
 
@@ -119,6 +123,7 @@ def _stream_handler(
                     room.release()
         finally:
             reader.cancel()
+            calls.withdraw_all()  # a cancelled stream's unanswered requests
 
     return model_stream_infer
 

@@ -297,18 +297,60 @@ class InferenceService:
             infer_request.timeout_s = max(time_remaining, 1e-6)
         return infer_request
 
-    def start_stream_infer(self, data: bytes, answer: StreamAnswer, stream: object) -> None:
+    def start_stream_infer(
+        self, data: bytes, answer: StreamAnswer, stream: object
+    ) -> InferCall | None:
         """One message of Triton's bidirectional ModelStreamInfer:
         `answer(stream, reply bytes)` once, now or from the batch that runs it.
         A failed request gets `error_message` in its answer, and the stream
-        goes on (never raises)."""
+        goes on (never raises). Returns the queued call (for StreamCalls), or
+        None if the message was answered at once."""
         infer_request: InferRequest | None = None
         try:
             infer_request = self.decode(data, _perf_ns())
             # (answer, stream): the context the data plane hands back.
-            self.dataplane.start(infer_request, _answer_stream, _fail_stream, (answer, stream))
+            return self.dataplane.start(
+                infer_request, _answer_stream, _fail_stream, (answer, stream)
+            )
         except Exception as exc:
             answer(stream, _stream_error(exc, infer_request, data))
+            return None
+
+
+# StreamCalls prunes answered calls once it holds this many (or twice what
+# the last pruning kept): amortized O(1) a message, bounded memory.
+_PRUNE_AT = 64
+
+
+class StreamCalls:
+    """The requests of one ModelStreamInfer stream, so that a stream that
+    ends before they are answered (the client reset it, or its connection
+    went) withdraws them instead of computing answers nobody will read, as a
+    cancelled ModelInfer is withdrawn. Answered calls are pruned as the list
+    grows, not one by one: an answer does not know its call."""
+
+    __slots__ = ("_calls", "_prune_at")
+
+    def __init__(self) -> None:
+        self._calls: list[InferCall] = []
+        self._prune_at = _PRUNE_AT
+
+    def add(self, call: InferCall) -> None:
+        calls = self._calls
+        calls.append(call)
+        if len(calls) >= self._prune_at:
+            calls = self._calls = [c for c in calls if not c.done()]
+            self._prune_at = max(_PRUNE_AT, 2 * len(calls))
+
+    def withdraw_all(self) -> None:
+        """Out of their queues, counted cancelled, if they have not run yet
+        (one already in a batch runs, its answer dropped)."""
+        calls, self._calls = self._calls, []
+        for call in calls:
+            call.withdraw()
+
+    def __len__(self) -> int:
+        return len(self._calls)
 
 
 class UnaryStream(Protocol):

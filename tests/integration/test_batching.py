@@ -444,6 +444,57 @@ def test_an_http_request_whose_client_leaves_is_withdrawn_before_it_runs(
     assert cancelled - cancelled_before == 1
 
 
+@pytest.mark.parametrize("model", ["slow_priority", "slow_alone"])
+def test_a_stream_reset_with_requests_queued_withdraws_them(
+    batching_server: ServerProcess, model: str
+) -> None:
+    """A ModelStreamInfer stream sends three requests that queue behind a busy
+    instance, then its client cancels the stream: the three leave the queue
+    (counted failures, reason cancelled) and never run, batching on or off."""
+    client = grpcclient.InferenceServerClient(batching_server.grpc)
+    before = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    cancelled_before = metric(
+        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
+    )
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 512])
+    request.raw_input_contents.append(np.ones((1, 512), np.float32).tobytes())
+    release = threading.Event()
+
+    def messages() -> Iterator[pb.ModelInferRequest]:
+        for _ in range(3):
+            yield request
+        release.wait(30)  # the stream stays open (not half-closed) until cancelled
+
+    busy = _occupy(batching_server, model)
+    try:
+        with grpc.insecure_channel(batching_server.grpc) as channel:
+            stream = channel.stream_stream(
+                "/inference.GRPCInferenceService/ModelStreamInfer",
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=pb.ModelStreamInferResponse.FromString,
+            )
+            call = stream(messages(), timeout=30)
+            deadline = time.monotonic() + 10
+            while metric(batching_server, "mlserve_inflight_requests", model=model) < 4:
+                assert time.monotonic() < deadline, "the streamed requests never queued"
+                time.sleep(0.005)
+            call.cancel()
+            while metric(batching_server, "mlserve_inflight_requests", model=model) > 1:
+                assert time.monotonic() < deadline, "the cancelled stream's requests stayed"
+                time.sleep(0.005)
+    finally:
+        release.set()
+        busy.join()
+    after = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    ran = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
+    assert ran == 1  # the occupying request only
+    cancelled = metric(
+        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
+    )
+    assert cancelled - cancelled_before == 3
+
+
 def _small_slow_input() -> grpcclient.InferInput:
     tensor = grpcclient.InferInput("x", [1, 512], "FP32")
     tensor.set_data_from_numpy(np.ones((1, 512), np.float32))
