@@ -437,7 +437,8 @@ class InferCall:
 
     def withdraw(self) -> None:
         """Its client went away: out of the queue and counted cancelled if it
-        has not run yet; one already in a batch runs, its answer dropped."""
+        has not begun to run; one that has (in a batch, or alone on an
+        instance thread) runs, its answer dropped."""
         if not self.finished:
             self.model.batcher.withdraw(self)
 

@@ -223,6 +223,10 @@ class Batcher:
         # This turn's requests to run alone, inline: batching off, all of them;
         # batching on, an idle batcher's lone request (a second one queues both).
         self._alone_inline: list[Pending] = []
+        # Batching off, on the instance threads: requests handed to the threads
+        # that none has begun, by id of their completion. A thread takes its
+        # request out as it begins, so `withdraw` can tell waiting from running.
+        self._alone_waiting: dict[int, Pending] = {}
         self._dispatch_hops = 0  # loop turns until a deferred _dispatch runs; 0 = none pending
 
     def close(self) -> None:
@@ -369,6 +373,7 @@ class Batcher:
             if len(self._alone_inline) == 1:
                 loop.call_soon(self._run_alone_inline)
         else:
+            self._alone_waiting[id(entry.future)] = entry
             self._executor.submit(self._run_alone, entry, loop)
         return entry.future
 
@@ -383,9 +388,14 @@ class Batcher:
             self._alone_done(entry, self._outcome_alone(entry))
 
     def _run_alone(self, entry: Pending, loop: asyncio.AbstractEventLoop) -> None:
-        """Worker thread: one request; the answer goes straight back to the
-        loop (no concurrent.futures wrapper)."""
-        loop.call_soon_threadsafe(self._alone_done, entry, self._outcome_alone(entry))
+        """Worker thread: one request, unless `withdraw` took it out first;
+        the answer goes straight back to the loop (no concurrent.futures
+        wrapper)."""
+        if self._alone_waiting.pop(id(entry.future), None) is None:
+            outcome: BatchResult | BaseException = _WITHDRAWN
+        else:
+            outcome = self._outcome_alone(entry)
+        loop.call_soon_threadsafe(self._alone_done, entry, outcome)
 
     def _outcome_alone(self, entry: Pending) -> BatchResult | BaseException:
         """Run one request, unless it was withdrawn or its deadline passed
@@ -434,8 +444,9 @@ class Batcher:
     def withdraw(self, future: Completion) -> None:
         """The caller stopped waiting (its client went away and the handler was
         cancelled): give the queue slot back at once. Called only then, so the
-        common path pays no done-callback per request; a request already in a
-        batch runs and its answer is dropped."""
+        common path pays no done-callback per request. A request whose run has
+        begun (in a batch, or alone on a thread) runs, its answer dropped,
+        with batching on or off alike."""
         for queue in self._queues:
             for entry in queue:
                 if entry.future is future:
@@ -444,9 +455,15 @@ class Batcher:
                     if not future.done():
                         future.cancel()
                     return
-        if not self.settings.batching and not future.done():
-            # Waiting for a thread, or running: cancelled now, it is skipped
-            # if not started (_outcome_alone), its answer dropped if it is.
+        if future.done():
+            return
+        for entry in self._alone_inline:  # to run alone at this turn's end: skipped
+            if entry.future is future:
+                future.cancel()
+                return
+        # Handed to the instance threads: cancelled if no thread has begun it
+        # (the thread then skips it); one that has runs.
+        if self._alone_waiting.pop(id(future), None) is not None:
             future.cancel()
 
     def _level(self, priority: int) -> int:

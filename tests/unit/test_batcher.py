@@ -238,6 +238,43 @@ def test_a_withdrawn_request_frees_its_queue_slot_at_once() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("batching", [True, False])
+def test_a_request_withdrawn_once_its_run_began_runs_and_is_answered(batching: bool) -> None:
+    """Its client left too late: the run had begun. It is not cancelled, and
+    its result is delivered (the transport drops it), with batching on or off
+    alike; a request withdrawn while still waiting never runs."""
+
+    class Entered(FakeModel):
+        def __init__(self, gate: threading.Event) -> None:
+            super().__init__(gate)
+            self.entered = threading.Event()
+
+        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            self.entered.set()
+            return super().run(names, feeds)
+
+    async def scenario() -> None:
+        gate = threading.Event()
+        model = Entered(gate)
+        batcher, _ = make(model, batching=batching)
+        running = submit(batcher, rows(1))
+        waiting = submit(batcher, rows(1, 5))
+        deadline = time.monotonic() + 5
+        while not model.entered.is_set():
+            assert time.monotonic() < deadline, "the first request never ran"
+            await asyncio.sleep(0.001)
+        batcher.withdraw(running)
+        batcher.withdraw(waiting)
+        assert not running.cancelled()
+        assert waiting.cancelled()
+        gate.set()
+        np.testing.assert_array_equal((await running).outputs[0], rows(1) * 2 + 1)
+        assert model.batches == [1]  # the waiting one never ran
+        assert batcher.queued == 0
+
+    asyncio.run(scenario())
+
+
 def test_requests_behind_others_are_withdrawn_and_expired_by_identity() -> None:
     """Withdrawing or expiring a request queued behind others takes that very
     request out (a dataclass's == would compare the requests' arrays, and
