@@ -606,6 +606,26 @@ def test_inline_lone_request_cancelled_before_its_turn_ends_never_runs() -> None
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("batching", [True, False])
+def test_inline_lone_request_withdrawn_before_its_turn_ends_never_runs(batching: bool) -> None:
+    """Its client left before the turn's end: `withdraw` finds it among the
+    turn's lone requests, with batching on or off."""
+
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, executor = make(model, batching=batching, inline_limit_s=math.inf)
+        lone = submit(batcher, rows(1))
+        batcher.withdraw(lone)
+        assert lone.cancelled()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        executor.shutdown()
+        assert model.batches == []
+        assert batcher.queued == 0
+
+    asyncio.run(scenario())
+
+
 def test_inline_next_batch_waits_for_the_last_answers() -> None:
     """The callbacks that answer one inline batch run before the next batch
     computes, so replies are never held behind a computation."""

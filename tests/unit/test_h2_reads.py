@@ -45,6 +45,14 @@ def _serve(new_loop: Callable[[], asyncio.AbstractEventLoop]) -> Iterator[int]:
         started.set()
         await stop.wait()
         server.close()
+        # Close what the client left open and let each connection_lost run
+        # before the loop closes (a live transport fails loop.close()).
+        for connection in list(connections):
+            connection.abort()
+        for _ in range(500):
+            if not connections:
+                break
+            await asyncio.sleep(0.01)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()
