@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import re
@@ -359,6 +360,47 @@ def _occupy(server: ServerProcess, model: str = "slow") -> threading.Thread:
     return thread
 
 
+def _slow_request(model: str) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 512])
+    request.raw_input_contents.append(np.ones((1, 512), np.float32).tobytes())
+    return request
+
+
+def _check_withdrawn(
+    server: ServerProcess,
+    model: str,
+    queued: int,
+    client_session: contextlib.AbstractContextManager[None],
+) -> None:
+    """Entering `client_session` sends `queued` requests to `model`, which
+    queue behind a busy instance; leaving it is the client going away
+    (cancel, close). They must leave the queue, counted as failures with
+    reason cancelled, and never run."""
+    client = grpcclient.InferenceServerClient(server.grpc)
+    before = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    cancelled_before = metric(
+        server, "mlserve_request_failure_total", model=model, reason="cancelled"
+    )
+    busy = _occupy(server, model)
+    try:
+        deadline = time.monotonic() + 10
+        with client_session:
+            while metric(server, "mlserve_inflight_requests", model=model) < queued + 1:
+                assert time.monotonic() < deadline, "the requests never queued"
+                time.sleep(0.005)
+        while metric(server, "mlserve_inflight_requests", model=model) > 1:
+            assert time.monotonic() < deadline, "the abandoned requests stayed in flight"
+            time.sleep(0.005)
+    finally:
+        busy.join()
+    after = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    ran = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
+    assert ran == 1  # the occupying request only
+    cancelled = metric(server, "mlserve_request_failure_total", model=model, reason="cancelled")
+    assert cancelled - cancelled_before == queued
+
+
 @pytest.mark.parametrize("model", ["slow", "slow_alone"])
 def test_a_request_whose_client_cancels_is_withdrawn_before_it_runs(
     batching_server: ServerProcess, model: str
@@ -366,38 +408,20 @@ def test_a_request_whose_client_cancels_is_withdrawn_before_it_runs(
     """A gRPC client cancels a ModelInfer queued behind a busy instance: the
     request leaves the queue (counted a failure, reason cancelled) and never
     runs, with batching on or off (Triton cancels gRPC requests alike)."""
-    client = grpcclient.InferenceServerClient(batching_server.grpc)
-    before = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    cancelled_before = metric(
-        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
-    )
-    request = pb.ModelInferRequest(model_name=model)
-    request.inputs.add(name="x", datatype="FP32", shape=[1, 512])
-    request.raw_input_contents.append(np.ones((1, 512), np.float32).tobytes())
-    busy = _occupy(batching_server, model)
-    with grpc.insecure_channel(batching_server.grpc) as channel:
-        infer = channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer",
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=pb.ModelInferResponse.FromString,
-        )
-        call = infer.future(request, timeout=30)
-        deadline = time.monotonic() + 10
-        while metric(batching_server, "mlserve_inflight_requests", model=model) < 2:
-            assert time.monotonic() < deadline, "the second request never arrived"
-            time.sleep(0.005)
-        call.cancel()
-        while metric(batching_server, "mlserve_inflight_requests", model=model) > 1:
-            assert time.monotonic() < deadline, "the cancelled request stayed in flight"
-            time.sleep(0.005)
-    busy.join()
-    after = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    ran = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
-    assert ran == 1  # the occupying request only
-    cancelled = metric(
-        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
-    )
-    assert cancelled - cancelled_before == 1
+
+    @contextlib.contextmanager
+    def cancelled_call() -> Iterator[None]:
+        with grpc.insecure_channel(batching_server.grpc) as channel:
+            infer = channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=pb.ModelInferResponse.FromString,
+            )
+            call = infer.future(_slow_request(model), timeout=30)
+            yield
+            call.cancel()
+
+    _check_withdrawn(batching_server, model, 1, cancelled_call())
 
 
 @pytest.mark.parametrize("model", ["slow", "slow_alone"])
@@ -408,40 +432,22 @@ def test_an_http_request_whose_client_leaves_is_withdrawn_before_it_runs(
     behind a busy instance (as a client does when its own timeout fires): the
     request leaves the queue, counted a failure with reason cancelled, and
     never runs, so an overloaded server does not compute answers nobody reads."""
-    client = grpcclient.InferenceServerClient(batching_server.grpc)
-    before = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    cancelled_before = metric(
-        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
-    )
     body = json.dumps(
         {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 512], "data": [1.0] * 512}]}
     ).encode()
     host, port = batching_server.http.rsplit(":", 1)
-    busy = _occupy(batching_server, model)
-    connection = socket.create_connection((host, int(port)))
-    try:
-        connection.sendall(
-            f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        deadline = time.monotonic() + 10
-        while metric(batching_server, "mlserve_inflight_requests", model=model) < 2:
-            assert time.monotonic() < deadline, "the second request never arrived"
-            time.sleep(0.005)
-    finally:
-        connection.close()
-    while metric(batching_server, "mlserve_inflight_requests", model=model) > 1:
-        assert time.monotonic() < deadline, "the abandoned request stayed in flight"
-        time.sleep(0.005)
-    busy.join()
-    after = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    ran = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
-    assert ran == 1  # the occupying request only
-    cancelled = metric(
-        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
-    )
-    assert cancelled - cancelled_before == 1
+
+    @contextlib.contextmanager
+    def closed_connection() -> Iterator[None]:
+        with socket.create_connection((host, int(port))) as connection:
+            connection.sendall(
+                f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            yield
+
+    _check_withdrawn(batching_server, model, 1, closed_connection())
 
 
 @pytest.mark.parametrize("model", ["slow_priority", "slow_alone"])
@@ -451,48 +457,29 @@ def test_a_stream_reset_with_requests_queued_withdraws_them(
     """A ModelStreamInfer stream sends three requests that queue behind a busy
     instance, then its client cancels the stream: the three leave the queue
     (counted failures, reason cancelled) and never run, batching on or off."""
-    client = grpcclient.InferenceServerClient(batching_server.grpc)
-    before = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    cancelled_before = metric(
-        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
-    )
-    request = pb.ModelInferRequest(model_name=model)
-    request.inputs.add(name="x", datatype="FP32", shape=[1, 512])
-    request.raw_input_contents.append(np.ones((1, 512), np.float32).tobytes())
     release = threading.Event()
 
     def messages() -> Iterator[pb.ModelInferRequest]:
         for _ in range(3):
-            yield request
+            yield _slow_request(model)
         release.wait(30)  # the stream stays open (not half-closed) until cancelled
 
-    busy = _occupy(batching_server, model)
-    try:
-        with grpc.insecure_channel(batching_server.grpc) as channel:
-            stream = channel.stream_stream(
-                "/inference.GRPCInferenceService/ModelStreamInfer",
-                request_serializer=lambda m: m.SerializeToString(),
-                response_deserializer=pb.ModelStreamInferResponse.FromString,
-            )
-            call = stream(messages(), timeout=30)
-            deadline = time.monotonic() + 10
-            while metric(batching_server, "mlserve_inflight_requests", model=model) < 4:
-                assert time.monotonic() < deadline, "the streamed requests never queued"
-                time.sleep(0.005)
-            call.cancel()
-            while metric(batching_server, "mlserve_inflight_requests", model=model) > 1:
-                assert time.monotonic() < deadline, "the cancelled stream's requests stayed"
-                time.sleep(0.005)
-    finally:
-        release.set()
-        busy.join()
-    after = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    ran = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
-    assert ran == 1  # the occupying request only
-    cancelled = metric(
-        batching_server, "mlserve_request_failure_total", model=model, reason="cancelled"
-    )
-    assert cancelled - cancelled_before == 3
+    @contextlib.contextmanager
+    def cancelled_stream() -> Iterator[None]:
+        try:
+            with grpc.insecure_channel(batching_server.grpc) as channel:
+                stream = channel.stream_stream(
+                    "/inference.GRPCInferenceService/ModelStreamInfer",
+                    request_serializer=lambda m: m.SerializeToString(),
+                    response_deserializer=pb.ModelStreamInferResponse.FromString,
+                )
+                call = stream(messages(), timeout=30)
+                yield
+                call.cancel()
+        finally:
+            release.set()
+
+    _check_withdrawn(batching_server, model, 3, cancelled_stream())
 
 
 def _small_slow_input() -> grpcclient.InferInput:
@@ -612,9 +599,7 @@ def test_a_grpc_deadline_that_passes_in_the_queue_skips_compute(
     own deadline can end the request."""
     client = grpcclient.InferenceServerClient(batching_server.grpc)
     before = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    request = pb.ModelInferRequest(model_name=model)
-    request.inputs.add(name="x", datatype="FP32", shape=[1, 512])
-    request.raw_input_contents.append(np.ones((1, 512), np.float32).tobytes())
+    request = _slow_request(model)
     busy = _occupy(batching_server, model)
     raw = RawH2(int(batching_server.grpc.rsplit(":", 1)[1]))
     try:
