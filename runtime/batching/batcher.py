@@ -378,14 +378,24 @@ class Batcher:
         return entry.future
 
     def _run_alone_inline(self) -> None:
-        """Event loop thread: this turn's requests, each alone, back to back."""
+        """Event loop thread: this turn's requests, each alone, back to back,
+        for up to the inline limit; the rest run a loop turn later, once the
+        loop has polled its sockets again. So a burst of requests holds the
+        loop no longer than one batch may (health checks, other models), and
+        a client that left meanwhile is withdrawn before its request runs."""
         pending, self._alone_inline = self._alone_inline, []
-        for entry in pending:
+        limit = self.settings.inline_limit_s
+        began = self._clock()
+        for index, entry in enumerate(pending):
             if entry.future.done():  # cancelled while it waited: nothing to run
                 self._queued -= 1
                 self._queued_rows -= entry.rows
                 continue
             self._alone_done(entry, self._outcome_alone(entry))
+            if self._clock() - began >= limit and index + 1 < len(pending):
+                self._alone_inline = pending[index + 1 :] + self._alone_inline
+                asyncio.get_running_loop().call_soon(self._run_alone_inline)
+                return
 
     def _run_alone(self, entry: Pending, loop: asyncio.AbstractEventLoop) -> None:
         """Worker thread: one request, unless `withdraw` took it out first;

@@ -694,6 +694,36 @@ def test_inline_without_batching_runs_the_turn_back_to_back() -> None:
     asyncio.run(scenario())
 
 
+def test_inline_without_batching_yields_to_the_loop_past_the_inline_limit() -> None:
+    """A burst read in one turn runs in stretches of about the inline limit;
+    between them the loop runs what else is ready (a health check, the close
+    of a client that gave up), and a request withdrawn there never runs."""
+
+    async def scenario() -> None:
+        model = FakeModel(delay_s=0.003)
+        batcher, executor = make(model, batching=False, inline_limit_s=0.005)
+        for _ in range(20):  # teach it: a row takes about 3 ms, inside the limit
+            batcher.latency.observe(1, 0.003)
+        futures = [submit(batcher, rows(1, i)) for i in range(10)]
+        seen: list[int] = []
+
+        def between() -> None:  # queued behind the first stretch
+            seen.append(len(model.batches))
+            batcher.withdraw(futures[-1])
+
+        asyncio.get_running_loop().call_soon(between)
+        results = await asyncio.gather(*futures[:-1])
+        executor.shutdown()
+        assert 1 <= seen[0] < 9  # it ran between stretches, not after the burst
+        assert futures[-1].cancelled()
+        assert len(model.batches) == 9  # the withdrawn one never ran
+        for i, result in enumerate(results):
+            np.testing.assert_array_equal(result.outputs[0], rows(1, i) * 2 + 1)
+        assert batcher.queued == 0
+
+    asyncio.run(scenario())
+
+
 def test_inline_failure_stays_with_the_request_at_fault() -> None:
     async def scenario() -> None:
         model = FakeModel()

@@ -1,0 +1,1 @@
+"""Overload with client timeouts (see __main__)."""
