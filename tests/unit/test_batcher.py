@@ -591,31 +591,22 @@ def test_inline_lone_request_joined_in_its_turn_keeps_its_priority() -> None:
     asyncio.run(scenario())
 
 
-def test_inline_lone_request_cancelled_before_its_turn_ends_never_runs() -> None:
-    async def scenario() -> None:
-        model = FakeModel()
-        batcher, executor = make(model, inline_limit_s=math.inf)
-        lone = submit(batcher, rows(1))
-        lone.cancel()
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        executor.shutdown()
-        assert model.batches == []
-        assert batcher.queued == 0
-
-    asyncio.run(scenario())
-
-
 @pytest.mark.parametrize("batching", [True, False])
-def test_inline_lone_request_withdrawn_before_its_turn_ends_never_runs(batching: bool) -> None:
-    """Its client left before the turn's end: `withdraw` finds it among the
-    turn's lone requests, with batching on or off."""
+@pytest.mark.parametrize("leave", ["cancel", "withdraw"])
+def test_inline_lone_request_that_leaves_before_its_turn_ends_never_runs(
+    batching: bool, leave: str
+) -> None:
+    """Its caller cancelled it, or its client left (`withdraw` finds it among
+    the turn's lone requests), before the turn's end, batching on or off."""
 
     async def scenario() -> None:
         model = FakeModel()
         batcher, executor = make(model, batching=batching, inline_limit_s=math.inf)
         lone = submit(batcher, rows(1))
-        batcher.withdraw(lone)
+        if leave == "cancel":
+            lone.cancel()
+        else:
+            batcher.withdraw(lone)
         assert lone.cancelled()
         await asyncio.sleep(0)
         await asyncio.sleep(0)
