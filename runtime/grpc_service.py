@@ -343,8 +343,8 @@ class StreamCalls:
             self._prune_at = max(_PRUNE_AT, 2 * len(calls))
 
     def withdraw_all(self) -> None:
-        """Out of their queues, counted cancelled, if they have not run yet
-        (one already in a batch runs, its answer dropped)."""
+        """Out of their queues, counted cancelled, if they have not begun to
+        run (one that has runs, its answer dropped)."""
         calls, self._calls = self._calls, []
         for call in calls:
             call.withdraw()

@@ -98,8 +98,7 @@ class HttpProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._pipeline: deque[HttpRequest] = deque()
-        self._busy = False  # a handler is running for this connection
-        self._current: HttpRequest | None = None  # the request it is answering
+        self._current: HttpRequest | None = None  # the request being answered, if any
         self._paused = False
         self.closing = False
         self._linger: asyncio.TimerHandle | None = None
@@ -132,7 +131,7 @@ class HttpProtocol(asyncio.Protocol):
         self._transport = None
         if self._linger is not None:
             self._linger.cancel()
-        current, self._current = self._current, None
+        current = self._current
         if current is not None and current.call is not None:
             current.call.withdraw()
 
@@ -252,7 +251,7 @@ class HttpProtocol(asyncio.Protocol):
         if len(self._pipeline) > _MAX_PIPELINE and self._transport is not None:
             self._transport.pause_reading()
             self._paused = True
-        if not self._busy:
+        if self._current is None:
             self._next()
 
     # -- answering ------------------------------------------------------------
@@ -263,19 +262,17 @@ class HttpProtocol(asyncio.Protocol):
     # connection are answered in order, one at a time.
 
     def _next(self) -> None:
-        while self._pipeline and not self._busy and self._transport is not None:
+        while self._pipeline and self._current is None and self._transport is not None:
             request = self._pipeline.popleft()
             if request.refusal is not None:
                 self._refuse_now(*request.refusal)
                 return
-            self._busy = True
             self._current = request
             if self._start is not None and self._start(request, self._done, request):
                 continue
             drive(self._handler(request), partial(self._done, request), self._crashed)
 
     def _done(self, request: HttpRequest, response: HttpResponse) -> None:
-        self._busy = False
         self._current = None
         self._answer(request, response)
         self._next()
@@ -286,7 +283,6 @@ class HttpProtocol(asyncio.Protocol):
     def _crashed(self, exc: BaseException) -> None:
         """The handler answers its own errors: reaching here is a bug. The
         request it was answering is the one owed first: answered now."""
-        self._busy = False
         self._current = None
         self._refuse_now(500, f"internal error: {exc!r}")
 
@@ -354,7 +350,7 @@ class HttpProtocol(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return not self._busy and not self._pipeline
+        return self._current is None and not self._pipeline
 
     def stalled(self, now: float, timeout_s: float) -> str:
         """Why the request being read is overdue ("" if it is not): nothing

@@ -181,11 +181,31 @@ def start_kserve(repo: Path, models: list[str]) -> Server:
 
 def mlserve_successes(server: Server, model: str) -> float:
     """mlserve_request_success_total for one model, from the metrics endpoint."""
+    return _metric(server, "mlserve_request_success_total", model=model, version="1")
+
+
+def mlserve_cancelled(server: Server, model: str) -> float:
+    """Requests of one model withdrawn because their client left."""
+    return _metric(
+        server, "mlserve_request_failure_total", model=model, version="1", reason="cancelled"
+    )
+
+
+_SERIES = re.compile(r"^(\w+)\{(.*)\} ([0-9.e+]+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _metric(server: Server, name: str, **labels: str) -> float:
+    """The value of the series `name` with exactly these labels, in any
+    order (0 if absent)."""
     url = f"http://127.0.0.1:{server.ports.metrics}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
-    pattern = rf'^mlserve_request_success_total\{{model="{model}",version="1"\}} ([0-9.e+]+)$'
-    return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
+    return sum(
+        float(value)
+        for series, found, value in _SERIES.findall(text)
+        if series == name and dict(_LABEL.findall(found)) == labels
+    )
 
 
 def mlserve_compute(server: Server, model: str) -> dict[int, tuple[int, int]]:

@@ -25,45 +25,34 @@ import argparse
 import http.client
 import json
 import os
-import re
 import shlex
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
+from benchmarks.load.servers import (
+    Ports,
+    Server,
+    mlserve_cancelled,
+    mlserve_compute,
+)
 from mlserve import examples
+from mlserve.loopback import serve_command
 
 MODEL = "chain"
-
-
-def _metric(metrics: str, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://{metrics}/metrics") as response:
-        text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def _executions(http_address: str) -> int:
-    with urllib.request.urlopen(f"http://{http_address}/v2/models/{MODEL}/stats") as response:
-        return int(json.load(response)["model_stats"][0]["execution_count"])
+# serve_command's interpreter and `-m mlserve.cli.main serve`, replaced by --serve.
+_SERVE_PREFIX = 4
 
 
 def _client(
-    address: str, body: bytes, timeout_s: float, stop: threading.Event, counts: dict[str, int]
+    port: int, body: bytes, timeout_s: float, stop: threading.Event, counts: dict[str, int]
 ) -> None:
-    host, port = address.rsplit(":", 1)
     headers = {"Content-Type": "application/json"}
     connection: http.client.HTTPConnection | None = None
     while not stop.is_set():
         if connection is None:
-            connection = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
         try:
             connection.request("POST", f"/v2/models/{MODEL}/infer", body, headers)
             response = connection.getresponse()
@@ -81,6 +70,10 @@ def _client(
         connection.close()
 
 
+def _model_runs(server: Server) -> int:
+    return sum(batches for batches, _ in mlserve_compute(server, MODEL).values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=32)
@@ -91,6 +84,10 @@ def main() -> None:
     parser.add_argument("--serve", help="command that runs `mlserve serve` (default: this one)")
     args = parser.parse_args()
 
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 512], "data": [0.5] * 512}]}
+    ).encode()
+    counts = [{"ok": 0, "timed_out": 0, "error": 0} for _ in range(args.clients)]
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         config = "max_batch_size: 8\nsession: {intra_op_threads: 1}\nwarmup: {kind: random}\n"
@@ -99,46 +96,20 @@ def main() -> None:
         examples.write_model(
             repo, MODEL, examples.matmul_chain_model(512, args.layers), config=config
         )
-        serve = (
-            shlex.split(args.serve)
-            if args.serve
-            else [sys.executable, "-m", "mlserve.cli.main", "serve"]
+        ports = Ports.pick()
+        command = serve_command(
+            repo, grpc_port=ports.grpc, http_port=ports.http, metrics_port=ports.metrics
         )
-        command = ["taskset", "-c", "0", *serve, "--model-repository", str(repo),
-                   "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
-                   "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1",
-                   "--metrics-address", "127.0.0.1", "--workers", "1"]  # fmt: skip
-        server = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        if args.serve:
+            command = [*shlex.split(args.serve), *command[_SERVE_PREFIX:]]
+        server = Server("mlserve", command, r"mlserve ready: True", ports)  # on core 0
         try:
-            addresses: dict[str, str] = {}
-            assert server.stdout is not None
-            for line in server.stdout:
-                found = re.search(r"mlserve listening: (.*)", line)
-                if found:
-                    addresses = dict(item.split("=", 1) for item in found.group(1).split())
-                if "mlserve ready: True" in line:
-                    break
-            threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()  # type: ignore[union-attr]
-            http_address, metrics = addresses["http"], addresses["metrics"]
-            body = json.dumps(
-                {
-                    "inputs": [
-                        {"name": "x", "datatype": "FP32", "shape": [1, 512], "data": [0.5] * 512}
-                    ]
-                }
-            ).encode()
             os.sched_setaffinity(0, {1})  # the client threads inherit core 1
-            executions = _executions(http_address)
-            cancelled = _metric(
-                metrics, "mlserve_request_failure_total", model=MODEL, reason="cancelled"
-            )
+            runs, cancelled = _model_runs(server), mlserve_cancelled(server, MODEL)
             stop = threading.Event()
-            counts = [{"ok": 0, "timed_out": 0, "error": 0} for _ in range(args.clients)]
             threads = [
                 threading.Thread(
-                    target=_client, args=(http_address, body, args.timeout_ms / 1000, stop, c)
+                    target=_client, args=(ports.http, body, args.timeout_ms / 1000, stop, c)
                 )
                 for c in counts
             ]
@@ -149,21 +120,17 @@ def main() -> None:
             for thread in threads:
                 thread.join()
             time.sleep(2 * args.timeout_ms / 1000 + 1)  # what is still queued drains
-            ran = _executions(http_address) - executions
-            withdrawn = (
-                _metric(metrics, "mlserve_request_failure_total", model=MODEL, reason="cancelled")
-                - cancelled
-            )
+            runs = _model_runs(server) - runs
+            withdrawn = mlserve_cancelled(server, MODEL) - cancelled
         finally:
-            server.terminate()
-            server.wait(10)
+            server.stop()
     total = {k: sum(c[k] for c in counts) for k in counts[0]}
     sent = sum(total.values())
     print(
         f"{args.clients} clients, {args.timeout_ms:.0f} ms timeout, {args.seconds:.0f} s, "
         f"batching {'on' if args.batching else 'off'}: sent {sent}, answered in time "
         f"{total['ok']} ({total['ok'] / args.seconds:.0f}/s), timed out {total['timed_out']}, "
-        f"errors {total['error']}; server: model runs {ran}, withdrawn (cancelled) {withdrawn:.0f}"
+        f"errors {total['error']}; server: model runs {runs}, withdrawn (cancelled) {withdrawn:.0f}"
     )
 
 

@@ -38,7 +38,6 @@ alternating windows)."""
 from __future__ import annotations
 
 import asyncio
-import bisect
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -62,9 +61,9 @@ from mlserve.errors import (
     MlserveError,
     Overloaded,
 )
-from mlserve.ext.batching import gather_rows, select_batch, split_rows
+from mlserve.ext.batching import select_batch, split_rows
 from mlserve.runtime.batching import policy as batch_policy
-from mlserve.runtime.batching.gather_buffers import GatherBuffers
+from mlserve.runtime.batching.gather_buffers import GatherBuffers, padded_rows
 from mlserve.runtime.batching.instance_pool import InstancePool
 from mlserve.runtime.batching.latency_model import LatencyModel
 from mlserve.runtime.batching.policy import (
@@ -424,11 +423,11 @@ class Batcher:
         """Run one request on its own: nothing to gather or split (unless padded)."""
         began = time.perf_counter_ns()
         rows = entry.rows
-        padded = _padded_rows(self.settings.pad_sizes, rows)
+        padded = padded_rows(self.settings.pad_sizes, rows)
         if padded == rows:
             outputs = self._run(entry.output_names, entry.feeds)
         else:
-            ran = self._run(entry.output_names, _gather([entry], rows, padded, self._buffers))
+            ran = self._run(entry.output_names, self._buffers.gather([entry.feeds], rows, padded))
             self._buffers.forget_aliased(ran)
             outputs = [array[:rows] for array in ran]
         return BatchResult(  # positional: keywords cost more here
@@ -689,8 +688,10 @@ class Batcher:
         rows = [e.rows for e in batch]
         total_rows = sum(rows)
         try:
-            feeds = _gather(
-                batch, total_rows, _padded_rows(self.settings.pad_sizes, total_rows), self._buffers
+            feeds = self._buffers.gather(
+                [e.feeds for e in batch],
+                total_rows,
+                padded_rows(self.settings.pad_sizes, total_rows),
             )
             gathered = time.perf_counter_ns()
             outputs = self._run(names, feeds)
@@ -781,23 +782,3 @@ def _resolve(entry: Pending, result: BatchResult | BaseException) -> None:
         entry.future.set_exception(result)
     else:
         entry.future.set_result(result)
-
-
-def _padded_rows(sizes: tuple[int, ...], rows: int) -> int:
-    """The smallest of `sizes` that holds `rows` (`rows` itself without sizes)."""
-    return sizes[bisect.bisect_left(sizes, rows)] if sizes else rows
-
-
-def _gather(
-    batch: list[Pending], total: int, padded: int, buffers: GatherBuffers
-) -> dict[str, np.ndarray]:
-    """One contiguous buffer per input (this thread's, reused): the requests'
-    rows, then zero rows up to `padded`."""
-    feeds = {}
-    for name, first in batch[0].feeds.items():
-        out = buffers.take(name, first.dtype, first.shape[1:], padded)
-        gather_rows([e.feeds[name] for e in batch], out[:total] if padded > total else out)
-        if padded > total:
-            out[total:] = 0 if out.dtype != object else ""
-        feeds[name] = out
-    return feeds

@@ -13,12 +13,20 @@ shapes a model with variable dimensions sees."""
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 
 import numpy as np
 
+from mlserve.ext.batching import gather_rows
+
 _Buffers = dict[str, np.ndarray]
+
+
+def padded_rows(sizes: tuple[int, ...], rows: int) -> int:
+    """The smallest of `sizes` that holds `rows` (`rows` itself without sizes)."""
+    return sizes[bisect.bisect_left(sizes, rows)] if sizes else rows
 
 
 class GatherBuffers:
@@ -41,6 +49,20 @@ class GatherBuffers:
         if buffer is None or buffer.nbytes < nbytes:
             buffer = buffers[name] = np.empty(nbytes, dtype=np.uint8)
         return buffer[:nbytes].view(dtype).reshape((rows, *row_shape))
+
+    def gather(
+        self, feeds: list[dict[str, np.ndarray]], total: int, padded: int
+    ) -> dict[str, np.ndarray]:
+        """One contiguous buffer per input (this thread's, reused): the
+        requests' rows (`total` in all), then zero rows up to `padded`."""
+        gathered = {}
+        for name, first in feeds[0].items():
+            out = self.take(name, first.dtype, first.shape[1:], padded)
+            gather_rows([f[name] for f in feeds], out[:total] if padded > total else out)
+            if padded > total:
+                out[total:] = 0 if out.dtype != object else ""
+            gathered[name] = out
+        return gathered
 
     def forget_aliased(self, outputs: list[np.ndarray]) -> None:
         """Drop a buffer an output may alias (onnxruntime copies its outputs,
