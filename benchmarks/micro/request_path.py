@@ -1,7 +1,7 @@
 """The request path in process: decode a ModelInferRequest, `DataPlane.start`
 through the batcher and onnxruntime, encode the answer, with C requests in
 flight, driven as the native transport drives them (no sockets, no HTTP/2).
-Two comparisons:
+Three comparisons:
 
 - `--compare build` (the default): the modules of mlserve.compiled built by
   Cython from their source against the same modules run from source, on the
@@ -9,9 +9,15 @@ Two comparisons:
 - `--compare batching`: batching off (`<model>`) against on
   (`<model>_batched`), both compiled. At concurrency 1 this is what the
   batcher costs a lone request, free of the network's noise, which on a shared
-  2-core VM is larger than the effect (benchmarks/runs/README.md).
+  2-core VM is larger than the effect (benchmarks/runs/README.md);
+- `--compare raw`: raw onnxruntime in process at its best batch (a sweep over
+  benchmarks.load's batch sizes first, whose rule also sets the served
+  model's preferred batch size, as in benchmarks.load) against the served
+  path, compiled. What the data plane alone leaves of raw's rate, without
+  the transport and the kernel: the convnet's aim at c=64 is read against
+  this ceiling.
 
-    .venv/bin/python -m benchmarks.micro.request_path [--compare build|batching]
+    .venv/bin/python -m benchmarks.micro.request_path [--compare build|batching|raw]
         [--model mlp] [--concurrency 64] [--requests 40000] [--rounds 4]
 
 Each round runs one fresh process per variant, in alternating order, each
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -36,11 +43,60 @@ from typing import Any
 COMPARISONS = {
     "build": (("source", "_batched", True), ("compiled", "_batched", False)),
     "batching": (("off", "", False), ("on", "_batched", False)),
+    "raw": (("raw", "_batched", False), ("served", "_batched", False)),
 }
+RAW_SWEEP_S = 1.0  # per batch size, once, before the rounds
 
 
 def _no_metadata(_: str) -> str | None:
     return None
+
+
+def _measure_raw(repository: Path, model: str, batch: int, rows: int) -> tuple[float, float]:
+    """CPU and wall us per row of raw onnxruntime in this process, one
+    intra-op thread as the served models have, at `batch` rows a run."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from benchmarks.load import workload
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(repository / model / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    x = np.ones((batch, *workload.SHAPES[workload.base_model(model)]), np.float32)
+    runs = max(rows // batch, 1)
+    for _ in range(runs // 4 + 1):  # warm-up
+        session.run(None, {"x": x})
+    start, start_wall = time.process_time(), time.perf_counter()
+    for _ in range(runs):
+        session.run(None, {"x": x})
+    return (
+        (time.process_time() - start) / (runs * batch) * 1e6,
+        (time.perf_counter() - start_wall) / (runs * batch) * 1e6,
+    )
+
+
+def _raw_sweep(repository: Path, model: str) -> dict[int, float]:
+    """Raw onnxruntime's rows/s at each of benchmarks.load's batch sizes,
+    pinned to core 0 in a child process (this one stays unpinned)."""
+    code = (
+        "import os, sys, json, numpy as np, onnxruntime as ort\n"
+        "from benchmarks.load import workload\n"
+        "os.sched_setaffinity(0, {0})\n"
+        "o = ort.SessionOptions(); o.intra_op_num_threads = 1\n"
+        "s = ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])\n"
+        "shape = workload.SHAPES[sys.argv[2]]\n"
+        "print(json.dumps({b: workload.rows_per_s(s, np.ones((b, *shape), np.float32), "
+        f"{RAW_SWEEP_S}) for b in workload.RAW_BATCHES}}))\n"
+    )
+    model_file = repository / model / "1" / "model.onnx"
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(model_file), model],
+        capture_output=True, text=True, check=True, timeout=600,
+    ).stdout  # fmt: skip
+    return {int(b): rate for b, rate in json.loads(out).items()}
 
 
 def _measure(
@@ -120,13 +176,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--repository", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--raw-batch", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     variants = COMPARISONS[args.compare]
     if args.variant:  # one measurement, in a child process
         _, suffix, source = next(v for v in variants if v[0] == args.variant)
-        cpu_us, wall_us = _measure(
-            args.repository, args.model + suffix, args.concurrency, args.requests, source
-        )
+        if args.variant == "raw":
+            cpu_us, wall_us = _measure_raw(
+                args.repository, args.model, args.raw_batch, args.requests
+            )
+        else:
+            cpu_us, wall_us = _measure(
+                args.repository, args.model + suffix, args.concurrency, args.requests, source
+            )
         print(f"{cpu_us:.3f} {wall_us:.3f}")
         return
 
@@ -138,13 +200,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repository = Path(tmp)
         workload.write_repository(repository, [args.model], threads=1)
+        raw_batch = 0
+        if args.compare == "raw":
+            sweep = _raw_sweep(repository, args.model)
+            raw_batch = max(sweep, key=lambda b: sweep[b])
+            preferred = workload.preferred_batch(sweep)
+            workload.write_repository(
+                repository, [args.model], threads=1, preferred={args.model: preferred}
+            )
+            print(
+                "raw onnxruntime rows/s by batch: "
+                + ", ".join(f"{b}: {rate:,.0f}" for b, rate in sweep.items())
+                + f"; raw measured at {raw_batch}, served preferring {preferred}"
+            )
         for round_ in range(args.rounds):
             for name in names if round_ % 2 == 0 else names[::-1]:
                 out = subprocess.run(
                     ["taskset", "-c", "0", sys.executable, "-m", "benchmarks.micro.request_path",
                      "--compare", args.compare, "--variant", name,
                      "--repository", str(repository), "--model", args.model,
-                     "--concurrency", str(args.concurrency), "--requests", str(args.requests)],
+                     "--concurrency", str(args.concurrency), "--requests", str(args.requests),
+                     "--raw-batch", str(raw_batch)],
                     capture_output=True, text=True, check=True, timeout=600,
                 ).stdout  # fmt: skip
                 cpu_us, wall_us = (float(x) for x in out.split()[-2:])
@@ -163,6 +239,13 @@ def main() -> None:
         f"({second} / {first} {cpu_b / cpu_a:.2f}); wall per request {first} {wall_a:.2f} us, "
         f"{second} {wall_b:.2f} us ({second} / {first} {wall_b / wall_a:.2f})"
     )
+    if args.compare == "raw":
+        paired = [r / s for r, s in zip(cpu["raw"], cpu["served"], strict=True)]
+        print(
+            f"served at {statistics.median(paired):.0%} of raw onnxruntime's rate "
+            f"(round by round {min(paired):.0%}-{max(paired):.0%}; CPU time, "
+            "one row a request against raw's rows)"
+        )
 
 
 if __name__ == "__main__":
