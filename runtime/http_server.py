@@ -81,6 +81,46 @@ Answer = Callable[[Any, HttpResponse], None]
 Starter = Callable[[HttpRequest, Answer, Any], bool]
 
 
+class TurnWrites:
+    """Keep-alive answers made in one event loop turn: the first is written at
+    once, the rest together once the turn's callbacks have run (one
+    `call_soon`).
+
+    A batch answers its requests one after another, each on its own
+    connection. Written as each is made, every write finds the client asleep
+    and wakes it: on loopback the writer pays for that wake-up, a
+    cross-core interrupt, and on a VM an exit (perf, MLP over HTTP binary at
+    c=64: 16 us of a request's 100 in the write). Written back to back after
+    the batch, the first wakes the client and the rest find it awake. A lone
+    answer (c=1) still goes out at once; a later one waits at most for the
+    rest of its batch's answers to be made. Anything else a connection
+    writes, or its close, first writes what it has waiting here, so its
+    bytes stay in order."""
+
+    def __init__(self) -> None:
+        self._open = False  # a turn's first answer went out; the flush is due
+        self._waiting: list[HttpProtocol] = []
+
+    def first(self) -> bool:
+        """True for the first answer of this turn: write it now (later ones
+        `wait`)."""
+        if self._open:
+            return False
+        self._open = True
+        asyncio.get_running_loop().call_soon(self.flush)
+        return True
+
+    def wait(self, protocol: HttpProtocol) -> None:
+        """`protocol` has answers waiting (its first since the last flush)."""
+        self._waiting.append(protocol)
+
+    def flush(self) -> None:
+        self._open = False
+        waiting, self._waiting = self._waiting, []
+        for protocol in waiting:
+            protocol.write_waiting()
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
@@ -89,9 +129,12 @@ class HttpProtocol(asyncio.Protocol):
         handler: Handler,
         max_body_bytes: int,
         connections: set[HttpProtocol],
+        writes: TurnWrites,
         start: Starter | None = None,
     ) -> None:
         self._handler = handler
+        self._writes = writes
+        self._waiting: list[bytes] = []  # answers made, written at the turn's end
         self._start = start
         self._max_body = max_body_bytes
         self._connections = connections
@@ -129,6 +172,7 @@ class HttpProtocol(asyncio.Protocol):
         computing answers nobody reads would keep it overloaded."""
         self._connections.discard(self)
         self._transport = None
+        self._waiting.clear()
         if self._linger is not None:
             self._linger.cancel()
         current = self._current
@@ -219,6 +263,7 @@ class HttpProtocol(asyncio.Protocol):
             self._continue_owed = True  # said once the answers owed are out
             return
         if self._parser.get_http_version() == "1.1":
+            self.write_waiting()
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -313,7 +358,23 @@ class HttpProtocol(asyncio.Protocol):
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
         lines.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
         lines.append(response.body)
-        self._transport.write(b"".join(lines))
+        if not keep_alive:  # the last: out now, before the close
+            self.write_waiting()
+            self._transport.write(b"".join(lines))
+        elif self._waiting or not self._writes.first():  # at the turn's end (TurnWrites)
+            if not self._waiting:
+                self._writes.wait(self)
+            self._waiting.append(b"".join(lines))
+        else:
+            self._transport.write(b"".join(lines))
+
+    def write_waiting(self) -> None:
+        """Write the answers this connection has waiting (TurnWrites)."""
+        if not self._waiting:
+            return
+        waiting, self._waiting = self._waiting, []
+        if self._transport is not None:
+            self._transport.write(waiting[0] if len(waiting) == 1 else b"".join(waiting))
 
     def _fail(self, status: int, message: str) -> None:
         """Refuse the request being read, after the answers owed before it
@@ -339,6 +400,7 @@ class HttpProtocol(asyncio.Protocol):
     def _close_after_last_answer(self) -> None:
         """Nothing more is answered here: close without a reset (see
         runtime/closing.py), discarding what still arrives."""
+        self.write_waiting()
         transport = self._transport
         assert transport is not None
         self._transport = None
@@ -378,6 +440,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None:
+            self.write_waiting()
             self._transport.close()
 
 
@@ -416,9 +479,10 @@ async def start_http_server(
     """Bind and serve; returns the server, its port and the live connections.
     `read_timeout_s` (0: none) bounds how long a request may stall (expire_stalled)."""
     connections: set[HttpProtocol] = set()
+    writes = TurnWrites()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: HttpProtocol(handler, max_body_bytes, connections, start),
+        lambda: HttpProtocol(handler, max_body_bytes, connections, writes, start),
         host=host,
         port=port,
         ssl=ssl_context,
@@ -442,7 +506,8 @@ async def start_unix_http_server(
 ) -> asyncio.Server:
     """The same protocol on a unix socket (the supervisor reads workers here)."""
     connections: set[HttpProtocol] = set()
+    writes = TurnWrites()
     loop = asyncio.get_running_loop()
     return await loop.create_unix_server(
-        lambda: HttpProtocol(handler, max_body_bytes, connections), path=path
+        lambda: HttpProtocol(handler, max_body_bytes, connections, writes), path=path
     )

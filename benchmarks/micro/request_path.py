@@ -117,7 +117,9 @@ def _measure(
     from mlserve.runtime.metrics import ServerMetrics
     from mlserve.runtime.repository import ModelRepository
     from mlserve.runtime.repository_layout import RepositoryLayout
+    from mlserve.server import tune_gc
 
+    tune_gc()  # the serving process's collector thresholds
     message = workload.infer_message(model)
 
     async def run() -> tuple[float, float]:

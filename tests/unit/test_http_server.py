@@ -20,8 +20,10 @@ import uvloop
 from mlserve.runtime.http_server import (
     MAX_HEADER_BYTES,
     MAX_URL_BYTES,
+    HttpProtocol,
     HttpRequest,
     HttpResponse,
+    TurnWrites,
     start_http_server,
 )
 
@@ -441,3 +443,110 @@ def test_a_request_owed_to_a_client_that_leaves_is_withdrawn() -> None:
     withdrawn, pending = asyncio.run(scenario())
     assert withdrawn == [("/now", 0), ("/queued", 1)]
     assert pending == 1  # "/behind" never reached the starter
+
+
+class _RecordingTransport:
+    """What HttpProtocol writes, by call: enough of a transport for keep-alive answers."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _bodies(writes: list[bytes]) -> list[bytes]:
+    return [part.rsplit(b"\r\n\r\n", 1)[1] for w in writes for part in _split_answers(w)]
+
+
+def _split_answers(data: bytes) -> list[bytes]:
+    """One write may carry several answers: split them by Content-Length."""
+    out = []
+    while data:
+        head, rest = data.split(b"\r\n\r\n", 1)
+        match = re.search(rb"Content-Length: (\d+)", head)
+        assert match is not None
+        length = int(match.group(1))
+        out.append(head + b"\r\n\r\n" + rest[:length])
+        data = rest[length:]
+    return out
+
+
+def test_a_turns_first_answer_is_written_at_once_and_the_rest_together_at_its_end() -> None:
+    """Answers made in one loop turn (as a batch makes them, one connection
+    after another): the first is written before the turn ends; the others
+    wait for its end, then go out in order, a connection's pipelined answers
+    in one write after its first."""
+
+    def start(
+        request: HttpRequest, answer: Callable[[object, HttpResponse], None], context: object
+    ) -> bool:
+        answer(context, HttpResponse(200, request.path.encode(), "text/plain"))
+        return True
+
+    async def scenario() -> tuple[list[list[bytes]], list[list[bytes]]]:
+        writes = TurnWrites()
+        connections: set[HttpProtocol] = set()
+        transports = [_RecordingTransport() for _ in range(3)]
+        protocols = [HttpProtocol(_handler, 1024, connections, writes, start) for _ in range(3)]
+        for protocol, transport in zip(protocols, transports, strict=True):
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocols[0].data_received(_get("/a1") + _get("/a2"))
+        protocols[1].data_received(_get("/b1"))
+        protocols[2].data_received(_get("/c1") + _get("/c2"))
+        during = [list(t.writes) for t in transports]
+        await asyncio.sleep(0)  # the turn ends
+        await asyncio.sleep(0)
+        return during, [list(t.writes) for t in transports]
+
+    during, after = uvloop.run(scenario())
+    assert [_bodies(w) for w in during] == [[b"/a1"], [], []]
+    assert [_bodies(w) for w in after] == [[b"/a1", b"/a2"], [b"/b1"], [b"/c1", b"/c2"]]
+    assert [len(w) for w in after] == [2, 1, 1]  # a connection's waiting answers: one write
+
+
+def test_answers_waiting_for_the_turns_end_go_out_before_a_closing_answer() -> None:
+    """Keep-alive answers behind the turn's first wait for its end; a
+    `Connection: close` request pipelined behind them is answered after
+    them, then the connection closes (nothing lost, nothing reordered)."""
+    raw = (
+        _get("/a")
+        + _get("/b")
+        + _get("/c")
+        + b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    answers = uvloop.run(_exchange(raw, 4, closes=True))
+    assert answers == [(200, b"/a"), (200, b"/b"), (200, b"/c"), (200, b"/last")]
+
+
+def test_a_connection_that_is_lost_drops_its_waiting_answers() -> None:
+    def start(
+        request: HttpRequest, answer: Callable[[object, HttpResponse], None], context: object
+    ) -> bool:
+        answer(context, HttpResponse(200, request.path.encode(), "text/plain"))
+        return True
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        writes = TurnWrites()
+        connections: set[HttpProtocol] = set()
+        first, second = _RecordingTransport(), _RecordingTransport()
+        a = HttpProtocol(_handler, 1024, connections, writes, start)
+        b = HttpProtocol(_handler, 1024, connections, writes, start)
+        a.connection_made(first)  # type: ignore[arg-type]
+        b.connection_made(second)  # type: ignore[arg-type]
+        a.data_received(_get("/a"))
+        b.data_received(_get("/b"))  # waits for the turn's end
+        b.connection_lost(None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return first.writes, second.writes
+
+    first_writes, second_writes = uvloop.run(scenario())
+    assert _bodies(first_writes) == [b"/a"]
+    assert second_writes == []
