@@ -161,6 +161,13 @@ cdef object _as_array(bytes data, Py_ssize_t start, Py_ssize_t stop, cnp.dtype d
     return array
 
 
+def raw_array(bytes data, Py_ssize_t start, Py_ssize_t stop, cnp.dtype dtype, tuple shape):
+    """See `_infer_codec_py.raw_array`."""
+    if start < 0 or stop < start or stop > PyBytes_GET_SIZE(data):
+        return None
+    return _as_array(data, start, stop, dtype, shape)
+
+
 def decode_simple_infer(bytes data, dtypes=None):
     """See `_infer_codec_py.decode_simple_infer`."""
     cdef const unsigned char *raw = <const unsigned char*>PyBytes_AS_STRING(data)

@@ -165,6 +165,20 @@ def _as_array(
 _MAX_DIMS = 32  # numpy 1's limit (2 allows 64): more is left to the caller
 
 
+def raw_array(
+    data: bytes, start: int, stop: int, dtype: np.dtype, shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """A read-only array of `shape` over data[start:stop], no copy made (the
+    HTTP binary extension's tensors, in the body they came in); None where
+    the bytes are not exactly what the shape needs, for the caller to word
+    the error. One C call compiled, where numpy's frombuffer and reshape
+    take two Python calls."""
+    if not 0 <= start <= stop <= len(data):
+        return None
+    array = _as_array(memoryview(data)[start:stop], dtype, shape)
+    return array if isinstance(array, np.ndarray) else None
+
+
 # -- ModelInferResponse, written straight to the wire ------------------------
 
 # One answer tensor: name, datatype, shape and its raw bytes (anything with the

@@ -11,10 +11,12 @@ from mlserve.ext._select import select
 _module, IMPLEMENTATION = select("infer_codec")
 decode_simple_infer = _twin.decode_simple_infer
 encode_infer_response = _twin.encode_infer_response
+raw_array = _twin.raw_array
 wrap_stream_response = _twin.wrap_stream_response
 if _module is not _twin:
     decode_simple_infer = _module.decode_simple_infer
     encode_infer_response = _module.encode_infer_response
+    raw_array = _module.raw_array
     wrap_stream_response = _module.wrap_stream_response
 
 __all__ = [
@@ -24,5 +26,6 @@ __all__ = [
     "WireOutput",
     "decode_simple_infer",
     "encode_infer_response",
+    "raw_array",
     "wrap_stream_response",
 ]

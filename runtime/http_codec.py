@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 
 from mlserve.errors import InvalidRequest, Unsupported
+from mlserve.ext.infer_codec import raw_array
 from mlserve.runtime.datatypes import Datatype
 from mlserve.runtime.inference_types import (
     InferInput,
@@ -22,6 +23,7 @@ from mlserve.runtime.inference_types import (
     RequestedOutput,
 )
 from mlserve.runtime.tensor_codec import (
+    FIXED_DTYPES,
     array_from_raw,
     array_to_raw,
     check_integer_range,
@@ -207,7 +209,14 @@ def decode_infer_request(
                     f"input '{name}': binary_data_size {size} at offset {offset} runs past the "
                     f"{len(binary)} bytes of binary data in the body"
                 )
-            data = array_from_raw(name, item.datatype, item.shape, binary[offset : offset + size])
+            fixed = FIXED_DTYPES.get(item.datatype)
+            data = None
+            if fixed is not None:  # a view of the body, in one call (raw_array)
+                start = len(body) - len(binary) + offset
+                data = raw_array(body, start, start + size, fixed, item.shape)
+            if data is None:  # BYTES, BOOL, or a size that does not fit: worded there
+                raw = binary[offset : offset + size]
+                data = array_from_raw(name, item.datatype, item.shape, raw)
             offset += size
         else:
             data = array_from_json(name, item.datatype, item.shape, item.data)

@@ -214,3 +214,36 @@ def test_encoder_refuses_what_it_cannot_write(codec: Any) -> None:
         codec.encode_infer_response("m", "1", "", [("y", "FP32", (3, 2), strided)])
     with pytest.raises(ValueError, match="negative dimension"):
         codec.encode_infer_response("m", "1", "", [("y", "FP32", (-1,), b"")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(max_size=64),
+    start=st.integers(-4, 70),
+    length=st.integers(-4, 70),
+    datatype=st.sampled_from(sorted(FIXED_DTYPES)),
+    shape=st.lists(st.integers(-2, 6), max_size=3).map(tuple),
+)
+@pytest.mark.parametrize("codec", IMPLEMENTATIONS)
+def test_raw_array_is_a_view_of_exactly_the_bytes_a_shape_needs_or_none(
+    codec: Any, data: bytes, start: int, length: int, datatype: str, shape: tuple[int, ...]
+) -> None:
+    """HTTP binary tensors: data[start:start+length] as an array of `shape`
+    when those bytes are in range and exactly what the shape needs (read-only,
+    no copy), None otherwise; compiled and twin agree."""
+    dtype = FIXED_DTYPES[datatype]
+    stop = start + length
+    out = codec.raw_array(data, start, stop, dtype, shape)
+    fits = (
+        0 <= start <= stop <= len(data)
+        and min(shape, default=0) >= 0
+        and int(np.prod(shape)) * dtype.itemsize == length
+    )
+    if not fits:
+        assert out is None
+        return
+    assert out is not None
+    expected = np.frombuffer(data[start:stop], dtype=dtype).reshape(shape)
+    assert out.shape == shape and out.dtype == dtype
+    np.testing.assert_array_equal(out, expected)
+    assert not out.flags.writeable
