@@ -219,19 +219,19 @@ def test_encoder_refuses_what_it_cannot_write(codec: Any) -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     data=st.binary(max_size=64),
-    start=st.integers(-4, 70),
-    length=st.integers(-4, 70),
+    span=st.tuples(st.integers(-4, 70), st.integers(-4, 70)),
     datatype=st.sampled_from(sorted(FIXED_DTYPES)),
     shape=st.lists(st.integers(-2, 6), max_size=3).map(tuple),
 )
 @pytest.mark.parametrize("codec", IMPLEMENTATIONS)
 def test_raw_array_is_a_view_of_exactly_the_bytes_a_shape_needs_or_none(
-    codec: Any, data: bytes, start: int, length: int, datatype: str, shape: tuple[int, ...]
+    codec: Any, data: bytes, span: tuple[int, int], datatype: str, shape: tuple[int, ...]
 ) -> None:
     """HTTP binary tensors: data[start:start+length] as an array of `shape`
     when those bytes are in range and exactly what the shape needs (read-only,
     no copy), None otherwise; compiled and twin agree."""
     dtype = FIXED_DTYPES[datatype]
+    start, length = span
     stop = start + length
     out = codec.raw_array(data, start, stop, dtype, shape)
     fits = (
