@@ -292,7 +292,8 @@ def _infer_target(request: HttpRequest) -> tuple[str, str] | None:
         return None
     parts = request.path.split("/")
     if len(parts) == 5 and parts[1] == "v2" and parts[2] == "models" and parts[3]:
-        return unquote(parts[3]), ""
+        name = parts[3]
+        return (unquote(name) if "%" in name else name), ""
     if (
         len(parts) == 7
         and parts[1] == "v2"

@@ -17,12 +17,20 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from mlserve.runtime.closing import close_gently
 from mlserve.runtime.coroutine_driver import drive
+
+if TYPE_CHECKING:
+    from mlserve import cython_shim as cython
+else:
+    try:
+        import cython
+    except ImportError:  # from source, without Cython installed
+        from mlserve import cython_shim as cython
 
 _MAX_PIPELINE = 32
 # A request's line and headers, together, and its target alone: past these a
@@ -40,8 +48,13 @@ class _Refused(Exception):
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
-@dataclass(slots=True)
+@cython.dataclasses.dataclass
+@cython.cclass
 class HttpRequest:
+    """One request read whole. A cdef class compiled (one is built per
+    request: a C __init__, not the dataclass's Python one), a slotted
+    dataclass from source (mlserve/cython_shim)."""
+
     method: str
     path: str
     query: str
@@ -282,14 +295,19 @@ class HttpProtocol(asyncio.Protocol):
         self._queue(self._request(self._body[0] if len(self._body) == 1 else b"".join(self._body)))
 
     def _request(self, body: bytes) -> HttpRequest:
-        url = httptools.parse_url(self._url)
-        return HttpRequest(
-            method=self._parser.get_method().decode("ascii", "replace"),
-            path=url.path.decode("utf-8", "replace"),
-            query=(url.query or b"").decode("utf-8", "replace"),
-            headers=self._headers,
-            body=body,
-            keep_alive=self._parser.should_keep_alive(),
+        target = self._url
+        if target[:1] == b"/" and b"?" not in target and b"#" not in target:
+            path, query = target, b""  # origin-form, no query: as parse_url would split it
+        else:
+            url = httptools.parse_url(target)
+            path, query = url.path, url.query or b""
+        return HttpRequest(  # positional: one is built per request
+            self._parser.get_method().decode("ascii", "replace"),
+            path.decode("utf-8", "replace"),
+            query.decode("utf-8", "replace"),
+            self._headers,
+            body,
+            self._parser.should_keep_alive(),
         )
 
     def _queue(self, request: HttpRequest) -> None:
