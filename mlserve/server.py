@@ -180,9 +180,7 @@ async def serve(config: ServerConfig) -> int:
     if not drained:
         log.warning("grace period over with %d requests in flight", dataplane.inflight)
     for connection in list(connections):
-        connection.closing = True
-        if connection.idle:
-            connection.close()
+        connection.shut_down()
     # Connections still answering, or half-closed after their last answer:
     # exiting now would reset them and cut that answer short.
     until = loop.time() + LINGER_S
