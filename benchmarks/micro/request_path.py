@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
@@ -53,25 +52,22 @@ def _no_metadata(_: str) -> str | None:
 
 
 def _measure_raw(repository: Path, model: str, batch: int, rows: int) -> tuple[float, float]:
-    """CPU and wall us per row of raw onnxruntime in this process, one
-    intra-op thread as the served models have, at `batch` rows a run."""
+    """CPU and wall us per row of raw onnxruntime in this process (pinned to
+    core 0 by its parent), one intra-op thread as the served models have, at
+    `batch` rows a run."""
     import numpy as np
-    import onnxruntime as ort
 
     from benchmarks.load import workload
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(repository / model / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
-    )
-    x = np.ones((batch, *workload.SHAPES[workload.base_model(model)]), np.float32)
+    shape = workload.SHAPES[workload.base_model(model)]
+    raw = workload.RawOnnxruntime(repository / model / "1" / "model.onnx", shape, 1, {0})
+    x = np.ones((batch, *shape), np.float32)
     runs = max(rows // batch, 1)
     for _ in range(runs // 4 + 1):  # warm-up
-        session.run(None, {"x": x})
+        raw.session.run(None, {"x": x})
     start, start_wall = time.process_time(), time.perf_counter()
     for _ in range(runs):
-        session.run(None, {"x": x})
+        raw.session.run(None, {"x": x})
     return (
         (time.process_time() - start) / (runs * batch) * 1e6,
         (time.perf_counter() - start_wall) / (runs * batch) * 1e6,
@@ -79,24 +75,15 @@ def _measure_raw(repository: Path, model: str, batch: int, rows: int) -> tuple[f
 
 
 def _raw_sweep(repository: Path, model: str) -> dict[int, float]:
-    """Raw onnxruntime's rows/s at each of benchmarks.load's batch sizes,
-    pinned to core 0 in a child process (this one stays unpinned)."""
-    code = (
-        "import os, sys, json, numpy as np, onnxruntime as ort\n"
-        "from benchmarks.load import workload\n"
-        "os.sched_setaffinity(0, {0})\n"
-        "o = ort.SessionOptions(); o.intra_op_num_threads = 1\n"
-        "s = ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])\n"
-        "shape = workload.SHAPES[sys.argv[2]]\n"
-        "print(json.dumps({b: workload.rows_per_s(s, np.ones((b, *shape), np.float32), "
-        f"{RAW_SWEEP_S}) for b in workload.RAW_BATCHES}}))\n"
+    """Raw onnxruntime's rows/s at each of benchmarks.load's batch sizes, as
+    the load runner measures them (RawOnnxruntime: pinned to core 0 while
+    it runs, one intra-op thread)."""
+    from benchmarks.load import workload
+
+    raw = workload.RawOnnxruntime(
+        repository / model / "1" / "model.onnx", workload.SHAPES[model], 1, {0}
     )
-    model_file = repository / model / "1" / "model.onnx"
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(model_file), model],
-        capture_output=True, text=True, check=True, timeout=600,
-    ).stdout  # fmt: skip
-    return {int(b): rate for b, rate in json.loads(out).items()}
+    return {batch: raw.rows_per_s(batch, RAW_SWEEP_S) for batch in workload.RAW_BATCHES}
 
 
 def _measure(
