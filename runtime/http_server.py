@@ -112,6 +112,9 @@ class TurnWrites:
     bytes stay in order."""
 
     def __init__(self) -> None:
+        # Built on the loop it serves; looked up once, as each lookup makes a
+        # getpid system call (Batcher._event_loop).
+        self._loop = asyncio.get_running_loop()
         self._open = False  # a turn's first answer went out; the flush is due
         self._waiting: list[HttpProtocol] = []
 
@@ -121,7 +124,7 @@ class TurnWrites:
         if self._open:
             return False
         self._open = True
-        asyncio.get_running_loop().call_soon(self.flush)
+        self._loop.call_soon(self.flush)
         return True
 
     def wait(self, protocol: HttpProtocol) -> None:

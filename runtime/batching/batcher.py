@@ -227,6 +227,16 @@ class Batcher:
         # request out as it begins, so `withdraw` can tell waiting from running.
         self._alone_waiting: dict[int, Pending] = {}
         self._dispatch_hops = 0  # loop turns until a deferred _dispatch runs; 0 = none pending
+        self._loop: asyncio.AbstractEventLoop | None = None  # _event_loop
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, looked up once per loop: asyncio.get_running_loop
+        makes a getpid system call each time (CPython's check against a fork;
+        185 ns here), and submit would pay it for every request."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def close(self) -> None:
         """Stop the wait timer (event loop thread); queued requests are the
@@ -281,7 +291,7 @@ class Batcher:
         timeout = settings.default_timeout_s
         if timeout_s > 0:
             timeout = min(timeout, timeout_s) if timeout else timeout_s
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         if completion is None:
             completion = loop.create_future()
         if not settings.batching:
@@ -363,7 +373,7 @@ class Batcher:
         Inline, the requests of one loop turn run one after another at its end
         (not each as it arrives: running the model between one request's Python
         and the next's evicts both from the cache)."""
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         rows = entry.rows
         self._queued += 1
         self._queued_rows += rows
@@ -393,7 +403,7 @@ class Batcher:
             self._alone_done(entry, self._outcome_alone(entry))
             if self._clock() - began >= limit and index + 1 < len(pending):
                 self._alone_inline = pending[index + 1 :] + self._alone_inline
-                asyncio.get_running_loop().call_soon(self._run_alone_inline)
+                self._event_loop().call_soon(self._run_alone_inline)
                 return
 
     def _run_alone(self, entry: Pending, loop: asyncio.AbstractEventLoop) -> None:
@@ -608,13 +618,13 @@ class Batcher:
     def _dispatch_later(self, turns: int) -> None:
         """Run `_dispatch` after `turns` more loop turns (at least)."""
         if self._dispatch_hops == 0:
-            asyncio.get_running_loop().call_soon(self._deferred_dispatch)
+            self._event_loop().call_soon(self._deferred_dispatch)
         self._dispatch_hops = max(self._dispatch_hops, turns)
 
     def _deferred_dispatch(self) -> None:
         self._dispatch_hops -= 1
         if self._dispatch_hops > 0:
-            asyncio.get_running_loop().call_soon(self._deferred_dispatch)
+            self._event_loop().call_soon(self._deferred_dispatch)
             return
         self._dispatch()
 
@@ -624,9 +634,7 @@ class Batcher:
             return
         early = entry.deadline_s - self._clock()
         if early > 0:  # uvloop rounds to whole ms from the turn's cached time
-            entry.timer = asyncio.get_running_loop().call_later(
-                early, self._expire_one, entry, queue
-            )
+            entry.timer = self._event_loop().call_later(early, self._expire_one, entry, queue)
             return
         self._expire_now(entry)
         if _remove(queue, entry):  # else already taken into a batch not yet started
@@ -662,7 +670,7 @@ class Batcher:
             self._dispatch_later(2)
 
     def _launch(self, batch: list[Pending], dispatched_s: float) -> None:
-        self._executor.submit(self._run_and_report, batch, dispatched_s, asyncio.get_running_loop())
+        self._executor.submit(self._run_and_report, batch, dispatched_s, self._event_loop())
 
     def _run_and_report(
         self, batch: list[Pending], dispatched_s: float, loop: asyncio.AbstractEventLoop
