@@ -16,6 +16,7 @@ The transport knows nothing of V2: a route table maps `:path` to a handler."""
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.string cimport memcmp, memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -33,6 +34,9 @@ cdef enum:
     _INVALID_ARGUMENT = 3
     _FRAME_PREFIX = 5
     _MAX_TRAILERS = 16
+    # Answers up to this size are copied behind their prefix into one piece (a
+    # piece costs more than copying a few KB); larger ones are kept as they are.
+    _COPIED_ANSWER = 4096
 
 cdef nghttp2_session_callbacks *_callbacks = NULL
 # Bytes of request messages received but not yet complete, over all connections
@@ -584,10 +588,9 @@ cdef class H2Connection:
         if stream.inflight:
             self._answered(stream.inflight)
             stream.inflight = 0
-        cdef Py_ssize_t held = len(stream.out) - stream.out_pos
+        cdef Py_ssize_t held = stream.out_bytes
         if held:
-            stream.out.clear()
-            stream.out_pos = 0
+            stream._clear_answers()
             self._taken(held)
 
     cdef _answer_refusal(self, H2Stream stream):

@@ -8,22 +8,16 @@ cdef ssize_t _read_body(
     uint32_t *data_flags, nghttp2_data_source *source, void *user_data,
 ) noexcept:
     cdef H2Stream stream = <H2Stream>source.ptr
-    cdef Py_ssize_t available = len(stream.out) - stream.out_pos
     cdef Py_ssize_t n = 0
     cdef nghttp2_nv nva[2 + _MAX_TRAILERS]
     cdef size_t count
-    if available > 0:
-        n = available if <size_t>available < length else <Py_ssize_t>length
-        memcpy(buf, (<char*>stream.out) + stream.out_pos, n)
-        stream.out_pos += n
+    if stream.out_bytes > 0:
         try:
+            n = stream._take_answers(buf, <Py_ssize_t>length)
             stream.conn._taken(n)
         except Exception:
             return NGHTTP2_ERR_CALLBACK_FAILURE
-        if stream.out_pos == len(stream.out):
-            stream.out.clear()
-            stream.out_pos = 0
-        else:
+        if stream.out_bytes:
             return n
     if stream.done:
         data_flags[0] |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM

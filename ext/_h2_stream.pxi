@@ -39,8 +39,16 @@ cdef class H2Stream:
     cdef bytes msg  # the message being received, made at its declared size (or None)
     cdef Py_ssize_t msg_filled  # its bytes received so far
     cdef uint8_t msg_flag  # its compressed-flag
-    cdef bytearray out  # framed response messages not yet taken by nghttp2
+    # Framed answers not yet taken by nghttp2: pieces of bytes, from out_index
+    # on, out_pos bytes of that one taken already; out_bytes in all. A large
+    # answer is kept as the bytes object it came as, behind its 5-byte prefix
+    # (no copy), where one growing bytearray copied every answer into itself
+    # and, growing, reallocated: with 16 MiB of answers waiting on a client
+    # that does not read, the heap's high-water mark went to twice that.
+    cdef list out
+    cdef Py_ssize_t out_index
     cdef Py_ssize_t out_pos
+    cdef Py_ssize_t out_bytes
     cdef object encoding  # the request's grpc-encoding, or None
     cdef Py_ssize_t header_bytes
     cdef int error_status  # a transport-level refusal found while reading (0 = none)
@@ -53,7 +61,7 @@ cdef class H2Stream:
     def __cinit__(self):
         self.metadata = []
         self.inbuf = bytearray()
-        self.out = bytearray()
+        self.out = []
 
     @property
     def open(self) -> bool:
@@ -94,17 +102,58 @@ cdef class H2Stream:
         if self.done or self.closed:
             return
         cdef Py_ssize_t n = PyBytes_GET_SIZE(message)
-        cdef uint8_t prefix[5]
+        cdef bytes framed
+        cdef uint8_t *prefix
+        if n <= _COPIED_ANSWER:  # small: prefix and message in one piece
+            framed = PyBytes_FromStringAndSize(NULL, n + 5)
+            prefix = <uint8_t*>PyBytes_AS_STRING(framed)
+            memcpy(prefix + 5, PyBytes_AS_STRING(message), n)
+        else:  # large: the prefix alone, then the message as it is
+            framed = PyBytes_FromStringAndSize(NULL, 5)
+            prefix = <uint8_t*>PyBytes_AS_STRING(framed)
         prefix[0] = 0
         prefix[1] = (n >> 24) & 0xFF
         prefix[2] = (n >> 16) & 0xFF
         prefix[3] = (n >> 8) & 0xFF
         prefix[4] = n & 0xFF
-        self.out += (<char*>prefix)[:5]
-        self.out += message
+        self.out.append(framed)
+        if n > _COPIED_ANSWER:
+            self.out.append(message)
+        self.out_bytes += n + 5
         self.conn.pending_out += n + 5
         if self.conn.pending_out > self.conn.max_pending_out:
             self.conn._update_reading()
+
+    cdef Py_ssize_t _take_answers(self, uint8_t *buf, Py_ssize_t length) except -1:
+        """Copy up to `length` waiting answer bytes into `buf` (nghttp2's
+        frame); returns how many."""
+        cdef Py_ssize_t want = self.out_bytes if self.out_bytes < length else length
+        cdef Py_ssize_t copied = 0, left, take
+        cdef bytes piece
+        while copied < want:
+            piece = <bytes>PyList_GET_ITEM(self.out, self.out_index)
+            left = PyBytes_GET_SIZE(piece) - self.out_pos
+            take = left if left < want - copied else want - copied
+            memcpy(buf + copied, PyBytes_AS_STRING(piece) + self.out_pos, take)
+            copied += take
+            if take == left:
+                self.out_index += 1
+                self.out_pos = 0
+            else:
+                self.out_pos += take
+        self.out_bytes -= copied
+        if self.out_bytes == 0:
+            self._clear_answers()
+        elif self.out_index >= 64 and 2 * self.out_index >= len(self.out):
+            del self.out[: self.out_index]  # a stream that never drains: keep it short
+            self.out_index = 0
+        return copied
+
+    cdef _clear_answers(self):
+        self.out.clear()
+        self.out_index = 0
+        self.out_pos = 0
+        self.out_bytes = 0
 
     cdef _finish(self, int status, bytes message, object trailers):
         if self.done or self.closed:
@@ -122,7 +171,7 @@ cdef class H2Stream:
         cdef H2Connection conn = self.conn
         if not self.responded:
             self.responded = True
-            if self.done and not self.out:
+            if self.done and not self.out_bytes:
                 conn._trailers_only(self)
             else:
                 conn._submit_response(self)
