@@ -617,6 +617,54 @@ def test_shutdown_sends_goaway_and_finishes_in_flight_calls(tmp_path: Path) -> N
         server.terminate()
 
 
+def test_stream_answers_taken_a_little_at_a_time_arrive_whole(wide: ServerProcess) -> None:
+    """100 messages on one ModelStreamInfer, each answered with 48 KB, read
+    through a window opened 20,000 bytes at a time: every DATA frame ends
+    somewhere inside an answer, so the server hands its waiting answers to
+    nghttp2 in parts, and the stream's list of them is trimmed as it drains.
+    Every answer arrives whole, once, with its own request's data."""
+    raw = RawH2(_port(wide), timeout_s=10)
+    raw.read_for(0.1)
+    stream = "/inference.GRPCInferenceService/ModelStreamInfer"
+    raw.send(*raw.headers(1, path=stream))
+    count, step = 100, 20_000
+    for i in range(count):
+        request = pb.ModelInferRequest(model_name="wide", id=str(i))
+        request.inputs.add(name="x", datatype="FP32", shape=[1, 12_000])
+        request.raw_input_contents.append(np.full(12_000, i, np.float32).tobytes())
+        body = grpc_message(request.SerializeToString())
+        raw.send(
+            *(
+                RawH2.data(1, body[j : j + 16000], end_stream=False)
+                for j in range(0, len(body), 16000)
+            )
+        )
+    raw.send(RawH2.data(1, b""))
+    deadline = time.monotonic() + 60
+    while not (raw.answers.get(1) and raw.answers[1].ended):
+        assert time.monotonic() < deadline and not raw.closed, "the stream did not end"
+        before = len(raw.answers[1].data) if 1 in raw.answers else 0
+        raw.read_for(0.05)
+        taken = (len(raw.answers[1].data) if 1 in raw.answers else 0) - before
+        if taken or before == 0:
+            raw.send(WindowUpdateFrame(0, step), WindowUpdateFrame(1, step))
+    answer = raw.answers[1]
+    assert answer.header("grpc-status") == "0", answer.header("grpc-message")
+    data, replies = answer.data, []
+    while data:
+        size = int.from_bytes(data[1:5], "big")
+        replies.append(pb.ModelStreamInferResponse.FromString(data[5 : 5 + size]))
+        data = data[5 + size :]
+    # In the order they were computed (clients match them by id): each once.
+    assert sorted(int(r.infer_response.id) for r in replies) == list(range(count))
+    for reply in replies:
+        assert reply.error_message == ""
+        got = np.frombuffer(reply.infer_response.raw_output_contents[0], np.float32)
+        request_id = int(reply.infer_response.id)
+        assert got.shape == (12_000,) and (got == request_id).all(), f"answer {request_id}"
+    raw.close()
+
+
 def test_shutdown_delivers_the_last_answer_to_a_client_still_sending(tmp_path: Path) -> None:
     """The server is done with a connection (GOAWAY sent, its last stream
     answered) while the answer is still in its buffers, because the client
