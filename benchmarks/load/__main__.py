@@ -13,9 +13,11 @@ keep-alive connections; V2 JSON, and the binary tensor extension where the
 server has it). mlserve runs twice: on its native gRPC transport (named
 "mlserve", every mode) and on grpcio ("mlserve-grpcio", the gRPC modes); the
 floors are an empty grpcio servicer ("floor") and the native transport
-answering a fixed reply ("floor-native"). Successes are counted on the server for mlserve, from the
-answer bytes for gRPC peers (an error answer carries no message), and as 2xx
-for wrk. Before a server is timed its answer is checked against onnxruntime
+answering a fixed reply ("floor-native"), each measured once, and the empty
+grpcio servicer again beside mlserve on grpcio, their windows taking turns
+("floor-paired"), which results.md reads window by window. Successes are
+counted on the server for mlserve, from the answer bytes for gRPC peers (an
+error answer carries no message), and as 2xx for wrk. Before a server is timed its answer is checked against onnxruntime
 with tritonclient. Server CPU is the process tree's, from /proc. Peers come
 from benchmarks/peers/setup.sh; perf_analyzer from
 benchmarks/perf_analyzer/setup.sh; both are skipped when not set up.
@@ -33,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,17 @@ MLSERVE_MODES = ("grpc", "grpc-stream", "http-binary", "http-json")  # gRPC on n
 GRPCIO_MODES = ("grpc", "grpc-stream")  # mlserve again, on its grpcio transport
 # The HTTP modes each peer has: MLServer refuses the binary tensor extension.
 PEER_MODES = {"mlserver": ("grpc", "http-json"), "kserve": ("grpc", "http-binary", "http-json")}
+
+
+@dataclass
+class Target:
+    """One variant whose windows take turns with others' (measure_interleaved);
+    on its own server if `server` is set, else on the measurement's."""
+
+    variant: str
+    successes: SuccessCounter
+    labels: dict[str, Any] = field(default_factory=dict)
+    server: Server | None = None
 
 
 class Runner:
@@ -109,42 +122,54 @@ class Runner:
         **labels: Any,
     ) -> None:
         """Warm up, then `windows` windows per concurrency; medians recorded."""
-        self.measure_interleaved(server, mode, [(variant, successes, labels)])
+        self.measure_interleaved(server, mode, [Target(variant, successes, labels)])
 
     def measure_interleaved(
         self,
         server: Server,
         mode: str,
-        targets: list[tuple[str, SuccessCounter, dict[str, Any]]],
+        targets: list[Target],
         raw: RawPoint | None = None,
     ) -> None:
-        """Several variants on one server, their windows taking turns at each
-        concurrency (A B B A A B ...), so that a ratio between them (batching
-        on against off) does not carry the machine's drift between two points
-        measured minutes apart, nor a bias for going first. With `raw`, at the
-        top concurrency each round ends with a window of raw onnxruntime at
-        its best batch, recorded beside that round's windows."""
-        for variant, _, _ in targets:
-            self.load(server, variant, mode, max(self.concurrency), 1)
+        """Several variants (on `server` unless a target names its own), their
+        windows taking turns at each concurrency (A B B A A B ...), so that a
+        ratio between them (batching on against off, mlserve against a floor)
+        does not carry the machine's drift between two points measured
+        minutes apart, nor a bias for going first. With `raw`, at the top
+        concurrency each round ends with a window of raw onnxruntime at its
+        best batch, recorded beside that round's windows."""
+        for target in targets:
+            self.load(target.server or server, target.variant, mode, max(self.concurrency), 1)
         for c in self.concurrency:
             windows: list[list[dict[str, Any]]] = [[] for _ in targets]
             for round_ in range(self.windows):
                 order = list(enumerate(targets))
                 if round_ % 2:
                     order.reverse()
-                for index, (variant, successes, _) in order:
-                    for _other, others, _labels in targets:  # the last window's answers drain
-                        if others is not successes:
-                            others.begin()
-                    windows[index].append(self._window(server, variant, mode, c, successes))
+                for index, target in order:
+                    for other in targets:  # the last window's answers drain
+                        if other is not target:
+                            other.successes.begin()
+                    windows[index].append(
+                        self._window(
+                            target.server or server, target.variant, mode, c, target.successes
+                        )
+                    )
                 if raw is not None and c == max(self.concurrency):
                     session, batch = raw
                     rate = session.rows_per_s(batch, self.seconds)
                     for measured in windows:
                         measured[-1]["raw_rows_per_s"] = rate
                         measured[-1]["raw_batch"] = batch
-            for (variant, _, labels), measured in zip(targets, windows, strict=True):
-                self._record(server, variant, mode, c, labels=labels, windows=measured)
+            for target, measured in zip(targets, windows, strict=True):
+                self._record(
+                    target.server or server,
+                    target.variant,
+                    mode,
+                    c,
+                    labels=target.labels,
+                    windows=measured,
+                )
 
     def _window(
         self, server: Server, variant: str, mode: str, c: int, successes: SuccessCounter
@@ -183,8 +208,8 @@ class Runner:
             **labels,
             "windows": windows,
         }
-        for field in ("rps", "cpu_us", "p50_us", "p99_us"):
-            run[field] = statistics.median(w[field] for w in windows)
+        for figure in ("rps", "cpu_us", "p50_us", "p99_us"):
+            run[figure] = statistics.median(w[figure] for w in windows)
         run["client_requests"] = sum(w["requests"] for w in windows)
         if any("batches" in w for w in windows):
             batches: dict[str, list[int]] = {}
@@ -451,8 +476,8 @@ def sweep_preferred(
     }
 
 
-def run_floors(runner: Runner, work: Path) -> None:
-    """What the transports alone cost: fixed answers, no model."""
+def floor_answers(work: Path) -> tuple[Path, Path, Path]:
+    """The floors' fixed answers: unary gRPC, streaming gRPC, HTTP JSON."""
     reply = pb.ModelInferResponse(model_name="floor", model_version="1")
     reply.outputs.add(name="y", datatype="FP32", shape=[1, 10])
     reply.raw_output_contents.append(bytes(40))
@@ -467,6 +492,12 @@ def run_floors(runner: Runner, work: Path) -> None:
         b'{"model_name":"floor","model_version":"1","outputs":[{"name":"y","datatype":"FP32",'
         b'"shape":[1,10],"data":[0,0,0,0,0,0,0,0,0,0]}]}'
     )
+    return grpc_answer, stream_answer, http_answer
+
+
+def run_floors(runner: Runner, work: Path) -> None:
+    """What the transports alone cost: fixed answers, no model."""
+    grpc_answer, stream_answer, http_answer = floor_answers(work)
     for name, kind, answer, mode in (
         ("floor", "grpc-unary", grpc_answer, "grpc"),
         ("floor", "grpc-stream", stream_answer, "grpc-stream"),
@@ -515,7 +546,7 @@ def run_mlserve(
                 for variant, _ in variants
             }
             for mode in modes:
-                targets: list[tuple[str, SuccessCounter, dict[str, Any]]] = []
+                targets: list[Target] = []
                 for variant, batched in variants:
                     labels: dict[str, Any] = {"model": model, "batched": batched}
                     if problems[variant]:
@@ -529,15 +560,40 @@ def run_mlserve(
                             }
                         )
                         continue
-                    targets.append((variant, MlserveCounter(server, variant), labels))
-                if targets:
-                    # The native transport's windows are read against raw's, pair by pair.
-                    raw = runner.raw.get(model) if grpc_impl == "native" else None
+                    targets.append(Target(variant, MlserveCounter(server, variant), labels))
+                if not targets:
+                    continue
+                # The native transport's windows are read against raw's, pair by
+                # pair; grpcio's against the empty grpcio servicer's, taking turns.
+                raw = runner.raw.get(model) if grpc_impl == "native" else None
+                floor = (
+                    start_paired_floor(runner.work, mode, model) if grpc_impl == "grpcio" else None
+                )
+                try:
+                    if floor is not None:
+                        targets.append(floor)
                     runner.measure_interleaved(server, mode, targets, raw)
+                finally:
+                    if floor is not None and floor.server is not None:
+                        floor.server.stop()
         if not skip_perf_analyzer and drivers.PERF_ANALYZER.exists():
             side_by_side(runner, server, models, results)
     finally:
         server.stop()
+
+
+def start_paired_floor(work: Path, mode: str, model: str) -> Target:
+    """The empty grpcio servicer for `mode`, as a target whose windows take
+    turns with mlserve-on-grpcio's on `model` (recorded as PAIRED_FLOOR,
+    under that model)."""
+    grpc_answer, stream_answer, _ = floor_answers(work)
+    streaming = mode == "grpc-stream"
+    server = servers.start_floor(
+        "grpc-stream" if streaming else "grpc-unary", stream_answer if streaming else grpc_answer
+    )
+    server.name = report.PAIRED_FLOOR
+    counter = bytes_counter(grpc_answer.read_bytes(), streaming=streaming)
+    return Target("identity", counter, {"model": model, "batched": False}, server)
 
 
 def side_by_side(
