@@ -17,10 +17,11 @@ answering a fixed reply ("floor-native"), each measured once, and the empty
 grpcio servicer again beside mlserve on grpcio, their windows taking turns
 ("floor-paired"), which results.md reads window by window. Successes are
 counted on the server for mlserve, from the answer bytes for gRPC peers (an
-error answer carries no message), and as 2xx for wrk. Before a server is timed its answer is checked against onnxruntime
-with tritonclient. Server CPU is the process tree's, from /proc. Peers come
-from benchmarks/peers/setup.sh; perf_analyzer from
-benchmarks/perf_analyzer/setup.sh; both are skipped when not set up.
+error answer carries no message), and as 2xx for wrk. Before a server is
+timed its answer is checked against onnxruntime with tritonclient. Server CPU
+is the process tree's, from /proc. Peers come from benchmarks/peers/setup.sh;
+perf_analyzer from benchmarks/perf_analyzer/setup.sh; both are skipped when
+not set up.
 
 Writes benchmarks/results/<date>-<host>/: results.json, results.md, <model>.png."""
 
