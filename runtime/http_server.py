@@ -381,6 +381,11 @@ class HttpProtocol:
             drive(self._handler(request), partial(self._done, request), self._crashed)
 
     def _done(self, request: HttpRequest, response: HttpResponse) -> None:
+        # The starter's call holds the request (its answer's context) and the
+        # request holds the call: a reference cycle, left to the cyclic
+        # collector unless broken here. Left, it made collections 15% of the
+        # HTTP path's time (py-spy, MLP over HTTP binary at c=64, in process).
+        request.call = None
         self._current = None
         self._answer(request, response)
         self._next()

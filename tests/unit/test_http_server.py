@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import socket
 import time
@@ -550,3 +551,42 @@ def test_a_connection_that_is_lost_drops_its_waiting_answers() -> None:
     first_writes, second_writes = uvloop.run(scenario())
     assert _bodies(first_writes) == [b"/a"]
     assert second_writes == []
+
+
+def test_a_request_answered_by_callback_leaves_no_reference_cycle() -> None:
+    """The starter's call and the request refer to each other (the call
+    answers with the request as its context, the request keeps the call to
+    withdraw it): once answered, the protocol breaks the cycle, so the request
+    is freed by reference counting, not left to the cyclic collector (which
+    then took 15% of the HTTP path's time, in process)."""
+
+    class Call:  # as the data plane's InferCall holds its answer's context
+        def __init__(self, request: HttpRequest) -> None:
+            self.context = request
+
+    def start(
+        request: HttpRequest, answer: Callable[[object, HttpResponse], None], context: object
+    ) -> bool:
+        request.call = Call(request)
+        asyncio.get_running_loop().call_soon(answer, context, HttpResponse(200, b"ok"))
+        return True
+
+    async def scenario() -> int:
+        writes = TurnWrites()
+        transport = _RecordingTransport()
+        protocol = HttpProtocol(_handler, 1024, set(), writes, start)
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        for _ in range(50):
+            protocol.data_received(_get("/infer"))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert len(_bodies(transport.writes)) == 50
+        return gc.collect()
+
+    gc.collect()
+    gc.disable()
+    try:
+        unreachable = uvloop.run(scenario())
+    finally:
+        gc.enable()
+    assert unreachable == 0, f"{unreachable} objects were left in reference cycles"
