@@ -17,8 +17,14 @@ Three comparisons:
   the transport and the kernel: the convnet's aim at c=64 is read against
   this ceiling.
 
+`--transport http` drives the HTTP path instead: the same number of
+connections (HttpProtocol, each on a stand-in transport that sends the
+connection's next request a loop turn after its answer), HttpApi and the data
+plane, over Triton's binary tensor extension.
+
     .venv/bin/python -m benchmarks.micro.request_path [--compare build|batching|raw]
-        [--model mlp] [--concurrency 64] [--requests 40000] [--rounds 4]
+        [--transport grpc|http] [--model mlp] [--concurrency 64] [--requests 40000]
+        [--rounds 4]
 
 Each round runs one fresh process per variant, in alternating order, each
 pinned to core 0; the figures are process CPU time and wall time per request
@@ -87,10 +93,12 @@ def _raw_sweep(repository: Path, model: str) -> dict[int, float]:
 
 
 def _measure(
-    repository: Path, model: str, concurrency: int, requests: int, source: bool
+    repository: Path, model: str, concurrency: int, requests: int, source: bool, *, transport: str
 ) -> tuple[float, float]:
     """CPU and wall us per request in this process (the variant chosen before
     importing)."""
+    if transport == "http":
+        return _measure_http(repository, model, concurrency, requests, source)
     if source:
         from mlserve.compiled import import_from_source
 
@@ -156,9 +164,98 @@ def _measure(
     return uvloop.run(run())
 
 
+def _measure_http(
+    repository: Path, model: str, concurrency: int, requests: int, source: bool
+) -> tuple[float, float]:
+    """`_measure` over HTTP: `concurrency` connections, each sending its next
+    request (binary tensor extension) a loop turn after its answer is written."""
+    if source:
+        from mlserve.compiled import import_from_source
+
+        import_from_source()
+    import uvloop
+
+    from benchmarks.load import workload
+    from mlserve.runtime.access import AccessPolicy
+    from mlserve.runtime.dataplane import DataPlane
+    from mlserve.runtime.http_api import HttpApi
+    from mlserve.runtime.http_server import HttpProtocol, TurnWrites
+    from mlserve.runtime.metrics import ServerMetrics
+    from mlserve.runtime.repository import ModelRepository
+    from mlserve.runtime.repository_layout import RepositoryLayout
+    from mlserve.server import tune_gc
+
+    tune_gc()
+    body, header_length = workload.http_binary_body(model)
+    message = (
+        f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Length: {len(body)}\r\nContent-Type: application/octet-stream\r\n"
+        f"Inference-Header-Content-Length: {header_length}\r\n\r\n"
+    ).encode() + body
+
+    async def run() -> tuple[float, float]:
+        repo = ModelRepository(RepositoryLayout(repository))
+        dataplane = DataPlane(repo, ServerMetrics())
+        await repo.load_many([model])
+        dataplane.started = True
+        api = HttpApi(dataplane, AccessPolicy([]), 64 << 20)
+        loop = asyncio.get_running_loop()
+
+        async def batch() -> None:
+            done = loop.create_future()
+            counts = {"sent": 0, "answered": 0}
+
+            class Transport:
+                """A client on the other end: its next request follows each answer."""
+
+                def __init__(self) -> None:
+                    self.protocol: Any = None
+
+                def write(self, data: bytes) -> None:
+                    counts["answered"] += 1  # one request in flight a connection
+                    if not data.startswith(b"HTTP/1.1 200") and not done.done():
+                        done.set_exception(RuntimeError(data[:500].decode("latin-1")))
+                    if counts["sent"] < requests:
+                        counts["sent"] += 1
+                        loop.call_soon(self.protocol.data_received, message)
+                    elif counts["answered"] >= requests and not done.done():
+                        done.set_result(None)
+
+                def pause_reading(self) -> None:
+                    pass
+
+                def resume_reading(self) -> None:
+                    pass
+
+                def close(self) -> None:
+                    pass
+
+            writes = TurnWrites()
+            connections: set[HttpProtocol] = set()
+            for _ in range(concurrency):
+                transport = Transport()
+                protocol = HttpProtocol(api.handle, 64 << 20, connections, writes, api.start_infer)
+                transport.protocol = protocol
+                protocol.connection_made(transport)  # type: ignore[arg-type]
+                counts["sent"] += 1
+                loop.call_soon(protocol.data_received, message)
+            await done
+
+        await batch()  # warm-up
+        start, start_wall = time.process_time(), time.perf_counter()
+        await batch()
+        return (
+            (time.process_time() - start) / requests * 1e6,
+            (time.perf_counter() - start_wall) / requests * 1e6,
+        )
+
+    return uvloop.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--compare", default="build", choices=sorted(COMPARISONS))
+    parser.add_argument("--transport", default="grpc", choices=["grpc", "http"])
     parser.add_argument("--model", default="mlp", choices=["mlp", "convnet"])
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--requests", type=int, default=40000)
@@ -176,7 +273,12 @@ def main() -> None:
             )
         else:
             cpu_us, wall_us = _measure(
-                args.repository, args.model + suffix, args.concurrency, args.requests, source
+                args.repository,
+                args.model + suffix,
+                args.concurrency,
+                args.requests,
+                source,
+                transport=args.transport,
             )
         print(f"{cpu_us:.3f} {wall_us:.3f}")
         return
@@ -206,7 +308,7 @@ def main() -> None:
             for name in names if round_ % 2 == 0 else names[::-1]:
                 out = subprocess.run(
                     ["taskset", "-c", "0", sys.executable, "-m", "benchmarks.micro.request_path",
-                     "--compare", args.compare, "--variant", name,
+                     "--compare", args.compare, "--variant", name, "--transport", args.transport,
                      "--repository", str(repository), "--model", args.model,
                      "--concurrency", str(args.concurrency), "--requests", str(args.requests),
                      "--raw-batch", str(raw_batch)],
@@ -223,7 +325,8 @@ def main() -> None:
     cpu_a, cpu_b = (statistics.median(cpu[n]) for n in names)
     wall_a, wall_b = (statistics.median(wall[n]) for n in names)
     print(
-        f"{args.model}, c={args.concurrency}, medians of {args.rounds} rounds: "
+        f"{args.model} over {args.transport}, c={args.concurrency}, medians of "
+        f"{args.rounds} rounds: "
         f"CPU per request {first} {cpu_a:.2f} us, {second} {cpu_b:.2f} us "
         f"({second} / {first} {cpu_b / cpu_a:.2f}); wall per request {first} {wall_a:.2f} us, "
         f"{second} {wall_b:.2f} us ({second} / {first} {wall_b / wall_a:.2f})"
