@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,67 +93,35 @@ def _raw_sweep(repository: Path, model: str) -> dict[int, float]:
     return {batch: raw.rows_per_s(batch, RAW_SWEEP_S) for batch in workload.RAW_BATCHES}
 
 
+Batch = Callable[[], Awaitable[None]]
+
+
 def _measure(
     repository: Path, model: str, concurrency: int, requests: int, source: bool, *, transport: str
 ) -> tuple[float, float]:
     """CPU and wall us per request in this process (the variant chosen before
-    importing)."""
-    if transport == "http":
-        return _measure_http(repository, model, concurrency, requests, source)
+    importing): a warm-up batch of `requests`, then a timed one."""
     if source:
         from mlserve.compiled import import_from_source
 
         import_from_source()
     import uvloop
 
-    from benchmarks.load import workload
-    from mlserve.runtime.access import AccessPolicy
     from mlserve.runtime.dataplane import DataPlane
-    from mlserve.runtime.grpc_service import InferenceService
     from mlserve.runtime.metrics import ServerMetrics
     from mlserve.runtime.repository import ModelRepository
     from mlserve.runtime.repository_layout import RepositoryLayout
     from mlserve.server import tune_gc
 
     tune_gc()  # the serving process's collector thresholds
-    message = workload.infer_message(model)
+    driver = _grpc_batch if transport == "grpc" else _http_batch
 
     async def run() -> tuple[float, float]:
         repo = ModelRepository(RepositoryLayout(repository))
         dataplane = DataPlane(repo, ServerMetrics())
         await repo.load_many([model])
         dataplane.started = True
-        service = InferenceService(dataplane, AccessPolicy([]), 64 << 20)
-        loop = asyncio.get_running_loop()
-
-        async def batch() -> None:
-            done = loop.create_future()
-            counts = {"sent": 0, "answered": 0}
-
-            class Stream:
-                """As the native transport's H2Stream answers a unary RPC."""
-
-                def reply(self, _: bytes) -> None:
-                    counts["answered"] += 1
-                    if counts["sent"] < requests:
-                        send()
-                    elif counts["answered"] == requests and not done.done():
-                        done.set_result(None)
-
-                def finish(self, status: int, message: str = "", trailers: Any = None) -> None:
-                    if not done.done():
-                        done.set_exception(RuntimeError(f"status {status}: {message}"))
-
-            stream = Stream()
-
-            def send() -> None:
-                counts["sent"] += 1
-                service.start_model_infer(message, _no_metadata, None, stream)
-
-            for _ in range(concurrency):
-                send()
-            await done
-
+        batch = driver(dataplane, model, concurrency, requests)
         await batch()  # warm-up
         start, start_wall = time.process_time(), time.perf_counter()
         await batch()
@@ -164,28 +133,57 @@ def _measure(
     return uvloop.run(run())
 
 
-def _measure_http(
-    repository: Path, model: str, concurrency: int, requests: int, source: bool
-) -> tuple[float, float]:
-    """`_measure` over HTTP: `concurrency` connections, each sending its next
-    request (binary tensor extension) a loop turn after its answer is written."""
-    if source:
-        from mlserve.compiled import import_from_source
-
-        import_from_source()
-    import uvloop
-
+def _grpc_batch(dataplane: Any, model: str, concurrency: int, requests: int) -> Batch:
+    """`requests` ModelInfer calls, `concurrency` at a time, started and
+    answered as the native transport starts and answers them."""
     from benchmarks.load import workload
     from mlserve.runtime.access import AccessPolicy
-    from mlserve.runtime.dataplane import DataPlane
+    from mlserve.runtime.grpc_service import InferenceService
+
+    service = InferenceService(dataplane, AccessPolicy([]), 64 << 20)
+    message = workload.infer_message(model)
+
+    async def batch() -> None:
+        done = asyncio.get_running_loop().create_future()
+        counts = {"sent": 0, "answered": 0}
+
+        class Stream:
+            """As the native transport's H2Stream answers a unary RPC."""
+
+            def reply(self, _: bytes) -> None:
+                counts["answered"] += 1
+                if counts["sent"] < requests:
+                    send()
+                elif counts["answered"] == requests and not done.done():
+                    done.set_result(None)
+
+            def finish(self, status: int, message: str = "", trailers: Any = None) -> None:
+                if not done.done():
+                    done.set_exception(RuntimeError(f"status {status}: {message}"))
+
+        stream = Stream()
+
+        def send() -> None:
+            counts["sent"] += 1
+            service.start_model_infer(message, _no_metadata, None, stream)
+
+        for _ in range(concurrency):
+            send()
+        await done
+
+    return batch
+
+
+def _http_batch(dataplane: Any, model: str, concurrency: int, requests: int) -> Batch:
+    """`requests` HTTP binary-extension infer requests on `concurrency`
+    connections, each sending its next request a loop turn after its answer
+    is written."""
+    from benchmarks.load import workload
+    from mlserve.runtime.access import AccessPolicy
     from mlserve.runtime.http_api import HttpApi
     from mlserve.runtime.http_server import HttpProtocol, TurnWrites
-    from mlserve.runtime.metrics import ServerMetrics
-    from mlserve.runtime.repository import ModelRepository
-    from mlserve.runtime.repository_layout import RepositoryLayout
-    from mlserve.server import tune_gc
 
-    tune_gc()
+    api = HttpApi(dataplane, AccessPolicy([]), 64 << 20)
     body, header_length = workload.http_binary_body(model)
     message = (
         f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -193,63 +191,48 @@ def _measure_http(
         f"Inference-Header-Content-Length: {header_length}\r\n\r\n"
     ).encode() + body
 
-    async def run() -> tuple[float, float]:
-        repo = ModelRepository(RepositoryLayout(repository))
-        dataplane = DataPlane(repo, ServerMetrics())
-        await repo.load_many([model])
-        dataplane.started = True
-        api = HttpApi(dataplane, AccessPolicy([]), 64 << 20)
+    async def batch() -> None:
         loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        counts = {"sent": 0, "answered": 0}
 
-        async def batch() -> None:
-            done = loop.create_future()
-            counts = {"sent": 0, "answered": 0}
+        class Transport:
+            """A client on the other end: its next request follows each answer."""
 
-            class Transport:
-                """A client on the other end: its next request follows each answer."""
+            def __init__(self) -> None:
+                self.protocol: Any = None
 
-                def __init__(self) -> None:
-                    self.protocol: Any = None
+            def write(self, data: bytes) -> None:
+                counts["answered"] += 1  # one request in flight a connection
+                if not data.startswith(b"HTTP/1.1 200") and not done.done():
+                    done.set_exception(RuntimeError(data[:500].decode("latin-1")))
+                if counts["sent"] < requests:
+                    counts["sent"] += 1
+                    loop.call_soon(self.protocol.data_received, message)
+                elif counts["answered"] >= requests and not done.done():
+                    done.set_result(None)
 
-                def write(self, data: bytes) -> None:
-                    counts["answered"] += 1  # one request in flight a connection
-                    if not data.startswith(b"HTTP/1.1 200") and not done.done():
-                        done.set_exception(RuntimeError(data[:500].decode("latin-1")))
-                    if counts["sent"] < requests:
-                        counts["sent"] += 1
-                        loop.call_soon(self.protocol.data_received, message)
-                    elif counts["answered"] >= requests and not done.done():
-                        done.set_result(None)
+            def pause_reading(self) -> None:
+                pass
 
-                def pause_reading(self) -> None:
-                    pass
+            def resume_reading(self) -> None:
+                pass
 
-                def resume_reading(self) -> None:
-                    pass
+            def close(self) -> None:
+                pass
 
-                def close(self) -> None:
-                    pass
+        writes = TurnWrites()
+        connections: set[HttpProtocol] = set()
+        for _ in range(concurrency):
+            transport = Transport()
+            protocol = HttpProtocol(api.handle, 64 << 20, connections, writes, api.start_infer)
+            transport.protocol = protocol
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+            counts["sent"] += 1
+            loop.call_soon(protocol.data_received, message)
+        await done
 
-            writes = TurnWrites()
-            connections: set[HttpProtocol] = set()
-            for _ in range(concurrency):
-                transport = Transport()
-                protocol = HttpProtocol(api.handle, 64 << 20, connections, writes, api.start_infer)
-                transport.protocol = protocol
-                protocol.connection_made(transport)  # type: ignore[arg-type]
-                counts["sent"] += 1
-                loop.call_soon(protocol.data_received, message)
-            await done
-
-        await batch()  # warm-up
-        start, start_wall = time.process_time(), time.perf_counter()
-        await batch()
-        return (
-            (time.process_time() - start) / requests * 1e6,
-            (time.perf_counter() - start_wall) / requests * 1e6,
-        )
-
-    return uvloop.run(run())
+    return batch
 
 
 def main() -> None:
