@@ -38,6 +38,11 @@ class ServerProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
+    def rss_kib(self) -> int:
+        """The server process's resident memory, KiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
+        return int(next(line.split()[1] for line in status if line.startswith("VmRSS")))
+
     def wait_for_line(self, pattern: str, timeout_s: float = 30.0) -> re.Match[str]:
         deadline = time.monotonic() + timeout_s
         seen = 0

@@ -301,11 +301,6 @@ def _inferred(server: ServerProcess, model: str) -> int:
         return int(json.load(response)["model_stats"][0]["inference_count"])
 
 
-def _rss_kib(server: ServerProcess) -> int:
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
-
-
 def test_a_stream_whose_client_never_reads_stops_being_read(
     batching_server: ServerProcess,
 ) -> None:
@@ -327,7 +322,7 @@ def test_a_stream_whose_client_never_reads_stops_being_read(
             sent += 1
             yield message
 
-    before_kib, before_inferred = _rss_kib(batching_server), _inferred(batching_server, "wide")
+    before_kib, before_inferred = batching_server.rss_kib(), _inferred(batching_server, "wide")
     with grpc.insecure_channel(batching_server.grpc) as channel:
         call = channel.stream_stream(
             STREAM, request_serializer=lambda m: m, response_deserializer=lambda b: b
@@ -340,7 +335,7 @@ def test_a_stream_whose_client_never_reads_stops_being_read(
             time.sleep(0.5)
         assert inferred - before_inferred < 1000, f"{inferred} inferred, for a client not reading"
         assert sent < 2000
-        growth_mib = (_rss_kib(batching_server) - before_kib) / 1024
+        growth_mib = (batching_server.rss_kib() - before_kib) / 1024
         assert growth_mib < 64, f"server RSS grew {growth_mib:.0f} MiB"
         answers = sum(1 for _ in call)
         assert answers == 2000 and call.code() == grpc.StatusCode.OK
