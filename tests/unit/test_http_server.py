@@ -479,23 +479,27 @@ def _split_answers(data: bytes) -> list[bytes]:
     return out
 
 
+def _answer_with_path(
+    request: HttpRequest, answer: Callable[[object, HttpResponse], None], context: object
+) -> bool:
+    """A starter that takes every request and answers it at once with its path."""
+    answer(context, HttpResponse(200, request.path.encode(), "text/plain"))
+    return True
+
+
 def test_a_turns_first_answer_is_written_at_once_and_the_rest_together_at_its_end() -> None:
     """Answers made in one loop turn (as a batch makes them, one connection
     after another): the first is written before the turn ends; the others
     wait for its end, then go out in order, a connection's pipelined answers
     in one write after its first."""
 
-    def start(
-        request: HttpRequest, answer: Callable[[object, HttpResponse], None], context: object
-    ) -> bool:
-        answer(context, HttpResponse(200, request.path.encode(), "text/plain"))
-        return True
-
     async def scenario() -> tuple[list[list[bytes]], list[list[bytes]]]:
         writes = TurnWrites()
         connections: set[HttpProtocol] = set()
         transports = [_RecordingTransport() for _ in range(3)]
-        protocols = [HttpProtocol(_handler, 1024, connections, writes, start) for _ in range(3)]
+        protocols = [
+            HttpProtocol(_handler, 1024, connections, writes, _answer_with_path) for _ in range(3)
+        ]
         for protocol, transport in zip(protocols, transports, strict=True):
             protocol.connection_made(transport)  # type: ignore[arg-type]
         protocols[0].data_received(_get("/a1") + _get("/a2"))
@@ -527,18 +531,12 @@ def test_answers_waiting_for_the_turns_end_go_out_before_a_closing_answer() -> N
 
 
 def test_a_connection_that_is_lost_drops_its_waiting_answers() -> None:
-    def start(
-        request: HttpRequest, answer: Callable[[object, HttpResponse], None], context: object
-    ) -> bool:
-        answer(context, HttpResponse(200, request.path.encode(), "text/plain"))
-        return True
-
     async def scenario() -> tuple[list[bytes], list[bytes]]:
         writes = TurnWrites()
         connections: set[HttpProtocol] = set()
         first, second = _RecordingTransport(), _RecordingTransport()
-        a = HttpProtocol(_handler, 1024, connections, writes, start)
-        b = HttpProtocol(_handler, 1024, connections, writes, start)
+        a = HttpProtocol(_handler, 1024, connections, writes, _answer_with_path)
+        b = HttpProtocol(_handler, 1024, connections, writes, _answer_with_path)
         a.connection_made(first)  # type: ignore[arg-type]
         b.connection_made(second)  # type: ignore[arg-type]
         a.data_received(_get("/a"))
