@@ -256,7 +256,7 @@ def _against_floor_pairs(runs: list[Run], model: str, top: int) -> list[str]:
                 continue
             ratios = [
                 a["cpu_us"] / b["cpu_us"]
-                for a, b in zip(ours["windows"], floor["windows"], strict=False)
+                for a, b in zip(ours["windows"], floor["windows"], strict=True)
                 if b["cpu_us"] > 0 and not math.isnan(a["cpu_us"])
             ]
             if ratios:
