@@ -414,10 +414,10 @@ def main() -> None:
 
 # The preferred batch sizes the sweep tries beside raw onnxruntime's pick (None:
 # no preferred size, batches grow with the queue).
-SWEEP_SIZES: tuple[int | None, ...] = (8, 16, 32, None)
+SWEEP_SIZES: tuple[int | None, ...] = (4, 8, 16, 32, None)
 SWEEP_RULE = (
     "the one mlserve served fastest over unary gRPC at c={concurrency}, of raw onnxruntime's "
-    "pick, 8, 16, 32 and none, each served three times in alternating order, by median"
+    "pick, 4, 8, 16, 32 and none, each served three times in alternating order, by median"
 )
 
 
@@ -443,7 +443,13 @@ def sweep_preferred(
     its median: with two windows and their mean, one slow stretch of this
     shared machine picked 16 for the convnet at c=64 on one core (8,090
     against 7,163 for 32), where served by hand, alternating, 32 beat 16 in
-    five rounds of five (7.0-7.9k against 6.5-7.1k)."""
+    five rounds of five (7.0-7.9k against 6.5-7.1k).
+
+    Which size wins depends on the machine: on a VM with 1 MiB of L2 a core
+    the convnet served 4,768 requests/s preferring 4, 4,792 preferring 8,
+    4,337 preferring 16 and 4,454 preferring 32 (c=64, one core, four
+    alternating rounds, 2026-12-07), onnxruntime inside the server taking
+    152 us a row at 4 and 8 against 163-184 at 16 and 32."""
     repo = work / "sweep"
     candidates: dict[str, dict[int | None, str]] = {}
     for model in models:

@@ -30,7 +30,10 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     "convnet": examples.convnet_model,
     "pool": examples.pool_model,
 }
-RAW_BATCHES = (1, 8, 16, 32, 128)
+# 2 and 4 too: where a core's L2 is small (1 MiB), onnxruntime's working set
+# for the convnet leaves it past a few rows, and its time per row is least at
+# 4 or 8 (2026-12-07: 6,685 rows/s at 4, 6,263 at 16, 5,645 at 32).
+RAW_BATCHES = (1, 2, 4, 8, 16, 32, 128)
 # The batched models' max_queue_delay_us. Over grpcio, requests reach the
 # loop one at a time, while grpc's own threads wait for the core: without a
 # delay no two share a batch, and each run of the MLP pays for its weights
