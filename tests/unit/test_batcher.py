@@ -54,8 +54,11 @@ def make(
 ) -> tuple[Batcher, InstancePool]:
     executor = InstancePool(instances, "test")
     delay = float(kw.pop("max_queue_delay_s", 0.0))  # type: ignore[arg-type]
+    preferred: tuple[int, ...] = kw.pop("preferred", ())  # type: ignore[assignment]
     settings_ = BatcherSettings(
-        policy=BatchPolicy(max_batch_size=max_batch, max_queue_delay_s=delay),
+        policy=BatchPolicy(
+            max_batch_size=max_batch, preferred_batch_sizes=preferred, max_queue_delay_s=delay
+        ),
         batching=batching,
         instances=instances,
         max_queue_size=kw.pop("max_queue_size", 100),  # type: ignore[arg-type]
@@ -111,6 +114,69 @@ def test_different_shapes_never_share_a_batch_and_do_not_starve() -> None:
         # [w3] runs at once; then the head (w4) takes the other w4, and w3 x2 goes next.
         assert model.batches == [1, 2, 2]
         assert [r.outputs[0].shape for r in results] == [(1, 3), (1, 4), (2, 3), (1, 4)]
+
+    asyncio.run(scenario())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    requests=st.lists(
+        st.tuples(st.sampled_from([3, 4]), st.integers(1, 3)), min_size=2, max_size=12
+    ),
+    max_batch=st.integers(3, 16),
+    preferred=st.one_of(st.none(), st.integers(1, 8)),
+)
+def test_batches_take_the_heads_shape_in_queue_order_up_to_the_limit(
+    requests: list[tuple[int, int]], max_batch: int, preferred: int | None
+) -> None:
+    """Whatever the mix of shapes: each batch is the head request and the
+    queued requests of its shape behind it, in order, while they fit
+    max_batch_size, then trimmed to the size the policy sends (a preferred
+    size). (A queue of one shape whose rows all fit is taken without a scan:
+    the same batches.)"""
+
+    def target(ready: int) -> int:  # the policy's SendNow without a queue delay
+        if ready >= max_batch:
+            return max_batch
+        if preferred is not None and ready >= preferred:
+            return preferred
+        return ready
+
+    def expected() -> list[int]:
+        queue = [(width, n) for width, n in requests[1:]]
+        batches = [requests[0][1]]  # the first request finds the instance free
+        while queue:
+            head_width = queue[0][0]
+            chosen, total = [], 0
+            for index, (width, n) in enumerate(queue):
+                if width != head_width:
+                    continue
+                if total + n > max_batch and total:
+                    break
+                chosen.append(index)
+                total += n
+                if total >= max_batch:
+                    break
+            kept, sent = [], 0
+            for index in chosen:
+                n = queue[index][1]
+                if kept and sent + n > target(total):
+                    break
+                kept.append(index)
+                sent += n
+            batches.append(sent)
+            queue = [item for index, item in enumerate(queue) if index not in kept]
+        return batches
+
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, executor = make(
+            model, max_batch=max_batch, preferred=() if preferred is None else (preferred,)
+        )
+        futures = [submit(batcher, rows(n, width=width)) for width, n in requests]
+        await asyncio.gather(*futures)
+        executor.shutdown()
+        assert model.batches == expected()
 
     asyncio.run(scenario())
 
