@@ -56,6 +56,7 @@ class PaRun:
     unstable: bool = False  # perf_analyzer found no 3 windows within --stability-percentage
     attempts: int = 1
     superseded: bool = False  # an unstable try that was run again
+    stalled: bool = False  # killed while the server kept answering at its measured rate
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     output_path: str = ""
@@ -107,12 +108,13 @@ def run_pa(
         proc = subprocess.Popen(
             cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
         )
+        killed = False
         try:
             run.rc = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            run.errors.append(f"perf_analyzer did not finish in {timeout:.0f}s (killed)")
+            killed = True
     run.wall_s = time.monotonic() - t0
     after = server.settled_snapshot()
     run.counts = after.delta(before)
@@ -135,7 +137,9 @@ def run_pa(
             run.errors.append(f"perf_analyzer: {s}")
         elif s.startswith("WARNING"):
             run.warnings.append(s)
-    if run.rc not in (0, None) and not run.unstable:
+    if killed:
+        _judge_kill(run, timeout)
+    elif run.rc not in (0, None) and not run.unstable:
         run.errors.append(f"perf_analyzer exited {run.rc}")
     if m := re.search(r"Client:\s*\n\s*Request count: (\d+)", text):
         run.pa_request_count = int(m.group(1))
@@ -211,7 +215,9 @@ def run_pa(
             f"server success delta {c['metrics_success']} < the "
             f"{run.pa_request_count} requests perf_analyzer measured"
         )
-    status = "FAIL" if not run.ok else "UNSTABLE" if run.unstable else "ok"
+    status = (
+        "FAIL" if not run.ok else "STALLED" if run.stalled else "UNSTABLE" if run.unstable else "ok"
+    )
     log(
         f"{run.name}: {status} in {run.wall_s:.1f}s; throughput {run.throughput} infer/s, "
         f"p50 {run.p50_us} us, p99 {run.p99_us} us; sent {run.sent}, "
@@ -220,6 +226,33 @@ def run_pa(
     )
     for e in run.errors:
         log(f"  error: {e}")
+
+
+def _judge_kill(run: PaRun, timeout: float) -> None:
+    """A sweep point killed at its timeout: perf_analyzer's stall, or the server's?
+
+    perf_analyzer 2.51 can stall in its own window bookkeeping against a fast
+    server (see sweep_run) while its workers go on sending. That is a warning
+    when the server kept answering all along, at least half the rate of the
+    windows perf_analyzer did measure; anything else (no window measured, the
+    server slowing down or stopping) fails the point. Server failures are
+    checked on their own either way. Exact-count runs never pass this way."""
+    rate = run.counts["metrics_success"] / run.wall_s if run.wall_s else 0.0
+    measured = sorted(t for t, _ in run.passes)
+    median = measured[len(measured) // 2] if measured else 0.0
+    if run.mode == "windows" and median and rate >= 0.5 * median:
+        run.stalled = True
+        run.throughput, run.avg_us = run.passes[-1]
+        run.warnings.append(
+            f"perf_analyzer stalled after {len(measured)} window(s) and was killed at "
+            f"{timeout:.0f}s; the server answered {run.counts['metrics_success']} requests "
+            f"meanwhile ({rate:,.0f}/s; perf_analyzer's windows {median:,.0f}/s)"
+        )
+        return
+    run.errors.append(
+        f"perf_analyzer did not finish in {timeout:.0f}s (killed); the server answered "
+        f"{rate:,.0f}/s meanwhile, its windows {median:,.0f}/s"
+    )
 
 
 def sweep_run(
@@ -378,6 +411,8 @@ def fmt_table(runs: list[PaRun]) -> str:
                 if not r.ok
                 else "retried"
                 if r.superseded
+                else "stalled"
+                if r.stalled
                 else "unstable"
                 if r.unstable
                 else "ok",
