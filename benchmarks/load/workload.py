@@ -38,7 +38,10 @@ RAW_BATCHES = (1, 2, 4, 8, 16, 32, 128)
 # loop one at a time, while grpc's own threads wait for the core: without a
 # delay no two share a batch, and each run of the MLP pays for its weights
 # coming back into the cache (65 us against 10). The policy ends a wait once
-# arrivals stop, so the delay costs a lone client nothing.
+# arrivals stop, so the delay costs a lone client nothing. A model given a
+# preferred size gets no delay: by Triton's rules a delay, once the oldest
+# request has waited it out (always, under sustained load), sends everything
+# pending up to max_batch_size, and the preferred size would not hold.
 QUEUE_DELAY_US = 1000
 # Messages per h2load request on ModelStreamInfer: one HTTP/2 stream carries
 # this many requests and gets as many answers, as a streaming client sends.
@@ -60,8 +63,8 @@ def write_repository(
     repo: Path, models: list[str], threads: int, preferred: dict[str, int | None] | None = None
 ) -> None:
     """Each model twice: `<m>` with batching off, `<m>_batched` with dynamic
-    batching, preferring `preferred[m]` rows a batch where given, and a queue
-    delay of QUEUE_DELAY_US, as a Triton user would set one."""
+    batching (write_batched), preferring `preferred[m]` rows a batch where
+    given."""
     for model in models:
         onnx_bytes = BUILDERS[model]()
         examples.write_model(repo, model, onnx_bytes, config=_session(threads))
@@ -71,10 +74,13 @@ def write_repository(
 def write_batched(
     repo: Path, name: str, onnx_bytes: bytes, threads: int, preferred: int | None
 ) -> None:
-    """One model with dynamic batching: a queue delay of QUEUE_DELAY_US, as a
-    Triton user would set one, preferring `preferred` rows a batch if given."""
-    preferred_size = f", preferred_batch_size: [{preferred}]" if preferred else ""
-    batching = f"{{max_queue_delay_us: {QUEUE_DELAY_US}{preferred_size}}}"
+    """One model with dynamic batching, as a Triton user would set it: a queue
+    delay of QUEUE_DELAY_US; or, preferring `preferred` rows a batch, no delay,
+    so that batches keep that size under load."""
+    if preferred:
+        batching = f"{{max_queue_delay_us: 0, preferred_batch_size: [{preferred}]}}"
+    else:
+        batching = f"{{max_queue_delay_us: {QUEUE_DELAY_US}}}"
     examples.write_model(
         repo,
         name,

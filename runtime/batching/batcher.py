@@ -73,6 +73,7 @@ from mlserve.runtime.batching.policy import (
     QueueView,
     SendNow,
     Wait,
+    best_preferred_prefix,
 )
 from mlserve.runtime.batching.wake_timer import WakeTimer
 
@@ -319,7 +320,7 @@ class Batcher:
         if self._queued == 0 and self._free > 0 and not settings.preserve_ordering:
             # Empty queue and a free instance: ask the policy about this request
             # alone, and if it says go, skip the queue entirely.
-            decision = self._decide(now, now, rows)
+            decision = self._decide(now, now, rows, self._alone_best(rows))
             if isinstance(decision, SendNow):
                 if not self._inline:
                     self._free -= 1
@@ -509,13 +510,18 @@ class Batcher:
         if entry.timer is not None:
             entry.timer.cancel()
 
-    def _decide(self, now: float, oldest_s: float, ready_rows: int) -> Decision:
+    def _alone_best(self, rows: int) -> int:
+        """best_preferred_prefix of a lone request: its rows, if preferred."""
+        return rows if rows in self.settings.policy.preferred_or_max else 0
+
+    def _decide(self, now: float, oldest_s: float, ready_rows: int, best: int) -> Decision:
         """Ask the pure policy, describing the queue as it is now."""
         return batch_policy.decide(
             QueueView(  # positional: keywords cost 0.5 us here
                 now,
                 oldest_s,
                 ready_rows,
+                best,
                 self._free,
                 self.settings.instances - self._free,
                 self._wait_gain,
@@ -540,11 +546,13 @@ class Batcher:
                 chosen: list[int] | None
                 if len(queue) == 1:  # the common case at low load: nothing to scan
                     chosen, ready = None, queue[0].rows
+                    best = self._alone_best(ready)
                 else:
                     keys = [e.key for e in queue]
                     rows = [e.rows for e in queue]
                     chosen, ready = select_batch(keys, rows, settings.policy.max_batch_size)
-                decision = self._decide(now, queue[0].enqueue_s, ready)
+                    best = best_preferred_prefix(rows, chosen, settings.policy)
+                decision = self._decide(now, queue[0].enqueue_s, ready, best)
                 if isinstance(decision, Wait):
                     if not self._waited_from_rows:
                         self._waited_from_rows = ready

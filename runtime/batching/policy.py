@@ -1,8 +1,14 @@
 """The batching policy as a pure function: given what the queue looks like
 now, send a batch of N rows now, or wait (and for how long).
 
-Triton's rules (send at the maximum or a preferred size, or when the oldest
-request has waited `max_queue_delay`), plus two of ours:
+Triton's rules, as its dynamic batcher applies them (`GetDynamicBatch` in
+triton-inference-server/core): the batch is the queue's prefix up to
+`max_batch_size`. The best preferred prefix is the last one whose rows equal a
+preferred size, or else the one just before the largest preferred size is
+exceeded. While the oldest request is within `max_queue_delay` (or with no
+delay set), that prefix goes at once. Otherwise everything pending goes once
+it reaches the largest preferred size or the delay is exceeded. With no
+preferred sizes, `max_batch_size` is the one preferred size. Plus two of ours:
 
 - work conservation: an idle server does not make a lone request sit out the
   timer. It waits only when waiting has recently paid off (rows gathered per
@@ -56,10 +62,36 @@ class BatchPolicy:
     # Derived once: `decide` reads it for every batch, and a property computing
     # max() cost 0.35 us of an 11 us batched request (py-spy, in process).
     largest_preferred: int = field(init=False)
+    # The preferred sizes as Triton takes them: [max_batch_size] when none.
+    preferred_or_max: frozenset[int] = field(init=False)
 
     def __post_init__(self) -> None:
         largest = max(self.preferred_batch_sizes, default=self.max_batch_size)
         object.__setattr__(self, "largest_preferred", largest)
+        sizes = frozenset(self.preferred_batch_sizes or (self.max_batch_size,))
+        object.__setattr__(self, "preferred_or_max", sizes)
+
+
+def best_preferred_prefix(rows: list[int], chosen: list[int], policy: BatchPolicy) -> int:
+    """Rows of the best preferred prefix of a batch (0: none), Triton's way:
+    the last prefix whose rows equal a preferred size, or else the prefix just
+    before one more request would pass the largest preferred size.
+
+    `chosen` indexes `rows`: the requests that share the head's batch, in
+    queue order, as `select_batch` picks them."""
+    sizes = policy.preferred_or_max
+    largest: cython.Py_ssize_t = policy.largest_preferred
+    best: cython.Py_ssize_t = 0
+    pending: cython.Py_ssize_t = 0
+    n: cython.Py_ssize_t
+    for index in chosen:
+        n = rows[index]
+        if pending + n > largest:
+            return best or pending
+        pending += n
+        if pending in sizes:
+            best = pending
+    return best
 
 
 # Built per decision: cdef classes when compiled (a C __init__; see
@@ -72,6 +104,7 @@ class QueueView:
     now_s: float
     oldest_enqueue_s: float  # enqueue time of the head request
     ready_rows: int  # rows of requests batchable with the head, capped at max_batch_size
+    best_preferred_rows: int  # best_preferred_prefix of those requests (0: none)
     free_instances: int
     busy_instances: int
     wait_gain_rows: float  # recent average of rows gathered by waiting
@@ -109,14 +142,12 @@ def decide(view: QueueView, policy: BatchPolicy, latency: LatencyEstimate) -> De
     if view.ready_rows <= 0 or view.free_instances <= 0:
         return IDLE
     rows = view.ready_rows
-    if rows >= policy.max_batch_size:
-        return SendNow(policy.max_batch_size)
-    preferred = policy.preferred_batch_sizes
-    if preferred and (rows in preferred or rows >= policy.largest_preferred):
-        return SendNow(min(rows, policy.largest_preferred))
-    if policy.max_queue_delay_s <= 0:
-        return SendNow(rows)
     remaining = policy.max_queue_delay_s - (view.now_s - view.oldest_enqueue_s)
+    exceeded = policy.max_queue_delay_s > 0 and remaining <= 0
+    if view.best_preferred_rows and not exceeded:
+        return SendNow(view.best_preferred_rows)
+    if rows >= policy.largest_preferred or policy.max_queue_delay_s <= 0 or exceeded:
+        return SendNow(rows)
     if policy.max_latency_s > 0 and latency.trusted:
         slack = (
             policy.max_latency_s

@@ -15,6 +15,7 @@ from mlserve.runtime.batching.policy import (
     SendNow,
     Wait,
     admit,
+    best_preferred_prefix,
     decide,
 )
 
@@ -28,6 +29,7 @@ def view(**changes: float | bool) -> QueueView:
         "now_s": 10.0,
         "oldest_enqueue_s": 10.0,
         "ready_rows": 3,
+        "best_preferred_rows": 0,
         "free_instances": 1,
         "busy_instances": 1,
         "wait_gain_rows": 1.0,
@@ -55,10 +57,46 @@ def test_full_batch_goes_at_once() -> None:
 
 
 def test_preferred_sizes() -> None:
+    """Triton's GetDynamicBatch: within the delay, the best preferred prefix
+    goes at once, even when more rows wait; past it, everything pending."""
     policy = BatchPolicy(max_batch_size=16, preferred_batch_sizes=(4, 8), max_queue_delay_s=1.0)
-    assert decide(view(ready_rows=4), policy, UNTRUSTED) == SendNow(4)
-    assert decide(view(ready_rows=5), policy, UNTRUSTED) == Wait(1.0)
-    assert decide(view(ready_rows=12), policy, UNTRUSTED) == SendNow(8)
+    assert decide(view(ready_rows=4, best_preferred_rows=4), policy, UNTRUSTED) == SendNow(4)
+    assert decide(view(ready_rows=5, best_preferred_rows=4), policy, UNTRUSTED) == SendNow(4)
+    assert decide(view(ready_rows=12, best_preferred_rows=8), policy, UNTRUSTED) == SendNow(8)
+    assert decide(view(ready_rows=16, best_preferred_rows=8), policy, UNTRUSTED) == SendNow(8)
+    assert decide(view(ready_rows=3), policy, UNTRUSTED) == Wait(1.0)
+    late = view(now_s=11.0, ready_rows=12, best_preferred_rows=8)
+    assert decide(late, policy, UNTRUSTED) == SendNow(12)
+    # One request with more rows than the largest preferred size goes as it is.
+    assert decide(view(ready_rows=10), policy, UNTRUSTED) == SendNow(10)
+
+
+def test_preferred_sizes_without_a_delay() -> None:
+    """No delay is never exceeded: the preferred prefix whenever there is one."""
+    policy = BatchPolicy(max_batch_size=16, preferred_batch_sizes=(4, 8))
+    assert decide(view(ready_rows=5, best_preferred_rows=4), policy, UNTRUSTED) == SendNow(4)
+    assert decide(view(ready_rows=16, best_preferred_rows=8), policy, UNTRUSTED) == SendNow(8)
+    assert decide(view(ready_rows=3), policy, UNTRUSTED) == SendNow(3)
+
+
+@pytest.mark.parametrize(
+    ("rows", "chosen", "preferred", "best"),
+    [
+        ([1] * 12, range(12), (4, 8), 8),  # the last preferred size reached
+        ([1] * 5, range(5), (4, 8), 4),
+        ([1, 5, 1, 1, 1], [0, 2, 3, 4], (4, 8), 4),  # only the head's shape counts
+        ([3, 3, 3], range(3), (4, 8), 6),  # none reached: the prefix before passing 8
+        ([10], [0], (4, 8), 0),  # a lone request past the largest: no prefix
+        ([3], [0], (4, 8), 0),
+        ([1] * 8, range(8), (), 8),  # no preferred sizes: max_batch_size is the one
+        ([3, 3, 3], range(3), (), 6),
+    ],
+)
+def test_best_preferred_prefix(
+    rows: list[int], chosen: range | list[int], preferred: tuple[int, ...], best: int
+) -> None:
+    policy = BatchPolicy(max_batch_size=8 if not preferred else 16, preferred_batch_sizes=preferred)
+    assert best_preferred_prefix(rows, list(chosen), policy) == best
 
 
 def test_timer_runs_from_the_oldest_request() -> None:

@@ -131,16 +131,23 @@ def test_batches_take_the_heads_shape_in_queue_order_up_to_the_limit(
 ) -> None:
     """Whatever the mix of shapes: each batch is the head request and the
     queued requests of its shape behind it, in order, while they fit
-    max_batch_size, then trimmed to the size the policy sends (a preferred
-    size). (A queue of one shape whose rows all fit is taken without a scan:
-    the same batches.)"""
+    max_batch_size, then trimmed to the size the policy sends (Triton's rule
+    without a queue delay: the last prefix of a preferred size, else the one
+    before passing the largest, else all). (A queue of one shape whose rows
+    all fit is taken without a scan: the same batches.)"""
+    if preferred is not None and preferred > max_batch:
+        preferred = None  # as a model drops it (model_version)
+    sizes = {max_batch} if preferred is None else {preferred}
 
-    def target(ready: int) -> int:  # the policy's SendNow without a queue delay
-        if ready >= max_batch:
-            return max_batch
-        if preferred is not None and ready >= preferred:
-            return preferred
-        return ready
+    def target(chosen_rows: list[int]) -> int:
+        best = pending = 0
+        for n in chosen_rows:
+            if pending + n > max(sizes):
+                return best or pending or sum(chosen_rows)
+            pending += n
+            if pending in sizes:
+                best = pending
+        return best or pending
 
     def expected() -> list[int]:
         queue = [(width, n) for width, n in requests[1:]]
@@ -158,9 +165,10 @@ def test_batches_take_the_heads_shape_in_queue_order_up_to_the_limit(
                 if total >= max_batch:
                     break
             kept, sent = [], 0
+            size = target([queue[index][1] for index in chosen])
             for index in chosen:
                 n = queue[index][1]
-                if kept and sent + n > target(total):
+                if kept and sent + n > size:
                     break
                 kept.append(index)
                 sent += n

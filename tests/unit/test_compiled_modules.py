@@ -74,7 +74,7 @@ def test_per_request_records_are_cdef_classes_compiled_and_dataclasses_from_sour
         "           t.InferInput, t.RequestedOutput, t.InferRequest, t.InferOutput,\n"
         "           t.InferResponse)\n"
         "print(all('__slots__' in vars(r) for r in records))\n"
-        "view = policy.QueueView(1.0, 1.0, 3, 1, 0, 0.0, False, 0.0, 1.0)\n"
+        "view = policy.QueueView(1.0, 1.0, 3, 0, 1, 0, 0.0, False, 0.0, 1.0)\n"
         "print(policy.decide(view, policy.BatchPolicy(max_batch_size=8),\n"
         "                    LatencyEstimate(0.0, 0.0, 0)))\n"
     )
