@@ -90,6 +90,31 @@ def test_queue_grows_while_the_instance_is_busy() -> None:
     asyncio.run(scenario())
 
 
+def test_preferred_sizes_hold_within_the_delay_and_give_way_after_it() -> None:
+    """Triton's rules through the batcher: within the delay a full queue goes
+    out in preferred-size batches, not at max_batch_size; once the oldest
+    request has waited the delay out, everything pending goes."""
+
+    async def scenario(delay_s: float) -> list[int]:
+        model = FakeModel()
+        batcher, _ = make(model, max_batch=16, preferred=(8,), max_queue_delay_s=delay_s)
+        await asyncio.gather(*(submit(batcher, rows(1)) for _ in range(17)))
+        return model.batches
+
+    # The first request finds the instance free; the 16 behind it queue.
+    assert asyncio.run(scenario(1.0)) == [1, 8, 8]
+
+    async def late() -> list[int]:
+        model = FakeModel(delay_s=0.005)
+        batcher, _ = make(model, max_batch=16, preferred=(8,), max_queue_delay_s=0.001)
+        await asyncio.gather(*(submit(batcher, rows(1)) for _ in range(13)))
+        return model.batches
+
+    # The lone first run takes 5 ms: by then the 12 behind it have waited
+    # the 1 ms delay out, and go together.
+    assert asyncio.run(late()) == [1, 12]
+
+
 def test_batching_off_runs_requests_alone() -> None:
     async def scenario() -> None:
         model = FakeModel()
