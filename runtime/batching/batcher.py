@@ -74,6 +74,7 @@ from mlserve.runtime.batching.policy import (
     SendNow,
     Wait,
     best_preferred_prefix,
+    lone_preferred_rows,
 )
 from mlserve.runtime.batching.wake_timer import WakeTimer
 
@@ -320,7 +321,7 @@ class Batcher:
         if self._queued == 0 and self._free > 0 and not settings.preserve_ordering:
             # Empty queue and a free instance: ask the policy about this request
             # alone, and if it says go, skip the queue entirely.
-            decision = self._decide(now, now, rows, self._alone_best(rows))
+            decision = self._decide(now, now, rows, lone_preferred_rows(rows, settings.policy))
             if isinstance(decision, SendNow):
                 if not self._inline:
                     self._free -= 1
@@ -510,10 +511,6 @@ class Batcher:
         if entry.timer is not None:
             entry.timer.cancel()
 
-    def _alone_best(self, rows: int) -> int:
-        """best_preferred_prefix of a lone request: its rows, if preferred."""
-        return rows if rows in self.settings.policy.preferred_or_max else 0
-
     def _decide(self, now: float, oldest_s: float, ready_rows: int, best: int) -> Decision:
         """Ask the pure policy, describing the queue as it is now."""
         return batch_policy.decide(
@@ -546,7 +543,7 @@ class Batcher:
                 chosen: list[int] | None
                 if len(queue) == 1:  # the common case at low load: nothing to scan
                     chosen, ready = None, queue[0].rows
-                    best = self._alone_best(ready)
+                    best = lone_preferred_rows(ready, settings.policy)
                 else:
                     keys = [e.key for e in queue]
                     rows = [e.rows for e in queue]

@@ -72,6 +72,12 @@ class BatchPolicy:
         object.__setattr__(self, "preferred_or_max", sizes)
 
 
+def lone_preferred_rows(rows: int, policy: BatchPolicy) -> int:
+    """best_preferred_prefix of a request alone: its rows, if a preferred size
+    (no lists to build on the path of a lone request)."""
+    return rows if rows in policy.preferred_or_max else 0
+
+
 def best_preferred_prefix(rows: list[int], chosen: list[int], policy: BatchPolicy) -> int:
     """Rows of the best preferred prefix of a batch (0: none), Triton's way:
     the last prefix whose rows equal a preferred size, or else the prefix just

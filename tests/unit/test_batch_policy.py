@@ -17,6 +17,7 @@ from mlserve.runtime.batching.policy import (
     admit,
     best_preferred_prefix,
     decide,
+    lone_preferred_rows,
 )
 
 UNTRUSTED = LatencyEstimate(0.0, 0.0, 0)
@@ -97,6 +98,14 @@ def test_best_preferred_prefix(
 ) -> None:
     policy = BatchPolicy(max_batch_size=8 if not preferred else 16, preferred_batch_sizes=preferred)
     assert best_preferred_prefix(rows, list(chosen), policy) == best
+
+
+@pytest.mark.parametrize("preferred", [(4, 8), ()])
+def test_a_lone_request_gets_the_prefix_of_a_queue_of_one(preferred: tuple[int, ...]) -> None:
+    policy = BatchPolicy(max_batch_size=16, preferred_batch_sizes=preferred)
+    for n in range(1, 20):
+        assert lone_preferred_rows(n, policy) == best_preferred_prefix([n], [0], policy)
+    assert [n for n in range(1, 20) if lone_preferred_rows(n, policy)] == list(preferred or (16,))
 
 
 def test_timer_runs_from_the_oldest_request() -> None:
