@@ -385,12 +385,21 @@ def main() -> None:
     results["settings"]["preferred_batch_size"] = preferred
     results["settings"]["preferred_batch_rule"] = rule
     workload.write_repository(repo, models, threads, preferred)
+    # Over grpcio, requests reach the loop one at a time: only a queue delay
+    # lets them share a batch there, so its batched models keep the delay
+    # (workload.QUEUE_DELAY_US) and prefer no size, whatever the native sweep picked.
+    grpcio_repo = work / "models-grpcio"
+    workload.write_repository(grpcio_repo, models, threads)
+    results["settings"]["grpcio_batching"] = GRPCIO_BATCHING.format(delay=workload.QUEUE_DELAY_US)
 
     run_floors(runner, work)
-    for grpc_impl, modes in (("native", MLSERVE_MODES), ("grpcio", GRPCIO_MODES)):
+    for grpc_impl, modes, served in (
+        ("native", MLSERVE_MODES, repo),
+        ("grpcio", GRPCIO_MODES, grpcio_repo),
+    ):
         run_mlserve(
             runner,
-            repo,
+            served,
             models,
             expected,
             results,
@@ -412,6 +421,11 @@ def main() -> None:
     print(f"written to {out_dir} ({', '.join(p.name for p in pictures)})")
 
 
+# How mlserve-grpcio's batched models are set (results.md says so).
+GRPCIO_BATCHING = (
+    "max_queue_delay_us {delay} and no preferred size: grpcio hands the loop one request at "
+    "a time, so without a delay no two share a batch"
+)
 # The preferred batch sizes the sweep tries beside raw onnxruntime's pick (None:
 # no preferred size, batches grow with the queue).
 SWEEP_SIZES: tuple[int | None, ...] = (4, 8, 16, 32, None)

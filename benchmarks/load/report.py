@@ -35,7 +35,9 @@ def _preferred_note(results: dict[str, Any], model: str) -> str:
         if sweep
         else ""
     )
-    return f"; `{model}_batched` {preference} ({rule}{measured})"
+    grpcio = settings.get("grpcio_batching")  # runs before it shared one repository
+    on_grpcio = f"; on grpcio, {grpcio}" if grpcio else ""
+    return f"; `{model}_batched` {preference} ({rule}{measured}){on_grpcio}"
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -110,3 +110,17 @@ def test_the_report_names_the_sweep_behind_the_preferred_size() -> None:
     note = _preferred_note({"settings": settings}, "convnet")
     assert "prefers batches of 32" in note
     assert "requests/s by preferred size: 8 7,400, 32 10,200, none 9,000" in note
+    assert "on grpcio" not in note  # a run recorded before grpcio had its own repository
+
+
+def test_the_report_says_how_mlserve_on_grpcio_batches() -> None:
+    from benchmarks.load.__main__ import GRPCIO_BATCHING
+    from benchmarks.load.report import _preferred_note
+
+    settings = {
+        "preferred_batch_size": {"mlp": 32},
+        "grpcio_batching": GRPCIO_BATCHING.format(delay=1000),
+    }
+    note = _preferred_note({"settings": settings}, "mlp")
+    assert "prefers batches of 32" in note
+    assert "on grpcio, max_queue_delay_us 1000 and no preferred size" in note
