@@ -15,7 +15,16 @@ Three comparisons:
   model's preferred batch size, as in benchmarks.load) against the served
   path, compiled. What the data plane alone leaves of raw's rate, without
   the transport and the kernel: the convnet's aim at c=64 is read against
-  this ceiling.
+  this ceiling;
+- `--compare floor`: the least a served request could cost, against the
+  served path. The floor decodes each request with the same Cython decoder,
+  copies its row into one batch buffer, runs the preferred batch (as `raw`
+  picks it; with none, up to benchmarks.load's max_batch_size) at the loop
+  turn's end, and encodes each answer with the same Cython encoder: no
+  InferRequest, InferCall, batcher or response objects, no validation,
+  deadlines or statistics. The gap is what a fused native path (transport
+  bytes into the batch buffer, output rows into the reply) could win at
+  most (ARCHITECTURE.md, known debt).
 
 `--transport http` drives the HTTP path instead: the same number of
 connections (HttpProtocol, each on a stand-in transport that sends the
@@ -50,6 +59,7 @@ COMPARISONS = {
     "build": (("source", "_batched", True), ("compiled", "_batched", False)),
     "batching": (("off", "", False), ("on", "_batched", False)),
     "raw": (("raw", "_batched", False), ("served", "_batched", False)),
+    "floor": (("floor", "_batched", False), ("served", "_batched", False)),
 }
 RAW_SWEEP_S = 1.0  # per batch size, once, before the rounds
 
@@ -91,6 +101,90 @@ def _raw_sweep(repository: Path, model: str) -> dict[int, float]:
         repository / model / "1" / "model.onnx", workload.SHAPES[model], 1, {0}
     )
     return {batch: raw.rows_per_s(batch, RAW_SWEEP_S) for batch in workload.RAW_BATCHES}
+
+
+def _measure_floor(
+    repository: Path, model: str, batch: int, concurrency: int, requests: int
+) -> tuple[float, float]:
+    """CPU and wall us per request of the floor (see the module's docstring):
+    `concurrency` requests in flight, each answer followed by the next
+    request, as `_grpc_batch` drives the served path. Checks the answers
+    against onnxruntime's own, so that it measures a path that works."""
+    import numpy as np
+    import onnxruntime as ort
+    import uvloop
+
+    from benchmarks.load import workload
+    from mlserve.ext.infer_codec import decode_simple_infer, encode_infer_response
+    from mlserve.proto import grpc_service_pb2 as pb
+    from mlserve.runtime.tensor_codec import FIXED_DTYPES
+    from mlserve.server import tune_gc
+
+    tune_gc()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(repository / model / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    output = session.get_outputs()[0].name
+    message = workload.infer_message(model)
+    rows = np.empty((batch, *workload.SHAPES[workload.base_model(model)]), np.float32)
+    (expected,) = session.run(None, {"x": workload.sample(model)})
+
+    async def run() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        pending: list[tuple[Any, Callable[[bytes], None]]] = []
+        state = {"sent": 0, "answered": 0, "scheduled": False}
+        done: asyncio.Future[None] = loop.create_future()
+        answers: list[bytes] = []
+
+        def reply(answer: bytes) -> None:
+            state["answered"] += 1
+            if state["sent"] < requests:
+                send()
+            elif state["answered"] == requests:
+                answers.append(answer)
+                done.set_result(None)
+
+        def run_pending() -> None:  # at the loop turn's end, as inline batches run
+            state["scheduled"] = False
+            while pending:
+                taken = pending[:batch]
+                del pending[:batch]
+                for row, (request, _) in enumerate(taken):
+                    rows[row] = request[3][0][3]  # the one input's raw view
+                (outputs,) = session.run(None, {"x": rows[: len(taken)]})
+                width = (1, *outputs.shape[1:])
+                for row, (request, answer) in enumerate(taken):
+                    one = [(output, "FP32", width, outputs[row : row + 1])]
+                    answer(encode_infer_response(request[0], "1", request[2], one))
+
+        def send() -> None:
+            state["sent"] += 1
+            pending.append((decode_simple_infer(message, FIXED_DTYPES), reply))
+            if not state["scheduled"]:
+                state["scheduled"] = True
+                loop.call_soon(run_pending)
+
+        async def one_batch() -> None:
+            nonlocal done
+            state["sent"] = state["answered"] = 0
+            done = loop.create_future()
+            for _ in range(concurrency):
+                send()
+            await done
+
+        await one_batch()  # warm-up
+        start, start_wall = time.process_time(), time.perf_counter()
+        await one_batch()
+        elapsed = (time.process_time() - start, time.perf_counter() - start_wall)
+        answer = pb.ModelInferResponse.FromString(answers[-1])
+        got = np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(expected.shape)
+        if not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
+            raise AssertionError(f"the floor's answer {got} is not onnxruntime's {expected}")
+        return elapsed[0] / requests * 1e6, elapsed[1] / requests * 1e6
+
+    return uvloop.run(run())
 
 
 Batch = Callable[[], Awaitable[None]]
@@ -254,6 +348,10 @@ def main() -> None:
             cpu_us, wall_us = _measure_raw(
                 args.repository, args.model, args.raw_batch, args.requests
             )
+        elif args.variant == "floor":
+            cpu_us, wall_us = _measure_floor(
+                args.repository, args.model, args.raw_batch, args.concurrency, args.requests
+            )
         else:
             cpu_us, wall_us = _measure(
                 args.repository,
@@ -275,17 +373,20 @@ def main() -> None:
         repository = Path(tmp)
         workload.write_repository(repository, [args.model], threads=1)
         raw_batch = 0
-        if args.compare == "raw":
+        if args.compare in ("raw", "floor"):
             sweep = _raw_sweep(repository, args.model)
             raw_batch = max(sweep, key=lambda b: sweep[b])
             preferred = workload.preferred_batch(sweep)
+            if args.compare == "floor":  # the floor runs the served model's batches
+                raw_batch = preferred or workload.MAX_BATCH_SIZE
             workload.write_repository(
                 repository, [args.model], threads=1, preferred={args.model: preferred}
             )
             print(
                 "raw onnxruntime rows/s by batch: "
                 + ", ".join(f"{b}: {rate:,.0f}" for b, rate in sweep.items())
-                + f"; raw measured at {raw_batch}, served preferring {preferred}"
+                + ("; the floor runs batches of" if args.compare == "floor" else "; raw ran")
+                + f" {raw_batch}, served preferring {preferred}"
             )
         for round_ in range(args.rounds):
             for name in names if round_ % 2 == 0 else names[::-1]:
@@ -320,6 +421,12 @@ def main() -> None:
             f"served at {statistics.median(paired):.0%} of raw onnxruntime's rate "
             f"(round by round {min(paired):.0%}-{max(paired):.0%}; CPU time, "
             "one row a request against raw's rows)"
+        )
+    if args.compare == "floor":
+        gaps = [s - f for f, s in zip(cpu["floor"], cpu["served"], strict=True)]
+        print(
+            f"served costs {statistics.median(gaps):.1f} us a request more than the floor "
+            f"(round by round {min(gaps):.1f}-{max(gaps):.1f}): what a fused path could win"
         )
 
 
