@@ -24,7 +24,7 @@ Three comparisons:
   InferRequest, InferCall, batcher or response objects, no validation,
   deadlines or statistics. The gap is what a fused native path (transport
   bytes into the batch buffer, output rows into the reply) could win at
-  most (ARCHITECTURE.md, known debt).
+  most (benchmarks/FINDINGS.md).
 
 `--transport http` drives the HTTP path instead: the same number of
 connections (HttpProtocol, each on a stand-in transport that sends the
