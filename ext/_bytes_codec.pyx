@@ -8,7 +8,7 @@ from libc.string cimport memcpy
 
 import numpy as np
 
-from mlserve.ext._bytes_codec_py import BytesTensorError
+from mlserve.ext._bytes_codec_py import BytesTensorError, too_many_elements
 
 
 cdef inline uint32_t _read_le32(const uint8_t* p) noexcept nogil:
@@ -53,6 +53,8 @@ def decode_bytes_tensor(buffer, Py_ssize_t count, bint text=False):
     cdef Py_ssize_t index
     cdef uint32_t length
     cdef const uint8_t* base = &view[0] if size > 0 else NULL
+    if count > size // 4:  # before allocating: the shape may claim any count
+        raise BytesTensorError(too_many_elements(count, size))
     out = np.empty(count, dtype=object)
     cdef object[:] slots = out
     for index in range(count):

@@ -27,6 +27,15 @@ def encode_bytes_tensor(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def too_many_elements(count: int, size: int) -> str:
+    """The error for a shape that claims more elements than `size` bytes can
+    hold: every element takes at least its 4-byte length prefix."""
+    return (
+        f"the shape claims {count} elements, but {size} bytes hold at most {size // 4} "
+        "(each element takes a 4-byte length prefix)"
+    )
+
+
 def decode_bytes_tensor(
     buffer: bytes | bytearray | memoryview, count: int, text: bool = False
 ) -> np.ndarray:
@@ -36,6 +45,8 @@ def decode_bytes_tensor(
     hold text: it would turn bytes into their repr)."""
     view = memoryview(buffer).cast("B")
     size = len(view)
+    if count > size // 4:  # before allocating: the shape may claim any count
+        raise BytesTensorError(too_many_elements(count, size))
     out = np.empty(count, dtype=object)
     offset = 0
     for index in range(count):

@@ -215,6 +215,8 @@ class HttpApi:
         if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
             name = unquote(rest[1])
             if rest[2] == "load":
+                if not isinstance(body.get("parameters", {}), dict):
+                    raise InvalidRequest("'parameters' must be a JSON object")
                 if body.get("parameters"):
                     raise InvalidRequest(
                         f"load parameters {sorted(body['parameters'])} are not supported; put "

@@ -117,7 +117,7 @@ GRPC_CASES = {
             (1, 4),
             name="x",
             datatype="BYTES",
-            raw=struct.pack("<I", 2) + b"ab" + struct.pack("<I", 100) + b"cd",
+            raw=struct.pack("<I", 2) + b"ab" + struct.pack("<I", 100) + b"cd" + b"\0" * 4,
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
         ["BYTES", "element 1", "100 bytes"],
@@ -125,7 +125,15 @@ GRPC_CASES = {
     "too few BYTES elements": (
         fp32_request("identity_bytes", (1, 4), datatype="BYTES", raw=struct.pack("<I", 1) + b"a"),
         grpc.StatusCode.INVALID_ARGUMENT,
-        ["element 1"],
+        ["BYTES", "claims 4 elements", "5 bytes hold at most 1"],
+    ),
+    # Found by fuzzing: the element array was allocated from the shape first (a 500).
+    "BYTES shape past its bytes": (
+        fp32_request(
+            "identity_bytes", (1 << 40, 1), datatype="BYTES", raw=struct.pack("<I", 1) + b"a"
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["BYTES", "claims 1099511627776 elements"],
     ),
     "malformed protobuf": (
         b"\xff\xff\xff",
@@ -377,7 +385,7 @@ def test_http_header_length_past_body(server: ServerProcess) -> None:
 
 
 def test_http_bytes_broken_prefix(server: ServerProcess) -> None:
-    raw = struct.pack("<I", 1) + b"a" + struct.pack("<I", 50)
+    raw = struct.pack("<I", 1) + b"a" + struct.pack("<I", 50) + b"\0" * 8
     meta = {
         "name": "x",
         "datatype": "BYTES",
@@ -387,6 +395,28 @@ def test_http_bytes_broken_prefix(server: ServerProcess) -> None:
     body, headers = binary_request([(meta, raw)])
     expect_http_error(
         server, "/v2/models/identity_bytes/infer", body, 400, "BYTES", "element 1", headers=headers
+    )
+
+
+def test_http_bytes_shape_past_its_bytes(server: ServerProcess) -> None:
+    """Found by fuzzing: a BYTES shape claiming 2**40 elements allocated that
+    many before reading the bytes (a 500); now refused from the shape."""
+    raw = struct.pack("<I", 6) + b"hello0"
+    meta = {
+        "name": "x",
+        "datatype": "BYTES",
+        "shape": [1 << 40, 1],
+        "parameters": {"binary_data_size": len(raw)},
+    }
+    body, headers = binary_request([(meta, raw)])
+    expect_http_error(
+        server,
+        "/v2/models/identity_bytes/infer",
+        body,
+        400,
+        "BYTES",
+        "claims 1099511627776 elements",
+        headers=headers,
     )
 
 

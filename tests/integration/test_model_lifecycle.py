@@ -82,6 +82,9 @@ def test_explicit_load_and_unload(repo: Path) -> None:
         assert status == 404 and "zzz" in doc["error"]  # type: ignore[index]
         status, doc = post(server.http, "/v2/repository/models/..%2Fetc/load")
         assert status == 400 and "not allowed" in doc["error"]  # type: ignore[index]
+        # Load parameters that are not an object (found by fuzzing: was a 500).
+        status, doc = post(server.http, "/v2/repository/models/beta/load", {"parameters": 1})
+        assert status == 400 and "'parameters' must be a JSON object" in doc["error"]  # type: ignore[index]
         assert infer_scaled(client, "alpha") == (1.0, "1")
     finally:
         assert server.terminate() == 0

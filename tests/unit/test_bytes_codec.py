@@ -53,10 +53,13 @@ def test_round_trip_and_twins_agree(items: list[bytes]) -> None:
 @pytest.mark.parametrize(
     ("buffer", "count", "message"),
     [
-        (b"\x01\x00", 1, "element 0: buffer ends at byte 2"),
+        (struct.pack("<I", 3) + b"abc" + b"\x00\x00", 2, "element 1: buffer ends at byte 9"),
         (struct.pack("<I", 5) + b"abc", 1, "length prefix says 5 bytes"),
         (struct.pack("<I", 1) + b"a" + b"zz", 1, "2 trailing bytes"),
-        (struct.pack("<I", 1) + b"a", 2, "element 1"),
+        # A shape may claim any count: refused before anything is allocated.
+        (b"\x01\x00", 1, "the shape claims 1 elements, but 2 bytes hold at most 0"),
+        (struct.pack("<I", 1) + b"a", 2, "claims 2 elements, but 5 bytes hold at most 1"),
+        (b"", 1 << 40, "claims 1099511627776 elements, but 0 bytes hold at most 0"),
     ],
 )
 def test_malformed_buffers_name_the_problem(codec, buffer: bytes, count: int, message: str) -> None:
