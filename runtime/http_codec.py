@@ -93,6 +93,8 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: obje
         elif dt.numpy.kind in "iu":
             flat = _json_integers(name, dt, data, parsed)
         elif kind in ("", "i", "u", "f"):
+            if dt.numpy.kind == "f" and dt.numpy.itemsize < 8 and parsed.size:
+                _check_float_range(name, dt, parsed)
             flat = parsed.astype(dt.numpy)
         else:
             raise InvalidRequest(f"input '{name}': {dt.name} data must hold numbers")
@@ -101,6 +103,20 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: obje
             f"input '{name}': data holds {flat.size} elements but shape {list(shape)} needs {count}"
         )
     return flat.reshape(shape)
+
+
+def _check_float_range(name: str, dt: Datatype, parsed: np.ndarray) -> None:
+    """JSON numbers past FP16's or FP32's range are refused: cast, they would
+    become infinities (and the answer's JSON would carry `Infinity`, which is
+    not JSON). JSON itself has no infinities or NaNs to pass through."""
+    assert dt.numpy is not None
+    limit = float(np.finfo(dt.numpy).max)
+    largest = float(np.max(np.abs(parsed)))
+    if largest > limit:
+        raise InvalidRequest(
+            f"input '{name}': {dt.name} data holds {largest:g}, past {dt.name}'s range "
+            f"(largest magnitude {limit:g})"
+        )
 
 
 def _json_integers(name: str, dt: Datatype, data: object, parsed: np.ndarray) -> np.ndarray:

@@ -12,15 +12,24 @@ from mlserve.errors import InvalidRequest
 from mlserve.ext.bytes_codec import BytesTensorError, decode_bytes_tensor, encode_bytes_tensor
 from mlserve.runtime import datatypes
 
+MAX_ELEMENTS = 2**63 - 1  # int64: numpy's and onnxruntime's dimension type
+
 
 def check_shape(name: str, shape: tuple[int, ...]) -> int:
-    """Element count of `shape`; refuses negative dimensions."""
+    """Element count of `shape`; refuses negative dimensions, and counts no
+    tensor can have (past int64, where numpy and the C codecs would overflow)."""
     if shape and min(shape) < 0:
         raise InvalidRequest(
             f"input '{name}': shape {list(shape)} has a negative dimension; "
             "request shapes must be concrete"
         )
-    return math.prod(shape)
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        raise InvalidRequest(
+            f"input '{name}': shape {list(shape)} has {count} elements, more than any "
+            f"tensor can hold ({MAX_ELEMENTS})"
+        )
+    return count
 
 
 def lookup_datatype(name: str, datatype: str) -> datatypes.Datatype:

@@ -135,6 +135,14 @@ GRPC_CASES = {
         grpc.StatusCode.INVALID_ARGUMENT,
         ["BYTES", "claims 1099511627776 elements"],
     ),
+    # Found by fuzzing: a product past int64 overflowed the C codec (INTERNAL).
+    "BYTES shape past int64": (
+        fp32_request(
+            "identity_bytes", (1 << 62, 4), datatype="BYTES", raw=struct.pack("<I", 1) + b"a"
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["'x'", "18446744073709551616 elements", "more than any tensor can hold"],
+    ),
     "malformed protobuf": (
         b"\xff\xff\xff",
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -307,6 +315,13 @@ HTTP_CASES = {
         ["shape must be a list of integers"],
     ),
     "unknown route": ("/v2/nothing", b"", 404, ["/v2/nothing"]),
+    # Found by fuzzing: cast to FP32 it became inf, answered with `Infinity` (not JSON).
+    "FP32 past its range": (
+        "/v2/models/mlp/infer",
+        json_body({**GOOD, "data": [1e39] + [0.0] * 63}),
+        400,
+        ["'x'", "1e+39", "past FP32's range"],
+    ),
 }
 
 
