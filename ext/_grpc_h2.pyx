@@ -472,6 +472,7 @@ cdef class H2Connection:
             if stream.msg is None:
                 take = min(<Py_ssize_t>length, _FRAME_PREFIX - len(prefix))
                 prefix += (<const char*>data)[:take]
+                self._account(take)  # held too: the read timeout sees a partial prefix
                 data += take
                 length -= take
                 if len(prefix) < _FRAME_PREFIX:
@@ -480,6 +481,7 @@ cdef class H2Connection:
                 flag = p[0]
                 size = _be32(p + 1)
                 prefix.clear()
+                self._account(-_FRAME_PREFIX)
                 if size > self.max_message:
                     stream._refuse(
                         _INVALID_ARGUMENT,
@@ -578,6 +580,7 @@ cdef class H2Connection:
 
     cdef _drop_buffer(self, H2Stream stream):
         """Forget a stream's unfinished message (it is answered, reset or gone)."""
+        self._account(-len(stream.inbuf))
         stream.inbuf.clear()
         if stream.msg is not None:
             self._account(-PyBytes_GET_SIZE(stream.msg))

@@ -414,6 +414,16 @@ def test_a_client_silent_in_the_middle_of_a_message_is_closed_and_a_steady_one_i
         assert 1.0 <= time.monotonic() - started < 5
         stalled.close()
 
+        # Found by fuzzing: silent after 3 bytes of the 5-byte prefix, it was kept.
+        prefix_only = RawH2(port(server))
+        prefix_only.send(
+            *prefix_only.headers(1), RawH2.data(1, grpc_message(b"abc")[:3], end_stream=False)
+        )
+        started = time.monotonic()
+        assert prefix_only.read_until_closed(6), "a client silent mid-prefix was kept"
+        assert 1.0 <= time.monotonic() - started < 5
+        prefix_only.close()
+
         steady = RawH2(port(server))
         message = grpc_message(mlp_request())
         steady.send(*steady.headers(3))
