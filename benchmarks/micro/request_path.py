@@ -1,7 +1,7 @@
 """The request path in process: decode a ModelInferRequest, `DataPlane.start`
 through the batcher and onnxruntime, encode the answer, with C requests in
 flight, driven as the native transport drives them (no sockets, no HTTP/2).
-Three comparisons:
+Four comparisons:
 
 - `--compare build` (the default): the modules of mlserve.compiled built by
   Cython from their source against the same modules run from source, on the
@@ -31,7 +31,7 @@ connections (HttpProtocol, each on a stand-in transport that sends the
 connection's next request a loop turn after its answer), HttpApi and the data
 plane, over Triton's binary tensor extension.
 
-    .venv/bin/python -m benchmarks.micro.request_path [--compare build|batching|raw]
+    .venv/bin/python -m benchmarks.micro.request_path [--compare build|batching|raw|floor]
         [--transport grpc|http] [--model mlp] [--concurrency 64] [--requests 40000]
         [--rounds 4]
 
