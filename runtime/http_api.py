@@ -215,11 +215,12 @@ class HttpApi:
         if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
             name = unquote(rest[1])
             if rest[2] == "load":
-                if not isinstance(body.get("parameters", {}), dict):
+                parameters = body.get("parameters", {})
+                if not isinstance(parameters, dict):
                     raise InvalidRequest("'parameters' must be a JSON object")
-                if body.get("parameters"):
+                if parameters:
                     raise InvalidRequest(
-                        f"load parameters {sorted(body['parameters'])} are not supported; put "
+                        f"load parameters {sorted(parameters)} are not supported; put "
                         "the model and its config.yaml in the repository"
                     )
                 await self.dataplane.load_model(name)
