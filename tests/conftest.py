@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ import pytest
 
 from mlserve import examples
 from mlserve.loopback import serve_command
+from tests.gate import ENV as GATE_ENV
+from tests.gate import Gate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,11 +76,46 @@ class ServerProcess:
                 self.process.stdout.close()
 
 
+def metric(server: ServerProcess, name: str, **labels: str) -> float:
+    """The sum of a Prometheus series' samples whose labels include `labels`."""
+    with urllib.request.urlopen(f"http://{server.metrics}/metrics") as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def succeeded(server: ServerProcess, model: str) -> int:
+    """How many requests `model` has answered successfully (V2 statistics)."""
+    with urllib.request.urlopen(f"http://{server.http}/v2/models/{model}/stats") as response:
+        stats = json.load(response)["model_stats"][0]["inference_stats"]
+    return int(stats["success"].get("count", 0))
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout_s: float = 60.0) -> None:
+    """Poll `condition` until it holds. The bound is for a hang only: a test
+    waits on the condition itself, never on how long it usually takes."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(0.005)
+
+
 def infer_concurrently(
-    address: str, model: str, inputs: list[Any], timeout_s: float = 30.0
+    address: str,
+    model: str,
+    inputs: list[Any],
+    timeout_s: float = 60.0,
+    while_waiting: Callable[[], None] | None = None,
 ) -> list[Any]:
     """Send every input ("x", FP32) at once with tritonclient's async_infer
-    and return each answer's "y", in input order; fails on any error."""
+    and return each answer's "y", in input order; fails on any error.
+    `while_waiting` runs once all are sent, before the answers are awaited
+    (a test waits there for them to queue, then opens its gate)."""
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(address)
@@ -97,6 +136,8 @@ def infer_concurrently(
         client.async_infer(
             model, [tensor], callback=lambda result, error, i=index: callback(i, result, error)
         )
+    if while_waiting is not None:
+        while_waiting()
     for _ in inputs:
         assert done.acquire(timeout=timeout_s), "an answer never came"
     assert not errors, errors[:3]
@@ -121,18 +162,28 @@ def start_server(
     wait_ready: bool = True,
     env: dict[str, str] | None = None,
     workers: str | None = "1",
+    gate: Gate | None = None,
 ) -> ServerProcess:
     """Start `mlserve serve` on free loopback ports; returns once it is ready.
     The gRPC transport is the current `grpc_impl` unless `extra` names one;
-    one serving process unless `workers` says otherwise (None: the default)."""
+    one serving process unless `workers` says otherwise (None: the default).
+    With `gate`, the server's model runs wait at it (tests/gate.py)."""
     impl = () if "--grpc-impl" in extra else ("--grpc-impl", _grpc_impl["current"])
     command = serve_command(repository, *impl, *extra, workers=workers)
+    environment = {**os.environ, **(env or {})}
+    if gate is not None:
+        assert workers == "1", "the gate patches one serving process"
+        command[command.index("mlserve.cli.main")] = "tests.gated_serve"
+        environment[GATE_ENV] = str(gate.directory)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(REPO), environment.get("PYTHONPATH")])
+        )
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, **(env or {})},
+        env=environment,
     )
     server = ServerProcess(process)
 

@@ -23,6 +23,8 @@ from hyperframe.frame import (
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+# How long a read waits for what the server must send: only a hang reaches it.
+HANG_S = 30.0
 
 
 def grpc_message(payload: bytes, *, flag: int = 0, length: int | None = None) -> bytes:
@@ -182,7 +184,7 @@ class RawH2:
         elif isinstance(frame, RstStreamFrame):
             self.answers.setdefault(frame.stream_id, Answer()).reset = frame.error_code
 
-    def answer(self, stream_id: int, timeout_s: float = 5.0) -> Answer:
+    def answer(self, stream_id: int, timeout_s: float = HANG_S) -> Answer:
         """Read until `stream_id` is answered in full (or reset, or the connection ends)."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -195,7 +197,7 @@ class RawH2:
                     f"goaway={self.goaway}, frames={[type(f).__name__ for f in self.frames]})"
                 )
 
-    def read_until_closed(self, timeout_s: float = 5.0) -> bool:
+    def read_until_closed(self, timeout_s: float = HANG_S) -> bool:
         """True if the server closed the connection within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while not self.closed and time.monotonic() < deadline:

@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 
 from mlserve import examples
 from mlserve.proto import grpc_service_pb2 as pb
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import ServerProcess, start_server, succeeded, wait_until
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -534,7 +534,8 @@ def test_http_last_answer_survives_bytes_the_client_sends_after_it(tmp_path: Pat
                 % (len(header), len(body))
                 + body
             )
-            time.sleep(0.5)  # answered; the answer waits in the server's buffers
+            wait_until(lambda: succeeded(server, "wide") == 1, "the request answered")
+            # The answer waits in the server's buffers: the client reads slowly.
             sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
             time.sleep(0.2)
             reply = b""

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,7 +23,8 @@ import tritonclient.http as httpclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mlserve import examples
-from tests.conftest import start_server
+from tests.conftest import start_server, wait_until
+from tests.gate import Gate
 
 
 def post(address: str, path: str, body: dict | None = None) -> tuple[int, object]:
@@ -183,15 +183,15 @@ def test_poll_mode_hot_swap_under_load_loses_nothing(repo: Path) -> None:
     try:
         for thread in threads:
             thread.start()
-        time.sleep(0.5)
+        wait_until(lambda: len(seen) >= 20, "version 1 answered under load")
         _publish_version(repo, "alpha", 2, 2.0)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with lock:
-                if any(version == "2" for _, version in seen[-20:]):
-                    break
-            time.sleep(0.05)
-        time.sleep(0.5)  # keep the load on after the swap
+        wait_until(lambda: "2" in (v for _, v in seen), "version 2 answered")
+        with lock:
+            first_v2 = next(i for i, (_, v) in enumerate(seen) if v == "2")
+        # Keep the load on after the swap: 40 answers past those that may
+        # still have been in flight on version 1 then (one per client).
+        settled = first_v2 + len(threads)
+        wait_until(lambda: len(seen) >= settled + 40, "40 answers after the swap")
     finally:
         stop.set()
         for thread in threads:
@@ -201,7 +201,7 @@ def test_poll_mode_hot_swap_under_load_loses_nothing(repo: Path) -> None:
         answers = set(seen)
         assert answers == {(1.0, "1"), (2.0, "2")}, answers
         # After the swap only version 2 answers (latest policy, one version).
-        assert all(answer == (2.0, "2") for answer in seen[-40:])
+        assert all(answer == (2.0, "2") for answer in seen[settled:])
         index = index_by_key(server.http)
         assert index[("alpha", "2")]["state"] == "READY"
         assert index[("alpha", "1")]["state"] == "UNAVAILABLE"
@@ -218,11 +218,10 @@ def test_poll_mode_failed_reload_keeps_serving_the_old_version(repo: Path) -> No
         (staging / "2").mkdir(parents=True)
         (staging / "2" / "model.onnx").write_bytes(b"garbage")
         os.rename(staging / "2", repo / "alpha" / "2")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if index_by_key(server.http).get(("alpha", "2"), {}).get("state") == "UNAVAILABLE":
-                break
-            time.sleep(0.1)
+        wait_until(
+            lambda: index_by_key(server.http).get(("alpha", "2"), {}).get("state") == "UNAVAILABLE",
+            "the bad version 2 reported UNAVAILABLE",
+        )
         assert index_by_key(server.http)[("alpha", "2")]["state"] == "UNAVAILABLE"
         assert infer_scaled(client, "alpha") == (1.0, "1")
     finally:
@@ -230,13 +229,18 @@ def test_poll_mode_failed_reload_keeps_serving_the_old_version(repo: Path) -> No
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
+    """A request held at the gate when SIGTERM comes: the server drains
+    (turning away new requests with 503 while the held one is in flight),
+    answers it once the gate opens, and exits 0."""
     examples.write_model(
-        tmp_path,
+        tmp_path / "models",
         "slow",
-        examples.matmul_chain_model(512, 96),
-        config="max_batch_size: 512\nwarmup:\n  kind: none\n",
+        examples.matmul_chain_model(512, 2),
+        config="max_batch_size: 512\nexecution: threads\nwarmup:\n  kind: none\n",
     )
-    server = start_server(tmp_path, "--exit-timeout-secs", "20")
+    gate = Gate(tmp_path / "gate")
+    gate.close("slow")
+    server = start_server(tmp_path / "models", "--exit-timeout-secs", "60", gate=gate)
     try:
         client = grpcclient.InferenceServerClient(server.grpc)
         x = np.ones((512, 512), np.float32)
@@ -252,17 +256,9 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
 
         thread = threading.Thread(target=in_flight)
         thread.start()
-        # Send SIGTERM only once the server reports the request in flight.
-        gauge = 'mlserve_inflight_requests{model="slow",version="1"} 1.0'
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            text = urllib.request.urlopen(f"http://{server.metrics}/metrics").read().decode()
-            if gauge in text:
-                break
-            time.sleep(0.005)
-        assert gauge in text
+        gate.wait_held("slow")  # in flight, and stays so until the gate opens
         host, port = server.http.rsplit(":", 1)
-        keep_alive = http.client.HTTPConnection(host, int(port), timeout=10)
+        keep_alive = http.client.HTTPConnection(host, int(port), timeout=60)
         keep_alive.request("GET", "/v2/health/ready")
         assert keep_alive.getresponse().read() == b""
         server.process.send_signal(signal.SIGTERM)
@@ -290,8 +286,11 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         assert refused.status == 503
         assert "shutting down" in json.loads(refused.read())["error"]
         keep_alive.close()
+        gate.open("slow")
+        code = server.process.wait(timeout=60)
     finally:
-        code = server.terminate(timeout_s=30)
+        gate.open("slow")
+        server.terminate(timeout_s=30)
     thread.join()
     assert code == 0
     assert results == [(512, 512)], results

@@ -14,9 +14,13 @@ from mlserve.runtime.batching.batcher import Batcher, BatcherSettings, BatchResu
 from mlserve.runtime.batching.instance_pool import InstancePool
 from mlserve.runtime.batching.policy import BatchPolicy
 
+# Only a hang reaches this: every test opens its gate once it has set the scene.
+GATE_WAIT_S = 60.0
+
 
 class FakeModel:
-    """y = 2x + 1 row by row; NaN input fails the whole run, as a bad row can."""
+    """y = 2x + 1 row by row; NaN input fails the whole run, as a bad row can.
+    With `gate`, every run waits until the test sets it."""
 
     def __init__(self, gate: threading.Event | None = None, delay_s: float = 0.0) -> None:
         self.gate = gate
@@ -25,8 +29,8 @@ class FakeModel:
         self.lock = threading.Lock()
 
     def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if self.gate is not None:
-            self.gate.wait(5)
+        if self.gate is not None and not self.gate.wait(GATE_WAIT_S):
+            raise AssertionError("the test never opened the gate")
         if self.delay_s:
             time.sleep(self.delay_s)
         x = feeds["x"]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import numpy as np
 import pytest
 import uvloop
 
@@ -20,13 +21,33 @@ from mlserve.runtime.batching.instance_pool import InstancePool
 from mlserve.runtime.batching.policy import BatchPolicy
 from mlserve.runtime.batching.wake_timer import TIMERFD, WakeTimer
 
-from .test_batcher import FakeModel, rows, submit
+from .batcher_support import GATE_WAIT_S, FakeModel, rows, submit
+
+
+class HoldFirst(FakeModel):
+    """A run whose input starts at 0 waits for the gate; the others run at once."""
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        held = feeds["x"][0, 0] == 0 and self.gate is not None
+        if held and not self.gate.wait(GATE_WAIT_S):  # type: ignore[union-attr]
+            raise AssertionError("the test never opened the gate")
+        x = feeds["x"]
+        return [x * 2 + 1]
+
 
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, Any]], Any]] = {
     "asyncio": asyncio.run,
     "uvloop": uvloop.run,
 }
 BACKENDS = ["timerfd", "loop-timer"]
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Let the loop run until `condition` holds (the bound is for a hang only)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "not within the hang bound"
+        await asyncio.sleep(0.001)
 
 
 def recording_timer(backend: str) -> tuple[WakeTimer, list[float]]:
@@ -52,9 +73,10 @@ def test_fires_once_and_never_early(loop: str, backend: str) -> None:
             fired.clear()
             start = time.monotonic()
             timer.arm(delay)
-            await asyncio.sleep(delay + 0.02)
-            assert len(fired) == 1
+            await until(lambda: bool(fired))
             assert fired[0] - start >= delay
+            await asyncio.sleep(0.02)  # and no second time
+            assert len(fired) == 1
         timer.close()
 
     LOOPS[loop](scenario())
@@ -66,11 +88,12 @@ def test_rearm_replaces_and_cancel_stops(loop: str, backend: str) -> None:
     async def scenario() -> None:
         timer, fired = recording_timer(backend)
         start = time.monotonic()
-        timer.arm(0.03)
-        timer.arm(0.0005)  # earlier: the 30 ms expiry is gone
-        await asyncio.sleep(0.06)
-        assert len(fired) == 1  # once, not again at 30 ms
-        assert 0.0005 <= fired[0] - start < 0.03
+        timer.arm(0.5)
+        timer.arm(0.0005)  # earlier: the 500 ms expiry is gone
+        await until(lambda: bool(fired))
+        assert 0.0005 <= fired[0] - start < 0.5
+        await asyncio.sleep(0.6 - (time.monotonic() - start))
+        assert len(fired) == 1  # once, not again at 500 ms
         timer.arm(0.002)
         timer.cancel()
         await asyncio.sleep(0.02)
@@ -105,8 +128,13 @@ def test_a_batch_wait_wakes_the_batcher_once(loop: str) -> None:
 
     async def scenario() -> tuple[int, int]:
         """(waits armed, wakeups) for one waiting request."""
-        model = FakeModel(delay_s=0.05)
+        gate = threading.Event()
+        model = HoldFirst(gate)
         executor = InstancePool(2, "test")
+        # The batcher's clock stands still while the waiting request is
+        # submitted, so its decision always finds the whole 0.4 ms ahead (a
+        # thread descheduled that long would otherwise find it over).
+        frozen: list[float] = []
         batcher = Batcher(
             BatcherSettings(
                 policy=BatchPolicy(max_batch_size=8, max_queue_delay_s=0.0004),
@@ -116,6 +144,7 @@ def test_a_batch_wait_wakes_the_batcher_once(loop: str) -> None:
             ),
             model.run,
             executor,
+            clock=lambda: frozen[0] if frozen else time.monotonic(),
         )
         wakeups = arms = 0
         on_timer, arm = batcher._on_timer, batcher._wake.arm
@@ -132,25 +161,21 @@ def test_a_batch_wait_wakes_the_batcher_once(loop: str) -> None:
 
         batcher._wake._callback = counting
         batcher._wake.arm = counting_arm  # type: ignore[method-assign]
-        busy = submit(batcher, rows(1))  # holds one instance for 50 ms
-        await asyncio.sleep(0.001)
-        assert batcher._free == 1  # the first request holds an instance
+        busy = submit(batcher, rows(1))  # holds one instance until the gate opens
+        assert batcher._free == 1
         wakeups = arms = 0
+        frozen.append(time.monotonic())
         waiting = submit(batcher, rows(1, 10))  # an instance is free but one is busy: wait
+        frozen.clear()
         result = await waiting
         assert result.outputs[0].tolist() == (rows(1, 10) * 2 + 1).tolist()
+        gate.set()
         await busy
         batcher.close()
         executor.shutdown()
         return arms, wakeups
 
-    # A thread descheduled for over 0.4 ms between the request's arrival and
-    # the batcher's decision finds the wait already over and sends at once,
-    # arming nothing: such a try says nothing either way, so try again.
-    for _ in range(5):
-        arms, wakeups = LOOPS[loop](scenario())
-        if arms:
-            break
+    arms, wakeups = LOOPS[loop](scenario())
     assert arms == 1
     assert wakeups == 1
 
