@@ -6,8 +6,8 @@ an answer costs only its own request; every outcome is counted."""
 from __future__ import annotations
 
 import asyncio
-import time
 import json
+import time
 from pathlib import Path
 
 import numpy as np
