@@ -33,7 +33,14 @@ STATUS_BY_KIND: dict[ErrorKind, int] = {
     ErrorKind.INTERNAL: 500,
 }
 _OK = HttpResponse(200, b"", "text/plain")
-_NOT_READY = HttpResponse(503, b"", "text/plain")
+# Health answers: the Open Inference Protocol's JSON bodies (KServe's client
+# reads them), with the status codes Triton's clients read (200, else 503).
+_HEALTH = {
+    ("live", True): HttpResponse(200, b'{"live":true}'),
+    ("live", False): HttpResponse(503, b'{"live":false}'),
+    ("ready", True): HttpResponse(200, b'{"ready":true}'),
+    ("ready", False): HttpResponse(503, b'{"ready":false}'),
+}
 
 
 def _json(doc: Any, status: int = 200) -> HttpResponse:
@@ -115,7 +122,7 @@ class HttpApi:
             self._method(method, "GET")
             self._check("health", request)
             ok = self.dataplane.live() if rest[1] == "live" else self.dataplane.ready()
-            return _OK if ok else _NOT_READY
+            return _HEALTH[rest[1], ok]
         if head == "models":
             return await self._models(request, rest[1:])
         if head == "repository":
@@ -128,6 +135,11 @@ class HttpApi:
             raise MethodNotAllowed(method, expected)
 
     async def _models(self, request: HttpRequest, rest: list[str]) -> HttpResponse:
+        if not rest or rest == [""]:  # KServe's model list: the names of ready models
+            self._method(request.method, "GET")
+            self._check("metadata", request)
+            entries = self.dataplane.repository_index(ready_only=True)
+            return _json({"models": sorted({e.name for e in entries})})
         if rest == ["stats"]:
             self._method(request.method, "GET")
             self._check("statistics", request)
@@ -171,7 +183,8 @@ class HttpApi:
             )
         if action == "ready":
             self._check("health", request)
-            return _OK if self.dataplane.model_ready(name, version) else _NOT_READY
+            ready = self.dataplane.model_ready(name, version)
+            return _json({"name": name, "ready": ready}, 200 if ready else 503)
         if action == "config":
             self._check("model-config", request)
             model = self.dataplane.model(name, version)

@@ -11,6 +11,9 @@
 # Transitive packages are held to what was tested by constraints-<peer>.txt
 # (a pip freeze), so a fresh setup gets the same stack.
 #
+# `setup.sh` sets up both; `setup.sh kserve` only KServe's (the test suite runs
+# KServe's own Python client from it: tests/integration/test_kserve_client.py).
+#
 # Idempotent: a venv whose pinned packages are already at the wanted versions
 # is left alone (a second run takes seconds). Environment overrides:
 #   PEERS_PYTHON   interpreter for the venvs (default: python3)
@@ -56,6 +59,13 @@ setup_venv() {
   log "$name: OK ($venv: $(installed_ver "$venv" "${1%%==*}"))"
 }
 
-setup_venv mlserver "mlserver, onnxruntime, numpy, uvloop" "${MLSERVER_PINS[@]}"
-setup_venv kserve "kserve, onnxruntime, numpy" "${KSERVE_PINS[@]}"
-log "peers ready: $REPO/.venv-mlserver, $REPO/.venv-kserve"
+peers=("$@")
+[[ ${#peers[@]} -gt 0 ]] || peers=(mlserver kserve)
+for peer in "${peers[@]}"; do
+  case "$peer" in
+    mlserver) setup_venv mlserver "mlserver, onnxruntime, numpy, uvloop" "${MLSERVER_PINS[@]}" ;;
+    kserve) setup_venv kserve "kserve, onnxruntime, numpy" "${KSERVE_PINS[@]}" ;;
+    *) log "unknown peer: $peer (mlserver, kserve)"; exit 2 ;;
+  esac
+done
+log "peers ready: ${peers[*]/#/$REPO/.venv-}"

@@ -117,6 +117,14 @@ def test_broken_model_is_reported_and_the_rest_serve(repo: Path) -> None:
         assert infer_scaled(client, "alpha") == (1.0, "1")
         assert not http.is_server_ready()  # strict readiness: not every model loaded
         assert not client.is_server_ready()
+        with pytest.raises(urllib.error.HTTPError) as not_ready:  # the protocol's JSON body
+            urllib.request.urlopen(f"http://{server.http}/v2/health/ready")
+        with not_ready.value as answer:
+            assert answer.code == 503 and json.load(answer) == {"ready": False}
+        with pytest.raises(urllib.error.HTTPError) as broken:
+            urllib.request.urlopen(f"http://{server.http}/v2/models/broken/ready")
+        with broken.value as answer:
+            assert answer.code == 503 and json.load(answer) == {"name": "broken", "ready": False}
         assert http.is_server_live()
         with grpc.insecure_channel(server.grpc) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
@@ -260,7 +268,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         host, port = server.http.rsplit(":", 1)
         keep_alive = http.client.HTTPConnection(host, int(port), timeout=60)
         keep_alive.request("GET", "/v2/health/ready")
-        assert keep_alive.getresponse().read() == b""
+        assert json.loads(keep_alive.getresponse().read()) == {"ready": True}
         server.process.send_signal(signal.SIGTERM)
         server.wait_for_line("shutting down: draining")
         # A new request on an open connection is turned away while the old one finishes.

@@ -4,6 +4,7 @@ clients users have: tritonclient gRPC and HTTP."""
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -63,6 +64,40 @@ def test_health(
     assert grpc_client.is_model_ready("mlp") and http_client.is_model_ready("mlp", "1")
     assert not grpc_client.is_model_ready("no_such_model")
     assert not http_client.is_model_ready("mlp", "7")
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "body"),
+    [
+        ("/v2/health/live", 200, {"live": True}),
+        ("/v2/health/ready", 200, {"ready": True}),
+        ("/v2/models/mlp/ready", 200, {"name": "mlp", "ready": True}),
+        ("/v2/models/mlp/versions/1/ready", 200, {"name": "mlp", "ready": True}),
+        ("/v2/models/mlp/versions/7/ready", 503, {"name": "mlp", "ready": False}),
+        ("/v2/models/no_such_model/ready", 503, {"name": "no_such_model", "ready": False}),
+    ],
+)
+def test_health_answers_carry_the_protocol_s_json(
+    server: ServerProcess, path: str, status: int, body: dict[str, object]
+) -> None:
+    """The Open Inference Protocol's REST health bodies (KServe's client reads
+    them), with the status codes Triton's clients read."""
+    try:
+        answer = urllib.request.urlopen(f"http://{server.http}{path}")
+    except urllib.error.HTTPError as error:
+        answer = error
+    with answer:
+        assert answer.status == status
+        assert answer.headers["Content-Type"] == "application/json"
+        assert json.load(answer) == body
+
+
+def test_the_model_list_names_the_ready_models(server: ServerProcess) -> None:
+    """KServe's GET /v2/models: {"models": [names]}."""
+    with urllib.request.urlopen(f"http://{server.http}/v2/models") as answer:
+        models = json.load(answer)["models"]
+    assert "mlp" in models and "identity_bytes" in models
+    assert models == sorted(models)
 
 
 def test_server_metadata(
