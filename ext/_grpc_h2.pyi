@@ -27,6 +27,7 @@ class H2Stream:
     metadata: list[tuple[str, str]]
     deadline: float
     user: Any
+    route_header: bytes | None
     inflight: int
     remote_closed: bool
     @property

@@ -39,6 +39,8 @@ cdef enum:
     _COPIED_ANSWER = 4096
 
 cdef nghttp2_session_callbacks *_callbacks = NULL
+# The initial-metadata header that says which track of a rollout answered.
+cdef bytes _ROUTE_HEADER = b"mlserve-route"
 # Bytes of request messages received but not yet complete, over all connections
 # of this process, and the most they may hold (set_buffer_limit).
 cdef Py_ssize_t _buffered_total = 0
@@ -362,18 +364,22 @@ cdef class H2Connection:
         self.linger_timer = self.close_gently(self.transport)
 
     cdef _submit_response(self, H2Stream stream):
-        cdef nghttp2_nv nva[3]
+        cdef nghttp2_nv nva[4]
+        cdef size_t count = 3
         _static_nv(&nva[0], b":status", b"200")
         _static_nv(&nva[1], b"content-type", b"application/grpc")
         _static_nv(&nva[2], b"grpc-accept-encoding", b"identity,deflate,gzip")
+        if stream.route_header is not None:  # which track of a rollout answered
+            _bytes_nv(&nva[3], _ROUTE_HEADER, stream.route_header)
+            count = 4
         cdef nghttp2_data_provider provider
         provider.source.ptr = <void*>stream
         provider.read_callback = _read_body
-        nghttp2_submit_response(self.session, stream.stream_id, nva, 3, &provider)
+        nghttp2_submit_response(self.session, stream.stream_id, nva, count, &provider)
 
     cdef _trailers_only(self, H2Stream stream):
         """An answer without messages: one HEADERS frame that ends the stream."""
-        cdef nghttp2_nv nva[3 + 2 + _MAX_TRAILERS]
+        cdef nghttp2_nv nva[3 + 2 + _MAX_TRAILERS + 1]
         cdef size_t n
         if stream.is_grpc:
             _static_nv(&nva[0], b":status", b"200")
@@ -382,6 +388,9 @@ cdef class H2Connection:
         _static_nv(&nva[1], b"content-type", b"application/grpc")
         _static_nv(&nva[2], b"grpc-accept-encoding", b"identity,deflate,gzip")
         keep = _status_nv(stream, &nva[3], &n)
+        if stream.route_header is not None:  # which track of a rollout answered
+            _bytes_nv(&nva[3 + n], _ROUTE_HEADER, stream.route_header)
+            n += 1
         nghttp2_submit_response(self.session, stream.stream_id, nva, 3 + n, NULL)
         del keep
         # No RST_STREAM(NO_ERROR) to cut the client's upload short: grpc-core clients

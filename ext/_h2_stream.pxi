@@ -34,6 +34,7 @@ cdef class H2Stream:
     cdef readonly Py_ssize_t inflight  # request messages handed to the handler, unanswered
     cdef readonly bint remote_closed  # the client has sent all it will
     cdef public object user  # per-stream state of a streaming handler
+    cdef public bytes route_header  # the answer's `mlserve-route` value (a rollout's track), or None
     cdef H2Connection conn
     cdef bytearray inbuf  # the start of a message's 5-byte prefix, until it is whole
     cdef bytes msg  # the message being received, made at its declared size (or None)

@@ -77,6 +77,18 @@ class ServerConfig:
     worker_socket: str | None = None  # unix socket serving this worker's metrics
     worker_peers: tuple[str, ...] = ()  # every worker's socket, for statistics
     reuse_port: bool = False
+    # Rollouts: where their state lives (SQLite), and the bearer token their
+    # admin API asks for (None: none asked).
+    state_dir: Path | None = None
+    admin_token: str | None = None
+
+    @property
+    def rollout_state_dir(self) -> Path:
+        """--state-dir, by default beside the repository."""
+        if self.state_dir is not None:
+            return self.state_dir
+        repository = self.model_repository.resolve()
+        return repository.parent / f".{repository.name}.mlserve-state"
 
 
 def _tls(section: Section, prefix: str) -> TlsConfig | None:
@@ -202,6 +214,8 @@ def server_config_from_mapping(data: dict[str, Any]) -> ServerConfig:
         worker_socket=section.optional_string("worker_socket"),
         worker_peers=tuple(section.items("worker_peers", lambda v, p: str(v))),
         reuse_port=section.boolean("reuse_port", False),
+        state_dir=Path(state_dir) if (state_dir := section.optional_string("state_dir")) else None,
+        admin_token=section.optional_string("admin_token") or None,
     )
     section.reject_unknown()
     return config

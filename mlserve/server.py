@@ -12,6 +12,7 @@ import resource
 import signal
 import ssl
 import sys
+from typing import TYPE_CHECKING, Any
 
 from mlserve.allocator import tune_malloc
 from mlserve.config import ServerConfig, TlsConfig
@@ -32,8 +33,11 @@ from mlserve.runtime.http_server import (
     start_unix_http_server,
 )
 from mlserve.runtime.metrics import ServerMetrics
-from mlserve.runtime.repository import ModelRepository
+from mlserve.runtime.repository import ModelRepository, VersionChoice
 from mlserve.runtime.repository_layout import RepositoryLayout
+
+if TYPE_CHECKING:
+    from mlserve.router.controller import RolloutController
 
 log = logging.getLogger("mlserve")
 
@@ -103,6 +107,7 @@ async def serve(config: ServerConfig) -> int:
         # With --workers N, statistics add up the sibling workers' shares.
         peers=[p for p in config.worker_peers if p != config.worker_socket],
     )
+    rollouts = _rollouts(config, repository, dataplane)
     health = HealthReporter()
     await health.set_ready(False)
 
@@ -118,6 +123,8 @@ async def serve(config: ServerConfig) -> int:
             api = HttpApi(
                 dataplane, AccessPolicy(list(config.http.restricted)), config.http.max_input_bytes
             )
+            api.rollouts = rollouts
+            api.admin_token = config.admin_token
             http_server, port, connections = await start_http_server(
                 api.handle,
                 host=config.http.address,
@@ -154,6 +161,9 @@ async def serve(config: ServerConfig) -> int:
     else:
         names = tuple(repository.layout.model_names())
     await repository.load_many(names)
+    if rollouts is not None:
+        rollouts.resume_all()  # a restarted server routes the stored step again
+        rollouts.start_loop()
     dataplane.started = True
     await health.set_ready(dataplane.ready())
     _announce(f"mlserve ready: {dataplane.ready()}")
@@ -167,6 +177,8 @@ async def serve(config: ServerConfig) -> int:
     await stop.wait()
     log.info("shutting down: draining for up to %.1f s", config.exit_timeout_secs)
     poller.cancel()
+    if rollouts is not None:
+        await rollouts.stop()
     dataplane.draining = True
     await health.set_ready(False)
     if http_server is not None:
@@ -194,6 +206,33 @@ async def serve(config: ServerConfig) -> int:
     await repository.close()
     _announce("mlserve stopped")
     return 0
+
+
+def _rollouts(
+    config: ServerConfig, repository: ModelRepository, dataplane: DataPlane
+) -> RolloutController | None:
+    """The rollout controller, wired: it chooses the versions the repository
+    loads, publishes route tables into the data plane, and hears routed
+    requests through its hooks. One serving process only for now: with
+    --workers N each worker would judge its own share (issue 29 goes on)."""
+    if config.worker_socket is not None:
+        return None
+    from mlserve.router.controller import RolloutController
+    from mlserve.router.hooks import RolloutHooks
+    from mlserve.router.state_store import StateStore
+
+    def publish_routes(routes: dict[str, Any]) -> None:
+        dataplane.routes = routes
+
+    store = StateStore(config.rollout_state_dir / "rollouts.sqlite")
+    controller = RolloutController(
+        store=store, repository=repository, publish_routes=publish_routes, make_choice=VersionChoice
+    )
+    hooks = RolloutHooks(controller.observer)
+    controller.hooks = hooks
+    repository.choose_versions = controller.choose_versions
+    dataplane.rollout_hooks = hooks
+    return controller
 
 
 def _worker_handler(metrics: ServerMetrics, dataplane: DataPlane) -> Handler:

@@ -144,15 +144,20 @@ class Rollout:
     # -- the request path's reports ------------------------------------------
 
     def observe(self, track: Track, *, failed: bool, latency_s: float, now: float,
-                outputs: dict[str, float] | None = None) -> None:  # fmt: skip
+                outputs: dict[str, float] | None = None,
+                categorical: frozenset[str] = frozenset()) -> None:  # fmt: skip
         """One request answered (or failed) by `track` while routed by this rollout."""
         windows = self._windows
         if track is Track.CANARY:
-            windows.canary_step.add(failed=failed, latency_s=latency_s, outputs=outputs)
+            windows.canary_step.add(
+                failed=failed, latency_s=latency_s, outputs=outputs, categorical=categorical
+            )
             windows.canary_total.add(failed=failed, latency_s=latency_s)
             self._count_canary(failed, now)
         else:
-            windows.stable_step.add(failed=failed, latency_s=latency_s, outputs=outputs)
+            windows.stable_step.add(
+                failed=failed, latency_s=latency_s, outputs=outputs, categorical=categorical
+            )
             windows.stable_total.add(failed=failed, latency_s=latency_s)
 
     def observe_mirror(self, *, agreed: bool) -> None:

@@ -1,8 +1,9 @@
 """Where rollouts live between restarts: one SQLite file under --state-dir.
 
 A row per model with a rollout (its state, step, versions, and what the
-judge has established so far), and an append-only event history (every
-transition and every verdict, with its figures). Each write commits at once
+judge has established so far), an append-only event history (every
+transition and every verdict, with its figures), and the version each
+finished rollout left serving (`pin`), which later loads keep to. Each write commits at once
 (WAL journal), so a server killed with SIGKILL and started again resumes the
 same step. Only the control plane touches it, never a request."""
 
@@ -40,6 +41,10 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_model ON events (model, id);
+CREATE TABLE IF NOT EXISTS serving (
+    model TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
 """
 
 
@@ -103,6 +108,16 @@ class StateStore:
 
     def models(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT model FROM rollouts ORDER BY model")]
+
+    def pin(self, model: str, version: int) -> None:
+        """The version a finished rollout left serving, for every later load."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO serving (model, version) VALUES (?, ?)", (model, version)
+        )
+
+    def pinned(self, model: str) -> int | None:
+        row = self._db.execute("SELECT version FROM serving WHERE model = ?", (model,)).fetchone()
+        return None if row is None else int(row[0])
 
     def append(self, event: Event) -> None:
         self._db.execute(

@@ -34,10 +34,18 @@ class TrackWindow:
     _rng: random.Random = field(default_factory=lambda: random.Random(0x5EED))
 
     def add(
-        self, *, failed: bool, latency_s: float, outputs: dict[str, float] | None = None
+        self,
+        *,
+        failed: bool,
+        latency_s: float,
+        outputs: dict[str, float] | None = None,
+        categorical: frozenset[str] = frozenset(),
     ) -> None:
         """One request: failed on the server's side, or answered in
-        `latency_s` with one summary value per output."""
+        `latency_s` with one summary value per output (`categorical`: the
+        outputs whose values are classes)."""
+        if categorical and not categorical <= self.categorical:
+            self.categorical |= categorical
         self.requests += 1
         if failed:
             self.errors += 1

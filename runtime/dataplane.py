@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,9 +31,11 @@ from mlserve.runtime import datatypes
 from mlserve.runtime.batching.batcher import BatchResult
 from mlserve.runtime.inference_types import InferOutput, InferRequest, InferResponse
 from mlserve.runtime.metrics import ModelMetrics, ServerMetrics
+from mlserve.runtime.mirroring import MirrorPair, ShadowCall
 from mlserve.runtime.model_config import PLATFORM
 from mlserve.runtime.model_version import ModelVersion
 from mlserve.runtime.repository import IndexEntry, ModelRepository, ModelState
+from mlserve.runtime.routing import SERVER_FAILURES, route_hints
 from mlserve.runtime.worker_peers import (
     VersionStatistics,
     merge,
@@ -50,6 +53,7 @@ else:
 
 log = logging.getLogger(__name__)
 _perf_ns = time.perf_counter_ns
+_random = random.random
 
 EXTENSIONS = (
     "binary_tensor_data",
@@ -110,6 +114,11 @@ class DataPlane:
         self.started = False
         self.draining = False
         self.inflight = 0
+        # Rollouts (mlserve.router, wired by the composition root): the route
+        # table of each model being rolled out, replaced whole, and the hooks
+        # that hear how routed requests end (runtime/routing.py).
+        self.routes: dict[str, Any] = {}
+        self.rollout_hooks: Any = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -236,10 +245,21 @@ class DataPlane:
         The transports' fast path: no coroutine or future per request. `infer`
         is the same on top of a future."""
         arrival = request.arrival_ns or _perf_ns()
+        route: Any = None
         try:
             if self.draining:
                 raise ModelUnavailable("the server is shutting down; retry on another replica")
-            model = self.repository.resolve(request.model_name, request.model_version)
+            if self.routes and not request.model_version:
+                table = self.routes.get(request.model_name)
+                if table is not None:
+                    key, override = route_hints(request)
+                    route = table.pick(key, override, _random())
+                    request.route = route.track.value
+                    model = self.repository.resolve(request.model_name, str(route.version))
+                else:
+                    model = self.repository.resolve(request.model_name, "")
+            else:
+                model = self.repository.resolve(request.model_name, request.model_version)
         except MlserveError as exc:
             self.metrics.unrouted(exc.kind.value)
             raise
@@ -258,9 +278,11 @@ class DataPlane:
                 priority, timeout_s = _schedule_parameters(request)
             call = InferCall(
                 self, model, metrics, request, names, rows, arrival, _perf_ns(), priority,
-                reply, fail, context, False,
+                reply, fail, context, False, route, None,
             )  # fmt: skip
             model.batcher.submit(feeds, rows, names, priority, timeout_s, call)
+            if route is not None and route.mirror:
+                self._mirror(call)
             return call
         except BaseException as exc:
             self._leave(model, metrics)
@@ -268,6 +290,35 @@ class DataPlane:
             if error is exc:
                 raise
             raise error from exc
+
+    def _mirror(self, call: InferCall) -> None:
+        """Run a copy of `call`'s request on the canary too, unseen by the
+        client, if the rollout's bound on mirrored work allows (a copy that
+        cannot be made is a drop, never an error for the client)."""
+        hooks = self.rollout_hooks
+        request = call.request
+        name = request.model_name
+        if hooks is None or not hooks.mirror_admitted(name):
+            return
+        try:
+            canary = self.repository.resolve(name, str(self.routes[name].canary))
+            feeds, rows = canary.prepare_feeds(request.inputs)
+            names = canary.select_outputs(request.outputs)
+            pair = MirrorPair(hooks, name, names)
+            canary.batcher.submit(feeds, rows, names, 0, 0.0, ShadowCall(pair))
+        except Exception as exc:  # the canary cannot take it: a failed mirrored run
+            pair = MirrorPair(hooks, name, call.names)
+            pair.canary_answered(None, 0.0)
+            log.debug("mirroring %s failed: %s", name, exc)
+        call.pair = pair
+
+    def _observe(self, call: InferCall, failed: bool, response: InferResponse | None) -> None:
+        """Tell the rollout how a routed request ended."""
+        hooks = self.rollout_hooks
+        if hooks is not None:
+            outputs = response.outputs if response is not None else None
+            latency_s = (_perf_ns() - call.arrival) / 1e9
+            hooks.observe(call.request.model_name, call.route, failed, latency_s, outputs)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """`start`, awaited: for the transports that serve each request in a coroutine."""
@@ -370,6 +421,8 @@ class InferCall:
     fail: FailureCallback
     context: object
     finished: bool
+    route: object  # the rollout's route for it, or None (no rollout)
+    pair: Any  # its MirrorPair when the canary also runs it, or None
 
     def done(self) -> bool:
         return self.finished
@@ -418,6 +471,9 @@ class InferCall:
             _fail_quietly(self, error)
             return
         dataplane._leave(model, self.metrics)
+        if self.route is not None:
+            response.parameters = {"mlserve_route": request.route}
+            _report_route(self, False, response, result.outputs)
         try:
             self.reply(self.context, response)
         except Exception as exc:  # a transport's bug: this request still gets an answer
@@ -433,6 +489,9 @@ class InferCall:
         error = dataplane._counted_failure(
             self.model, self.metrics, self.arrival, self.priority, exc
         )
+        if self.route is not None:
+            failed = isinstance(error, MlserveError) and error.kind in SERVER_FAILURES
+            _report_route(self, failed, None, None)
         _fail_quietly(self, error)
 
     def withdraw(self) -> None:
@@ -453,6 +512,19 @@ class InferCall:
         dataplane._leave(self.model, self.metrics)
         dataplane._fail(self.model, self.metrics, self.arrival, "cancelled")
         return True
+
+
+def _report_route(
+    call: InferCall, failed: bool, response: InferResponse | None, outputs: Any
+) -> None:
+    """Tell the rollout how a routed request ended, and hand stable's answer
+    to a mirrored copy; a fault there must not cost the client its answer."""
+    try:
+        call.dataplane._observe(call, failed, response)
+        if call.pair is not None:
+            call.pair.stable_answered(outputs)
+    except Exception:
+        log.exception("reporting a routed request of '%s' failed", call.model.name)
 
 
 def _fail_quietly(call: InferCall, error: BaseException) -> None:

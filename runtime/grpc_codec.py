@@ -180,9 +180,31 @@ def infer_response_bytes(response: InferResponse) -> bytes:
         else:
             raw = data if data.flags.c_contiguous else np.ascontiguousarray(data)
         outputs.append((output.name, output.datatype, output.shape, raw))
-    return infer_codec.encode_infer_response(
+    encoded = infer_codec.encode_infer_response(
         response.model_name, response.model_version, response.id, outputs
     )
+    if response.parameters:  # a routed answer's mlserve_route: appended, as protobuf allows
+        return encoded + _parameters_bytes(response.parameters)
+    return encoded
+
+
+_PARAMETER_BYTES: dict[tuple[tuple[str, object], ...], bytes] = {}
+
+
+def _parameters_bytes(params: Parameters) -> bytes:
+    """ModelInferResponse's `parameters` field alone, serialized: fields of a
+    protobuf message may follow in any order, so appended to the fast
+    encoder's bytes they make the same message. Few distinct values (a
+    rollout's two tracks): cached."""
+    key = tuple(sorted(params.items()))
+    found = _PARAMETER_BYTES.get(key)
+    if found is None:
+        message = pb.ModelInferResponse()
+        encode_parameters(message.parameters, params)
+        found = message.SerializeToString()
+        if len(_PARAMETER_BYTES) < 64:
+            _PARAMETER_BYTES[key] = found
+    return found
 
 
 def stream_response_bytes(response: InferResponse) -> bytes:
@@ -204,6 +226,8 @@ def encode_infer_response(
     message.model_name = response.model_name
     message.model_version = response.model_version
     message.id = response.id
+    if response.parameters:
+        encode_parameters(message.parameters, response.parameters)
     outputs = message.outputs
     raw = message.raw_output_contents
     for output in response.outputs:

@@ -283,6 +283,7 @@ class InferenceService:
         leaves)."""
         self.check_stream_access(metadata)
         infer_request = self._unary_request(data, time_remaining)
+        infer_request.headers = metadata  # route hints, read only for a model rolled out
         return self.dataplane.start(infer_request, _answer_unary, _fail_infer, stream)
 
     async def model_infer(self, data: bytes, time_remaining: float | None) -> bytes:
@@ -356,6 +357,8 @@ class StreamCalls:
 class UnaryStream(Protocol):
     """How a unary RPC is answered on the native transport (its H2Stream)."""
 
+    route_header: bytes | None  # the answer's mlserve-route header, if a rollout routed it
+
     def reply(self, message: bytes, /) -> None: ...
     def finish(
         self, status: int, message: str = "", trailers: Sequence[tuple[str, str]] | None = None, /
@@ -372,10 +375,14 @@ def fail_unary(stream: UnaryStream, name: str, exc: BaseException) -> None:
 
 
 def _answer_unary(stream: UnaryStream, response: InferResponse) -> None:
+    if response.parameters:  # routed by a rollout: say which track answered
+        stream.route_header = str(response.parameters["mlserve_route"]).encode()
     stream.reply(infer_response_bytes(response))
 
 
-def _fail_infer(stream: UnaryStream, exc: BaseException, _: InferRequest) -> None:
+def _fail_infer(stream: UnaryStream, exc: BaseException, request: InferRequest) -> None:
+    if request.route:
+        stream.route_header = request.route.encode()
     fail_unary(stream, "ModelInfer", exc)
 
 

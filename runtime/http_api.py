@@ -3,6 +3,7 @@ compression, and the one table mapping error kinds to HTTP status codes."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import math
 import time
@@ -12,12 +13,21 @@ from urllib.parse import unquote
 
 import orjson
 
-from mlserve.errors import ErrorKind, InternalError, InvalidRequest, MlserveError, ModelNotFound
+from mlserve.errors import (
+    ErrorKind,
+    InternalError,
+    InvalidRequest,
+    MlserveError,
+    ModelNotFound,
+    PermissionDenied,
+    Unsupported,
+)
 from mlserve.runtime import http_codec, proto_views
 from mlserve.runtime.access import AccessPolicy
 from mlserve.runtime.dataplane import DataPlane
 from mlserve.runtime.http_server import Answer, HttpRequest, HttpResponse
 from mlserve.runtime.inference_types import InferRequest, InferResponse
+from mlserve.runtime.routing import RolloutAdmin
 
 _perf_ns = time.perf_counter_ns
 log = logging.getLogger(__name__)
@@ -74,6 +84,10 @@ class HttpApi:
         self.dataplane = dataplane
         self.access = access
         self.max_input_bytes = max_input_bytes
+        # The rollout admin API (/v2/rollouts), when the composition root wires
+        # one, and the bearer token it asks for (--admin-token).
+        self.rollouts: RolloutAdmin | None = None
+        self.admin_token: str | None = None
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         try:
@@ -127,6 +141,8 @@ class HttpApi:
             return await self._models(request, rest[1:])
         if head == "repository":
             return await self._repository(request, rest[1:])
+        if head == "rollouts":
+            return await self._rollouts(request, rest[1:])
         raise ModelNotFound(f"no endpoint at {request.path}")
 
     @staticmethod
@@ -242,6 +258,47 @@ class HttpApi:
             return _OK
         raise ModelNotFound(f"no endpoint at {request.path}")
 
+    async def _rollouts(self, request: HttpRequest, rest: list[str]) -> HttpResponse:
+        """GET /v2/rollouts[/{model}]; POST /v2/rollouts/{model}/ACTION. Guarded
+        as the repository API is, and by the admin bearer token when set."""
+        self._check("model-repository", request)
+        if self.admin_token is not None:
+            offered = request.headers.get("authorization", "")
+            if not hmac.compare_digest(offered.encode(), f"Bearer {self.admin_token}".encode()):
+                raise PermissionDenied(
+                    "the rollout API needs the admin token: Authorization: Bearer <token> "
+                    "(the server's --admin-token)"
+                )
+        admin = self.rollouts
+        if admin is None:
+            raise Unsupported("this server has no rollout controller")
+        if not rest or rest == [""]:
+            self._method(request.method, "GET")
+            return _json({"rollouts": admin.statuses()})
+        name = unquote(rest[0])
+        if len(rest) == 1:
+            self._method(request.method, "GET")
+            return _json(admin.status(name))
+        if len(rest) == 2 and rest[1] in ROLLOUT_ACTIONS:
+            self._method(request.method, "POST")
+            if rest[1] != "start":
+                return _json(admin.act(name, rest[1]))
+            body = self._json_body(request) if request.body else {}
+            versions = {}
+            for key in ("canary", "stable"):
+                value = body.get(key)
+                if value is not None and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 1
+                ):
+                    raise InvalidRequest(f"'{key}' must be a version number, got {value!r}")
+                versions[key] = value
+            if versions["canary"] is None:
+                raise InvalidRequest("'canary' is required: the version to roll out")
+            return _json(
+                await admin.start(name, canary=versions["canary"], stable=versions["stable"])
+            )
+        raise ModelNotFound(f"no endpoint at {request.path}")
+
     def _json_body(self, request: HttpRequest) -> dict[str, Any]:
         try:
             doc = orjson.loads(self._decoded_body(request))
@@ -295,10 +352,14 @@ class HttpApi:
             infer_request = http_codec.decode_infer_request(
                 name, version, body, header_length, arrival
             )
+            infer_request.headers = request.headers.get  # route hints, read only in a rollout
         except MlserveError as exc:
             self.dataplane.count_rejected(name, version, exc)
             raise
         return infer_request
+
+
+ROLLOUT_ACTIONS = ("start", "pause", "resume", "promote", "abort")
 
 
 def _infer_target(request: HttpRequest) -> tuple[str, str] | None:
@@ -331,6 +392,8 @@ def _infer_response(
     if json_length is not None:
         headers.append(("Inference-Header-Content-Length", str(json_length)))
         content_type = "application/octet-stream"
+    if infer_request.route:  # a rollout routed it: which track answered
+        headers.append(("mlserve-route", infer_request.route))
     accept = request.headers.get("accept-encoding", "")
     if accept:
         payload = _compress(payload, accept, headers)
@@ -357,9 +420,12 @@ def _answer_infer(context: InferContext, result: InferResponse) -> None:
     answer(answer_context, response)
 
 
-def _fail_infer(context: InferContext, exc: BaseException, _: InferRequest) -> None:
+def _fail_infer(context: InferContext, exc: BaseException, infer_request: InferRequest) -> None:
     answer, answer_context, request, _ = context
-    answer(answer_context, _error_answer(request, exc))
+    response = _error_answer(request, exc)
+    if infer_request.route:
+        response.headers.append(("mlserve-route", infer_request.route))
+    answer(answer_context, response)
 
 
 def _compress(payload: bytes, accept: str, headers: list[tuple[str, str]]) -> bytes:

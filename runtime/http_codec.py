@@ -347,7 +347,7 @@ def encode_infer_response(
         if not response.output_parameters.get(output.name, {}).get("binary_data", binary_default):
             return _encode_with_json(response, binary_default)
         blobs.append(array_to_raw(output.data, output.datatype))
-    if response.id or not blobs:
+    if response.id or not blobs or response.parameters:
         return _encode_with_json(response, binary_default)
     # Every output binary and no id: the header depends only on names, types
     # and shapes, which repeat from call to call; build it once.
@@ -390,6 +390,8 @@ def _encode_with_json(response: InferResponse, binary_default: bool) -> tuple[by
     }
     if response.id:
         doc["id"] = response.id
+    if response.parameters:
+        doc["parameters"] = response.parameters
     doc["outputs"] = outputs
     header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:

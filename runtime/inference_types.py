@@ -55,6 +55,11 @@ class InferRequest:
     parameters: Parameters
     arrival_ns: int = 0  # perf_counter_ns() when the transport received it
     timeout_s: float = 0.0  # the transport's own deadline (gRPC), 0 = none
+    # The transport's header lookup (HTTP headers, gRPC metadata): name ->
+    # value or None. Read only for a model being rolled out (route hints).
+    headers: object = None
+    # Set by the data plane when a rollout routed it: "stable" or "canary".
+    route: str = ""
 
 
 @cython.dataclasses.dataclass

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from mlserve.config_section import Section, check_int
 from mlserve.errors import ConfigError
@@ -117,6 +118,9 @@ class ModelConfig:
     # ("inline"), or "auto" (inline for short batches of a single-instance CPU
     # model in a process that may use one core; see batching/batcher.py).
     execution: Literal["auto", "inline", "threads"] = "auto"
+    # The `rollout:` section as written: the router owns and validates it
+    # (mlserve.router.plan); the runtime only carries it.
+    rollout: Mapping[str, Any] | None = None
 
     @property
     def batching(self) -> bool:
@@ -362,6 +366,12 @@ def _sha256(value: object, path: str) -> dict[int, str] | str | None:
     raise ConfigError(path, "must be a hex digest or a mapping of version to digest")
 
 
+def _rollout(value: object, path: str) -> Mapping[str, Any] | None:
+    if value is not None and not isinstance(value, Mapping):
+        raise ConfigError(path, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
 def parse_model_config(data: object, *, name: str, path: str = "") -> ModelConfig:
     """Validate a config.yaml mapping; `path` prefixes every error's key path."""
     section = Section(data, path)
@@ -397,6 +407,7 @@ def parse_model_config(data: object, *, name: str, path: str = "") -> ModelConfi
         dynamic_batching=_dynamic_batching(section.optional_section("dynamic_batching")),
         default_model_filename=filename,
         execution=execution,  # type: ignore[arg-type]
+        rollout=_rollout(section.raw("rollout", None), section.child_path("rollout")),
     )
     section.reject_unknown()
     if execution == "inline" and (device != "cpu" or config.instance_count != 1):

@@ -43,16 +43,35 @@ class IndexEntry:
 
 @dataclass(frozen=True, slots=True)
 class ServedModel:
-    """The ready versions of one model; `latest` answers version-less requests."""
+    """The ready versions of one model; `latest` answers version-less
+    requests: the newest, or the `default` a version chooser named."""
 
     name: str
     versions: dict[int, ModelVersion]
+    default: int | None = None
 
     @property
     def latest(self) -> ModelVersion | None:
+        if self.default in self.versions:
+            return self.versions[self.default]
         return self.versions[max(self.versions)] if self.versions else None
 
 
+@dataclass(frozen=True, slots=True)
+class VersionChoice:
+    """The versions of a model to serve, and the one version-less requests get."""
+
+    versions: tuple[int, ...]
+    default: int
+
+
+# Decides which versions of a model to load when something other than its
+# version policy does: a rollout serving stable and canary side by side, or
+# the version a finished rollout left serving. Called with (name, config,
+# versions on disk, versions serving now); None leaves it to the policy. It
+# may raise ConfigError (a bad `rollout:` section): the model is then
+# unavailable with that reason, as for any other config error.
+VersionChooser = Callable[[str, ModelConfig, list[int], tuple[int, ...]], VersionChoice | None]
 StateListener = Callable[[IndexEntry], None]
 
 
@@ -61,6 +80,7 @@ class ModelRepository:
 
     def __init__(self, layout: RepositoryLayout) -> None:
         self.layout = layout
+        self.choose_versions: VersionChooser | None = None  # set by the composition root
         self._served: dict[str, ServedModel] = {}
         # Each model's latest ready version, by name: the request path's lookup
         # for version-less requests, kept in step with _served by _publish.
@@ -198,7 +218,14 @@ class ModelRepository:
         try:
             config = self.layout.read_config(name, model_dir)
             on_disk = self.layout.versions(model_dir)
-            wanted = config.version_policy.select(on_disk)
+            current = self._served.get(name)
+            serving = tuple(sorted(current.versions)) if current else ()
+            choice = self.choose_versions and self.choose_versions(name, config, on_disk, serving)
+            if choice:
+                wanted = [v for v in choice.versions if v in on_disk]
+                default: int | None = choice.default
+            else:
+                wanted, default = config.version_policy.select(on_disk), None
             if not wanted:
                 raise ConfigError(
                     f"{name}/config.yaml: version_policy",
@@ -209,7 +236,6 @@ class ModelRepository:
             self._set(IndexEntry(name, "", ModelState.UNAVAILABLE, reason))
             log.error("model %s: %s", name, reason)
             return
-        current = self._served.get(name)
         versions: dict[int, ModelVersion] = {}
         for version in wanted:
             old = current.versions.get(version) if current else None
@@ -239,7 +265,7 @@ class ModelRepository:
                 )
             return
         snapshot = dict(self._served)
-        snapshot[name] = ServedModel(name, versions)
+        snapshot[name] = ServedModel(name, versions, default)
         self._publish(snapshot)
         self._set(IndexEntry(name, "", ModelState.READY))
         if current is not None:

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 
 from mlserve._version import __version__
 from mlserve.bench.options import add_bench_parser, run_from_args
+from mlserve.cli import rollout as rollout_cli
 from mlserve.errors import MlserveError
 
 
@@ -99,6 +101,13 @@ def _add_serve(sub: Any) -> None:
     )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument(
+        "--state-dir", help="where rollouts keep their state (default: beside the repository)"
+    )
+    p.add_argument(
+        "--admin-token",
+        help="bearer token the rollout admin API asks for (default: $MLSERVE_ADMIN_TOKEN, or none)",
+    )
+    p.add_argument(
         "--workers",
         help="serving processes sharing the ports: N, or 'auto' (the default) = one per "
         "CPU when every model is small, on the CPU and single-threaded, else 1",
@@ -129,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="an input from a .npy or .json file (repeatable)",
     )
     _add_client_flags(infer)
+    rollout_cli.add_parser(sub)
     models = sub.add_parser("models", help="list the repository index of a running server")
     _add_client_flags(models)
     add_bench_parser(sub)
@@ -154,6 +164,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     for key, value in vars(args).items():
         if key != "command":
             settings[key] = value
+    if settings.get("admin_token") is None and os.environ.get("MLSERVE_ADMIN_TOKEN"):
+        settings["admin_token"] = os.environ["MLSERVE_ADMIN_TOKEN"]
     config = server_config_from_mapping(settings)
     worker = ""  # a supervisor's workers share its terminal: say whose line it is
     if config.worker_socket is not None and config.worker_socket in config.worker_peers:
@@ -203,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "infer": _run_infer,
         "models": _run_models,
         "bench": run_from_args,
+        "rollout": rollout_cli.run,
     }
     try:
         return runners[args.command](args)
