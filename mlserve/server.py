@@ -219,6 +219,7 @@ def _rollouts(
         return None
     from mlserve.router.controller import RolloutController
     from mlserve.router.hooks import RolloutHooks
+    from mlserve.router.metrics import RolloutMetrics
     from mlserve.router.state_store import StateStore
 
     def publish_routes(routes: dict[str, Any]) -> None:
@@ -232,6 +233,7 @@ def _rollouts(
     controller.hooks = hooks
     repository.choose_versions = controller.choose_versions
     dataplane.rollout_hooks = hooks
+    dataplane.metrics.registry.register(RolloutMetrics(controller, hooks))
     return controller
 
 

@@ -221,6 +221,10 @@ class RolloutController:
 
     # -- internals ----------------------------------------------------------------
 
+    def rollouts(self) -> dict[str, Rollout]:
+        """Every model's rollout this process knows (for metrics)."""
+        return dict(self._rollouts)
+
     def observer(self, name: str) -> Rollout | None:
         """The rollout that routes `name` now (the request path reports to it)."""
         rollout = self._rollouts.get(name)

@@ -8,6 +8,7 @@ the controller's tick compares them, off the request path."""
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,9 @@ PENDING_COMPARISONS = 10_000
 class RolloutHooks:
     """Implements the data plane's hooks for every model's rollout."""
 
+    # Latency histogram bounds, seconds (router/metrics.py exports them).
+    BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
     def __init__(
         self, rollouts: Callable[[str], Rollout | None], clock: Callable[[], float] = time.time
     ) -> None:
@@ -32,12 +36,17 @@ class RolloutHooks:
         self._clock = clock
         self._mirrored_inflight: dict[str, int] = {}
         self.mirror_dropped: dict[str, int] = {}
+        # For metrics: requests by (model, track, outcome); latency bucket
+        # counts (the last one past every bound) and their sum, by (model, track).
+        self.routed: dict[tuple[str, str, str], int] = {}
+        self.durations: dict[tuple[str, str], tuple[list[int], float]] = {}
         self._pending: deque[tuple[str, Sequence[str], Sequence[np.ndarray], Sequence[np.ndarray]]]
         self._pending = deque()
 
     # -- the data plane's calls ----------------------------------------------
 
     def observe(self, model: str, route: Any, failed: bool, latency_s: float, outputs: Any) -> None:
+        self._count(model, route.track.value, failed, latency_s)
         rollout = self._rollouts(model)
         if rollout is None:
             return
@@ -52,6 +61,15 @@ class RolloutHooks:
             outputs=summary,
             categorical=categorical,
         )
+
+    def _count(self, model: str, track: str, failed: bool, latency_s: float) -> None:
+        key = (model, track, "error" if failed else "ok")
+        self.routed[key] = self.routed.get(key, 0) + 1
+        if failed:
+            return
+        counts, total = self.durations.get((model, track)) or ([0] * (len(self.BUCKETS) + 1), 0.0)
+        counts[bisect.bisect_left(self.BUCKETS, latency_s)] += 1
+        self.durations[(model, track)] = (counts, total + latency_s)
 
     def mirror_admitted(self, model: str) -> bool:
         rollout = self._rollouts(model)

@@ -100,6 +100,7 @@ class Rollout:
         self._first_failure_s = 0.0
         self._generation = 0
         self.last_verdict: Verdict | None = None
+        self.verdicts: dict[tuple[str, str], int] = {}  # (action, reason) -> count, for metrics
 
     # -- reading -----------------------------------------------------------
 
@@ -226,6 +227,8 @@ class Rollout:
         )
         verdict = judge(evidence, self.plan.judge)
         self.last_verdict = verdict
+        key = (verdict.action.value, verdict.reason)
+        self.verdicts[key] = self.verdicts.get(key, 0) + 1
         cleared = record.errors_cleared or any(
             c.name == "errors" and c.outcome is Outcome.PASS for c in verdict.checks
         )

@@ -25,7 +25,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from mlserve import examples
-from tests.conftest import ServerProcess, start_server, wait_until
+from tests.conftest import ServerProcess, metric, start_server, wait_until
 
 # A plan that a few dozen requests decide: shadow, then half, then all.
 PLAN = """
@@ -146,6 +146,12 @@ def test_a_good_canary_is_promoted_through_every_step_and_stays_after_a_restart(
         versions = {version for code, version, _ in client.answers if code == 200}
         assert versions == {"1", "2"}  # both answered while the split ran
         assert all(code == 200 for code, _, _ in client.answers)
+        assert metric(server, "mlserve_rollout_state", model="m", state="succeeded") == 1
+        for track in ("stable", "canary"):
+            labels = {"model": "m", "track": track}
+            assert metric(server, "mlserve_routed_requests_total", outcome="ok", **labels) > 0
+            assert metric(server, "mlserve_routed_request_duration_seconds_count", **labels) > 0
+        assert metric(server, "mlserve_rollout_verdicts_total", model="m", verdict="promote") == 3
     finally:
         server.terminate()
     again = start_server(models, "--state-dir", str(state_dir))
@@ -178,6 +184,11 @@ def test_a_canary_failing_every_request_is_cut_off_at_once(tmp_path: Path) -> No
         failed = [a for a in client.answers if a[0] != 200]
         assert failed and all(route == "canary" for _, _, route in failed)
         assert len(failed) <= 20  # cut at the 20th failure in a row (one client)
+        errors = metric(
+            server, "mlserve_routed_requests_total", model="m", track="canary", outcome="error"
+        )
+        assert errors == len(failed)
+        assert metric(server, "mlserve_rollout_weight", model="m", track="canary") == 0
         after = client.answers[seen:]
         assert all(a == (200, "1", "") for a in after), after[:5]  # stable alone, no split
     finally:

@@ -273,3 +273,41 @@ def test_pause_keeps_the_split_and_stops_the_judge(tmp_path: Path) -> None:
     assert h.rollout.state is RolloutState.ABORTED and h.tables[-1] is None
     with pytest.raises(RolloutError):
         h.rollout.abort(h.now)
+
+
+# -- the request path's hooks -------------------------------------------------------------
+
+
+def test_mirrored_answers_agree_by_the_plan_s_comparison() -> None:
+    from mlserve.router.hooks import _agree
+    from mlserve.router.plan import OutputComparison
+
+    probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], np.float32)
+    nudged = probs + np.float32(1e-7)
+    other_class = probs[:, ::-1].copy()
+    assert _agree(probs, nudged, OutputComparison("close"))
+    assert not _agree(probs, probs * 2, OutputComparison("close"))
+    assert _agree(probs, probs * 2, OutputComparison("argmax"))  # same class per row
+    assert not _agree(probs, other_class, OutputComparison("argmax"))
+    assert not _agree(probs, nudged, OutputComparison("equal"))
+    assert not _agree(probs, probs[:1], OutputComparison("close"))  # another shape
+    labels = np.array([1, 2], np.int64)
+    assert _agree(labels, labels.copy(), OutputComparison("close"))  # integers: exact
+
+
+def test_shadow_work_is_bounded_and_drops_are_counted(tmp_path: Path) -> None:
+    from mlserve.router.hooks import RolloutHooks
+
+    h = Harness(tmp_path, shadow={"max_inflight": 2})
+    h.rollout.start(stable=1, canary=2, now=h.now)
+    hooks = RolloutHooks(lambda name: h.rollout, clock=lambda: h.now)
+    assert [hooks.mirror_admitted("m") for _ in range(3)] == [True, True, False]
+    assert hooks.mirror_dropped == {"m": 1}
+    one = [np.ones((1, 4), np.float32)]
+    hooks.mirrored("m", ["y"], one, one, 0.001)  # one done: room for one more
+    assert hooks.mirror_admitted("m")
+    hooks.mirrored("m", ["y"], one, [np.zeros((1, 4), np.float32)], 0.001)
+    assert hooks.compare_pending() == 2
+    status = h.rollout.status()["requests"]
+    assert (status["mirrored_compared"], status["mirrored_agreed"]) == (2, 1)
+    assert status["canary"] == 2  # the canary's runs count as its requests

@@ -1,0 +1,97 @@
+"""What a rollout's traffic split costs the request path.
+
+One mlserve server (native gRPC, pinned to core 0) serves two copies of the
+benchmark MLP: `mlp`, with no rollout, and `mlp_split`, whose versions 1 and
+2 (the same graph) are in a rollout held at weight 50 (a plan that never
+gathers enough evidence to move: every request is routed, drawn, observed
+and counted by the rollout, and half are answered by each version). h2load
+(core 1, one h2c connection with C streams) loads them window by window,
+alternating, each going first in every other round; successes are counted
+on the server. The ratio to judge by is split / plain per adjacent pair of
+windows.
+
+    .venv/bin/python -m benchmarks.rollout.split_cost [--concurrency 64] [--seconds 3] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.load import drivers, servers, workload
+from mlserve import examples
+
+CONFIG = "max_batch_size: 32\ndynamic_batching: {max_queue_delay_us: 1000}\n"
+SPLIT_PLAN = """rollout:
+  stable: 1
+  canary: 2
+  steps: [{weight: 50}]
+  interval_s: 30
+  min_requests: 1000000000
+  max_step_s: 1000000
+"""
+
+
+def successes(server: servers.Server, model: str) -> float:
+    return servers.mlserve_successes(server, model)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        repo = root / "models"
+        examples.write_model(repo, "mlp", examples.mlp_model(), config=CONFIG)
+        examples.write_model(repo, "mlp_split", examples.mlp_model(), config=CONFIG + SPLIT_PLAN)
+        examples.write_model(repo, "mlp_split", examples.mlp_model(), version=2)
+        bodies = {}
+        for model in ("mlp", "mlp_split"):
+            bodies[model] = root / f"{model}.bin"
+            bodies[model].write_bytes(_renamed(workload.infer_message("mlp"), model))
+        server = servers.start_mlserve(repo)
+        try:
+            rates: dict[str, list[float]] = {"mlp": [], "mlp_split": []}
+            for model in ("mlp", "mlp_split"):  # warm both
+                drivers.h2load(server.ports.grpc, bodies[model], args.concurrency, 1)
+            for round_ in range(args.rounds):
+                order = ("mlp", "mlp_split") if round_ % 2 == 0 else ("mlp_split", "mlp")
+                for model in order:
+                    before = successes(server, model)
+                    started = time.monotonic()
+                    drivers.h2load(server.ports.grpc, bodies[model], args.concurrency, args.seconds)
+                    rate = (successes(server, model) - before) / (time.monotonic() - started)
+                    rates[model].append(rate)
+                    print(f"round {round_ + 1} {model}: {rate:,.0f} req/s", flush=True)
+        finally:
+            server.stop()
+    ratios = [s / p for s, p in zip(rates["mlp_split"], rates["mlp"], strict=True)]
+    print(
+        f"\nsplit at weight 50 / no rollout, MLP, c={args.concurrency}, native gRPC, "
+        f"server core {servers.SERVER_CPU}, h2load core {drivers.CLIENT_CPU}: "
+        f"median {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f}); "
+        f"plain median {statistics.median(rates['mlp']):,.0f} req/s, "
+        f"split median {statistics.median(rates['mlp_split']):,.0f} req/s"
+    )
+
+
+def _renamed(message: bytes, model: str) -> bytes:
+    """The same ModelInferRequest for another model name, framed for h2load."""
+    from mlserve.proto import grpc_service_pb2 as pb
+
+    request = pb.ModelInferRequest.FromString(message)
+    request.model_name = model
+    data = request.SerializeToString()
+    return b"\x00" + len(data).to_bytes(4, "big") + data
+
+
+if __name__ == "__main__":
+    main()
