@@ -74,6 +74,7 @@ class RolloutController:
         self._rollouts: dict[str, Rollout] = {}
         self._plans: dict[str, RolloutPlan] = {}
         self._routes: dict[str, RouteTable] = {}
+        self._routing: dict[str, Rollout] = {}  # the rollouts whose tables are published
         self._pending: dict[str, tuple[int, int]] = {}  # (stable, canary) loading to start
         self._reloads: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -226,9 +227,9 @@ class RolloutController:
         return dict(self._rollouts)
 
     def observer(self, name: str) -> Rollout | None:
-        """The rollout that routes `name` now (the request path reports to it)."""
-        rollout = self._rollouts.get(name)
-        return rollout if rollout is not None and rollout.state.routing else None
+        """The rollout that routes `name` now (the request path reports to
+        it): a dict kept by the route swaps, no state to work out per request."""
+        return self._routing.get(name)
 
     def _serving_default(self, name: str) -> int:
         pinned = self._store.pinned(name)
@@ -273,10 +274,14 @@ class RolloutController:
 
     def _route(self, name: str, table: RouteTable | None) -> None:
         routes = dict(self._routes)
+        routing = dict(self._routing)
         if table is None:
             routes.pop(name, None)
+            routing.pop(name, None)
         else:
             routes[name] = table
+            routing[name] = self._rollouts[name]
+        self._routing = routing
         self._routes = routes
         self._publish_routes(routes)
 

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from mlserve.router.rollout import RolloutState
+from mlserve.router.windows import BUCKETS
 
 if TYPE_CHECKING:
     from mlserve.router.controller import RolloutController
@@ -62,28 +63,32 @@ class RolloutMetrics(Collector):
         yield weight
         yield state
         yield verdicts
-        hooks = self._hooks
         routed = CounterMetricFamily(
             "mlserve_routed_requests",
             "Requests a rollout routed, by track and outcome.",
             labels=["model", "track", "outcome"],
         )
-        for (name, track, outcome), count in list(hooks.routed.items()):
-            routed.add_metric([name, track, outcome], count)
-        yield routed
         durations = HistogramMetricFamily(
             "mlserve_routed_request_duration_seconds",
             "Latency of routed requests, per track (from arrival to the answer).",
             labels=["model", "track"],
         )
-        for (name, track), (counts, total) in list(hooks.durations.items()):
-            cumulative, buckets = 0, []
-            for bound, count in zip(hooks.BUCKETS, counts, strict=False):
-                cumulative += count
-                buckets.append((str(bound), cumulative))
-            buckets.append(("+Inf", cumulative + counts[-1]))  # the last count: past every bound
-            durations.add_metric([name, track], buckets, total)
+        for name, rollout in list(self._controller.rollouts().items()):
+            counters = rollout.counters
+            for index, track in enumerate(("stable", "canary")):
+                routed.add_metric([name, track, "ok"], counters.ok[index])
+                routed.add_metric([name, track, "error"], counters.failed[index])
+                histogram = list(counters.histograms[index])
+                cumulative = 0.0
+                buckets: list[tuple[str, float]] = []
+                for bound, in_bucket in zip(BUCKETS, histogram, strict=False):
+                    cumulative += in_bucket
+                    buckets.append((str(bound), cumulative))
+                buckets.append(("+Inf", cumulative + histogram[-2]))  # past every bound
+                durations.add_metric([name, track], buckets, histogram[-1])
+        yield routed
         yield durations
+        hooks = self._hooks
         dropped = CounterMetricFamily(
             "mlserve_shadow_dropped",
             "Mirrored copies not made because the bound on mirrored work was reached.",

@@ -23,15 +23,17 @@ fails to load (`hard_failure`)."""
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mlserve.router.judge import Action, Evidence, Outcome, Verdict, judge
+from mlserve.router.judge import Action, Evidence, Outcome, TrackEvidence, Verdict, judge
+from mlserve.router.outputs import summaries
 from mlserve.router.plan import RolloutPlan, Step
 from mlserve.router.route_table import RouteTable, Track
 from mlserve.router.state_store import Event, RolloutRecord, StateStore
-from mlserve.router.windows import TrackWindow
+from mlserve.router.windows import TrackCounters, TrackWindow
 
 
 class RolloutState(enum.Enum):
@@ -65,8 +67,11 @@ class RolloutError(Exception):
 class _Windows:
     stable_step: TrackWindow = field(default_factory=TrackWindow)
     canary_step: TrackWindow = field(default_factory=TrackWindow)
-    stable_total: TrackWindow = field(default_factory=TrackWindow)
-    canary_total: TrackWindow = field(default_factory=TrackWindow)
+    # The whole rollout's counts (the error test's running totals).
+    stable_requests: int = 0
+    stable_errors: int = 0
+    canary_requests: int = 0
+    canary_errors: int = 0
     previous_stable: TrackWindow | None = None
     mirrored_compared: int = 0
     mirrored_agreed: int = 0
@@ -87,13 +92,17 @@ class Rollout:
         store: StateStore,
         publish: Callable[[RouteTable | None], None],
         on_finish: Callable[[RolloutState, int, int], None] = lambda *_: None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.model = model
         self.plan = plan
+        self._clock = clock
         self._store = store
         self._publish = publish
         self._on_finish = on_finish
-        self.record: RolloutRecord | None = store.load(model)
+        self.state = RolloutState.PENDING
+        self._record: RolloutRecord | None = None
+        self.record = store.load(model)
         self._windows = _Windows()
         self._last_look_s = 0.0
         self._failures_in_row = 0
@@ -101,12 +110,24 @@ class Rollout:
         self._generation = 0
         self.last_verdict: Verdict | None = None
         self.verdicts: dict[tuple[str, str], int] = {}  # (action, reason) -> count, for metrics
+        self.counters = TrackCounters()  # routed requests, for metrics, over every rollout
+
+    def summarize(self, outputs: Any) -> tuple[dict[str, float], frozenset[str]]:
+        """One sampled answer's outputs, as the distribution check reads them."""
+        return summaries(outputs, self.plan.compare)
 
     # -- reading -----------------------------------------------------------
 
     @property
-    def state(self) -> RolloutState:
-        return RolloutState(self.record.state) if self.record else RolloutState.PENDING
+    def record(self) -> RolloutRecord | None:
+        return self._record
+
+    @record.setter
+    def record(self, record: RolloutRecord | None) -> None:
+        # The state as an enum, kept beside the record: the request path asks
+        # for it (routing or not) and building an enum per request costs.
+        self._record = record
+        self.state = RolloutState(record.state) if record else RolloutState.PENDING
 
     @property
     def step(self) -> Step | None:
@@ -144,22 +165,43 @@ class Rollout:
 
     # -- the request path's reports ------------------------------------------
 
-    def observe(self, track: Track, *, failed: bool, latency_s: float, now: float,
-                outputs: dict[str, float] | None = None,
-                categorical: frozenset[str] = frozenset()) -> None:  # fmt: skip
-        """One request answered (or failed) by `track` while routed by this rollout."""
-        windows = self._windows
+    def observe(self, track: Track, *, failed: bool, latency_s: float,
+                now: float | None = None, outputs: Any = None) -> None:  # fmt: skip
+        """One request answered (or failed) by `track` while routed by this
+        rollout; `outputs` (its answer's) are summarized only if sampled.
+        `now` (the clock's, when not given) matters only for failures."""
         if track is Track.CANARY:
-            windows.canary_step.add(
-                failed=failed, latency_s=latency_s, outputs=outputs, categorical=categorical
-            )
-            windows.canary_total.add(failed=failed, latency_s=latency_s)
-            self._count_canary(failed, now)
+            self._record_canary(failed, latency_s, outputs, now)
         else:
-            windows.stable_step.add(
-                failed=failed, latency_s=latency_s, outputs=outputs, categorical=categorical
-            )
-            windows.stable_total.add(failed=failed, latency_s=latency_s)
+            self.record_stable(failed, latency_s, outputs)
+
+    def record_stable(self, failed: bool, latency_s: float, outputs: Any) -> None:
+        """The request path's report for a request stable answered (bound
+        into the route table: no lookups per request)."""
+        windows = self._windows
+        windows.stable_step.add(
+            failed=failed, latency_s=latency_s, outputs=outputs, summarize=self.summarize
+        )
+        windows.stable_requests += 1
+        windows.stable_errors += failed
+        self.counters.add(0, failed, latency_s)
+
+    def record_canary(self, failed: bool, latency_s: float, outputs: Any) -> None:
+        """The same for a request the canary answered."""
+        self._record_canary(failed, latency_s, outputs, None)
+
+    def _record_canary(
+        self, failed: bool, latency_s: float, outputs: Any, now: float | None
+    ) -> None:
+        windows = self._windows
+        windows.canary_step.add(
+            failed=failed, latency_s=latency_s, outputs=outputs, summarize=self.summarize
+        )
+        windows.canary_requests += 1
+        windows.canary_errors += failed
+        self.counters.add(1, failed, latency_s)
+        if failed or self._failures_in_row:
+            self._count_canary(failed, self._clock() if now is None else now)
 
     def observe_mirror(self, *, agreed: bool) -> None:
         """One mirrored request whose two answers were compared."""
@@ -218,8 +260,8 @@ class Rollout:
         evidence = Evidence(
             stable=baseline.snapshot(),
             canary=windows.canary_step.snapshot(),
-            stable_total=windows.stable_total.snapshot(),
-            canary_total=windows.canary_total.snapshot(),
+            stable_total=TrackEvidence(windows.stable_requests, windows.stable_errors),
+            canary_total=TrackEvidence(windows.canary_requests, windows.canary_errors),
             look=look,
             errors_cleared=record.errors_cleared,
             mirrored_compared=windows.mirrored_compared,
@@ -332,6 +374,8 @@ class Rollout:
             weight=step.weight,
             mirror=step.mirror,
             generation=self._generation,
+            record_stable=self.record_stable,
+            record_canary=self.record_canary,
         )
 
 

@@ -6,19 +6,29 @@ two integer bumps and, while the sample has room or the reservoir picks it,
 a store); the controller takes a `snapshot()` for the judge and starts a new
 step with `reset()`. Samples are reservoirs (Vitter's algorithm R) of at most
 `SAMPLE_SIZE` values, so memory stays flat however long a step runs, and
-the sample is uniform over the step. Windows from several worker processes
+the sample is uniform over the step; an answer's outputs are summarized only
+when it enters the sample. Windows from several worker processes
 merge by adding counts and pooling samples (`merge`)."""
 
 from __future__ import annotations
 
+import bisect
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from mlserve.router.judge import OutputSample, TrackEvidence
 
 SAMPLE_SIZE = 2000
+_random = random.Random(0x5EED).random
+
+
+# One answer's outputs -> a summary value per output, and the names of those
+# whose values are classes (router/hooks.py); run only for sampled answers.
+Summarize = Callable[[Any], tuple[dict[str, float], frozenset[str]]]
 
 
 @dataclass
@@ -31,21 +41,19 @@ class TrackWindow:
     outputs: dict[str, list[float]] = field(default_factory=dict)
     categorical: set[str] = field(default_factory=set)
     _answered: int = 0
-    _rng: random.Random = field(default_factory=lambda: random.Random(0x5EED))
 
     def add(
         self,
         *,
         failed: bool,
         latency_s: float,
-        outputs: dict[str, float] | None = None,
-        categorical: frozenset[str] = frozenset(),
+        outputs: Any = None,
+        summarize: Summarize | None = None,
     ) -> None:
         """One request: failed on the server's side, or answered in
-        `latency_s` with one summary value per output (`categorical`: the
-        outputs whose values are classes)."""
-        if categorical and not categorical <= self.categorical:
-            self.categorical |= categorical
+        `latency_s`. `outputs` (the answer's, summarized by `summarize`) is
+        read only when this answer enters the sample: past SAMPLE_SIZE
+        answers, rarely (the cost per request stays flat)."""
         self.requests += 1
         if failed:
             self.errors += 1
@@ -53,12 +61,16 @@ class TrackWindow:
         self._answered += 1
         slot = self._answered - 1
         if slot >= SAMPLE_SIZE:
-            slot = self._rng.randrange(self._answered)
+            slot = int(_random() * self._answered)
             if slot >= SAMPLE_SIZE:
                 return
         _store(self.latencies_s, slot, latency_s)
-        for name, value in (outputs or {}).items():
-            _store(self.outputs.setdefault(name, []), slot, value)
+        if outputs is not None and summarize is not None:
+            values, classes = summarize(outputs)
+            if classes and not classes <= self.categorical:
+                self.categorical |= classes
+            for name, value in values.items():
+                _store(self.outputs.setdefault(name, []), slot, value)
 
     def merge(self, other: TrackWindow) -> None:
         """Add another process's window for the same track and span."""
@@ -90,3 +102,30 @@ def _store(values: list[float], slot: int, value: float) -> None:
         values.append(value)
     else:
         values[slot] = value
+
+
+# Latency histogram bounds, seconds (router/metrics.py exports them).
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class TrackCounters:
+    """Routed requests per track (0 stable, 1 canary) for the metrics: ok and
+    failed counts, and a latency histogram of the answered (bucket counts,
+    one more past every bound, then their sum). Never reset: Prometheus
+    counters."""
+
+    __slots__ = ("failed", "histograms", "ok")
+
+    def __init__(self) -> None:
+        self.ok = [0, 0]
+        self.failed = [0, 0]
+        self.histograms = ([0.0] * (len(BUCKETS) + 2), [0.0] * (len(BUCKETS) + 2))
+
+    def add(self, track: int, failed: bool, latency_s: float) -> None:
+        if failed:
+            self.failed[track] += 1
+            return
+        self.ok[track] += 1
+        histogram = self.histograms[track]
+        histogram[bisect.bisect_left(BUCKETS, latency_s)] += 1
+        histogram[-1] += latency_s

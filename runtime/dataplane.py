@@ -255,7 +255,7 @@ class DataPlane:
                     key, override = route_hints(request)
                     route = table.pick(key, override, _random())
                     request.route = route.track.value
-                    model = self.repository.resolve(request.model_name, str(route.version))
+                    model = self.repository.resolve(request.model_name, route.version_str)
                 else:
                     model = self.repository.resolve(request.model_name, "")
             else:
@@ -472,7 +472,7 @@ class InferCall:
             return
         dataplane._leave(model, self.metrics)
         if self.route is not None:
-            response.parameters = {"mlserve_route": request.route}
+            response.parameters = self.route.parameters  # type: ignore[attr-defined]
             _report_route(self, False, response, result.outputs)
         try:
             self.reply(self.context, response)

@@ -196,7 +196,7 @@ def _parameters_bytes(params: Parameters) -> bytes:
     protobuf message may follow in any order, so appended to the fast
     encoder's bytes they make the same message. Few distinct values (a
     rollout's two tracks): cached."""
-    key = tuple(sorted(params.items()))
+    key = tuple(params.items()) if len(params) == 1 else tuple(sorted(params.items()))
     found = _PARAMETER_BYTES.get(key)
     if found is None:
         message = pb.ModelInferResponse()

@@ -374,15 +374,18 @@ def fail_unary(stream: UnaryStream, name: str, exc: BaseException) -> None:
     stream.finish(INTERNAL, f"internal error: {exc!r}")
 
 
+_ROUTE_HEADER_VALUES = {"stable": b"stable", "canary": b"canary"}
+
+
 def _answer_unary(stream: UnaryStream, response: InferResponse) -> None:
     if response.parameters:  # routed by a rollout: say which track answered
-        stream.route_header = str(response.parameters["mlserve_route"]).encode()
+        stream.route_header = _ROUTE_HEADER_VALUES[str(response.parameters["mlserve_route"])]
     stream.reply(infer_response_bytes(response))
 
 
 def _fail_infer(stream: UnaryStream, exc: BaseException, request: InferRequest) -> None:
     if request.route:
-        stream.route_header = request.route.encode()
+        stream.route_header = _ROUTE_HEADER_VALUES[request.route]
     fail_unary(stream, "ModelInfer", exc)
 
 

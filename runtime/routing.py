@@ -36,7 +36,9 @@ SERVER_FAILURES = frozenset(
 
 class PickedRoute(Protocol):
     version: int
+    version_str: str  # the repository's key for it
     mirror: bool
+    parameters: dict[str, Any]  # the answer's V2 parameters saying who answered (shared)
 
     @property
     def track(self) -> Any: ...  # an enum whose .value is "stable" or "canary"

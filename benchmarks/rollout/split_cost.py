@@ -28,7 +28,7 @@ CONFIG = "max_batch_size: 32\ndynamic_batching: {max_queue_delay_us: 1000}\n"
 SPLIT_PLAN = """rollout:
   stable: 1
   canary: 2
-  steps: [{weight: 50}]
+  steps: [{weight: %s}]
   interval_s: 30
   min_requests: 1000000000
   max_step_s: 1000000
@@ -36,7 +36,11 @@ SPLIT_PLAN = """rollout:
 
 
 def successes(server: servers.Server, model: str) -> float:
-    return servers.mlserve_successes(server, model)
+    """Answered requests of both versions (the split's) on the server."""
+    return sum(
+        servers._metric(server, "mlserve_request_success_total", model=model, version=v)
+        for v in ("1", "2")
+    )
 
 
 def main() -> None:
@@ -46,12 +50,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--weight", type=float, default=50, help="the canary's share, percent")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         repo = root / "models"
         examples.write_model(repo, "mlp", examples.mlp_model(), config=CONFIG)
-        examples.write_model(repo, "mlp_split", examples.mlp_model(), config=CONFIG + SPLIT_PLAN)
+        plan = SPLIT_PLAN % f"{args.weight:g}"
+        examples.write_model(repo, "mlp_split", examples.mlp_model(), config=CONFIG + plan)
         examples.write_model(repo, "mlp_split", examples.mlp_model(), version=2)
         bodies = {}
         for model in ("mlp", "mlp_split"):
@@ -75,7 +81,7 @@ def main() -> None:
             server.stop()
     ratios = [s / p for s, p in zip(rates["mlp_split"], rates["mlp"], strict=True)]
     print(
-        f"\nsplit at weight 50 / no rollout, MLP, c={args.concurrency}, native gRPC, "
+        f"\nsplit at weight {args.weight:g} / no rollout, MLP, c={args.concurrency}, native gRPC, "
         f"server core {servers.SERVER_CPU}, h2load core {drivers.CLIENT_CPU}: "
         f"median {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f}); "
         f"plain median {statistics.median(rates['mlp']):,.0f} req/s, "

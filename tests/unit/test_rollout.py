@@ -5,6 +5,7 @@ with its state in a real SQLite file."""
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from pathlib import Path
 
@@ -105,14 +106,22 @@ def test_shadow_mirrors_its_share_and_answers_from_stable() -> None:
 
 def test_a_window_counts_everything_and_samples_a_bounded_uniform_reservoir() -> None:
     window = TrackWindow()
+    summarized = []
+
+    def summarize(value: float) -> tuple[dict[str, float], frozenset[str]]:
+        summarized.append(value)
+        return {"y": value}, frozenset()
+
     for i in range(10 * SAMPLE_SIZE):
-        window.add(failed=i % 100 == 0, latency_s=float(i), outputs={"y": float(i)})
+        window.add(failed=i % 100 == 0, latency_s=float(i), outputs=float(i), summarize=summarize)
     evidence = window.snapshot()
     assert (evidence.requests, evidence.errors) == (10 * SAMPLE_SIZE, SAMPLE_SIZE // 10)
     assert len(evidence.latencies_s) == SAMPLE_SIZE
     assert len(evidence.outputs["y"].values) == SAMPLE_SIZE
     # Uniform over the span: the sample's mean is near the whole's.
     assert abs(np.mean(evidence.latencies_s) / (5 * SAMPLE_SIZE) - 1) < 0.05
+    # Only answers that entered the sample were summarized (about n ln(N/n) of them).
+    assert SAMPLE_SIZE < len(summarized) < 3 * SAMPLE_SIZE * math.log(10) + SAMPLE_SIZE
 
 
 # -- the state machine -----------------------------------------------------------------
@@ -279,7 +288,7 @@ def test_pause_keeps_the_split_and_stops_the_judge(tmp_path: Path) -> None:
 
 
 def test_mirrored_answers_agree_by_the_plan_s_comparison() -> None:
-    from mlserve.router.hooks import _agree
+    from mlserve.router.outputs import agree as _agree
     from mlserve.router.plan import OutputComparison
 
     probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], np.float32)
