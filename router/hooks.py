@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -37,9 +36,6 @@ class RolloutHooks:
         self._pending = deque()
 
     # -- the data plane's calls ----------------------------------------------
-
-    def observe(self, model: str, route: Any, failed: bool, latency_s: float, outputs: Any) -> None:
-        route.record(failed, latency_s, outputs)  # the rollout's own, bound into its table
 
     def mirror_admitted(self, model: str) -> bool:
         rollout = self._rollouts(model)

@@ -22,6 +22,7 @@ fails to load (`hard_failure`)."""
 
 from __future__ import annotations
 
+import bisect
 import enum
 import time
 from collections.abc import Callable
@@ -33,7 +34,9 @@ from mlserve.router.outputs import summaries
 from mlserve.router.plan import RolloutPlan, Step
 from mlserve.router.route_table import RouteTable, Track
 from mlserve.router.state_store import Event, RolloutRecord, StateStore
-from mlserve.router.windows import TrackCounters, TrackWindow
+from mlserve.router.windows import BUCKETS, TrackCounters, TrackWindow
+
+_bucket = bisect.bisect_left
 
 
 class RolloutState(enum.Enum):
@@ -177,14 +180,20 @@ class Rollout:
 
     def record_stable(self, failed: bool, latency_s: float, outputs: Any) -> None:
         """The request path's report for a request stable answered (bound
-        into the route table: no lookups per request)."""
+        into the route table: no lookups per request; positional calls and
+        no helper calls, since this runs for every routed request)."""
         windows = self._windows
-        windows.stable_step.add(
-            failed=failed, latency_s=latency_s, outputs=outputs, summarize=self.summarize
-        )
+        windows.stable_step.add(failed, latency_s, outputs, self.summarize)
         windows.stable_requests += 1
-        windows.stable_errors += failed
-        self.counters.add(0, failed, latency_s)
+        counters = self.counters
+        if failed:
+            windows.stable_errors += 1
+            counters.failed[0] += 1
+        else:
+            counters.ok[0] += 1
+            histogram = counters.histograms[0]
+            histogram[_bucket(BUCKETS, latency_s)] += 1
+            histogram[-1] += latency_s
 
     def record_canary(self, failed: bool, latency_s: float, outputs: Any) -> None:
         """The same for a request the canary answered."""
@@ -194,12 +203,17 @@ class Rollout:
         self, failed: bool, latency_s: float, outputs: Any, now: float | None
     ) -> None:
         windows = self._windows
-        windows.canary_step.add(
-            failed=failed, latency_s=latency_s, outputs=outputs, summarize=self.summarize
-        )
+        windows.canary_step.add(failed, latency_s, outputs, self.summarize)
         windows.canary_requests += 1
-        windows.canary_errors += failed
-        self.counters.add(1, failed, latency_s)
+        counters = self.counters
+        if failed:
+            windows.canary_errors += 1
+            counters.failed[1] += 1
+        else:
+            counters.ok[1] += 1
+            histogram = counters.histograms[1]
+            histogram[_bucket(BUCKETS, latency_s)] += 1
+            histogram[-1] += latency_s
         if failed or self._failures_in_row:
             self._count_canary(failed, self._clock() if now is None else now)
 

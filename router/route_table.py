@@ -51,7 +51,7 @@ class Route:
     request path allocates none): with the version as the repository's key
     and the response parameters that say who answered."""
 
-    __slots__ = ("mirror", "parameters", "record", "track", "version", "version_str")
+    __slots__ = ("mirror", "parameters", "record", "track", "track_name", "version", "version_str")
 
     def __init__(
         self, version: int, track: Track, mirror: bool = False, record: Recorder | None = None
@@ -59,6 +59,7 @@ class Route:
         self.version = version
         self.version_str = str(version)
         self.track = track
+        self.track_name = track.value
         self.mirror = mirror
         self.parameters = {"mlserve_route": track.value}  # read only, shared
         # How a request on this route ended: (failed, latency_s, outputs) to

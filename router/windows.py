@@ -12,7 +12,6 @@ merge by adding counts and pooling samples (`merge`)."""
 
 from __future__ import annotations
 
-import bisect
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +43,6 @@ class TrackWindow:
 
     def add(
         self,
-        *,
         failed: bool,
         latency_s: float,
         outputs: Any = None,
@@ -112,7 +110,7 @@ class TrackCounters:
     """Routed requests per track (0 stable, 1 canary) for the metrics: ok and
     failed counts, and a latency histogram of the answered (bucket counts,
     one more past every bound, then their sum). Never reset: Prometheus
-    counters."""
+    counters. Written by Rollout.record_stable / record_canary."""
 
     __slots__ = ("failed", "histograms", "ok")
 
@@ -120,12 +118,3 @@ class TrackCounters:
         self.ok = [0, 0]
         self.failed = [0, 0]
         self.histograms = ([0.0] * (len(BUCKETS) + 2), [0.0] * (len(BUCKETS) + 2))
-
-    def add(self, track: int, failed: bool, latency_s: float) -> None:
-        if failed:
-            self.failed[track] += 1
-            return
-        self.ok[track] += 1
-        histogram = self.histograms[track]
-        histogram[bisect.bisect_left(BUCKETS, latency_s)] += 1
-        histogram[-1] += latency_s

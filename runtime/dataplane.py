@@ -254,7 +254,7 @@ class DataPlane:
                 if table is not None:
                     key, override = route_hints(request)
                     route = table.pick(key, override, _random())
-                    request.route = route.track.value
+                    request.route = route.track_name
                     model = self.repository.resolve(request.model_name, route.version_str)
                 else:
                     model = self.repository.resolve(request.model_name, "")
@@ -313,12 +313,10 @@ class DataPlane:
         call.pair = pair
 
     def _observe(self, call: InferCall, failed: bool, response: InferResponse | None) -> None:
-        """Tell the rollout how a routed request ended."""
-        hooks = self.rollout_hooks
-        if hooks is not None:
-            outputs = response.outputs if response is not None else None
-            latency_s = (_perf_ns() - call.arrival) / 1e9
-            hooks.observe(call.request.model_name, call.route, failed, latency_s, outputs)
+        """Tell the rollout how a routed request ended (its route carries
+        the rollout's recorder)."""
+        outputs = response.outputs if response is not None else None
+        call.route.record(failed, (_perf_ns() - call.arrival) / 1e9, outputs)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """`start`, awaited: for the transports that serve each request in a coroutine."""
@@ -421,7 +419,7 @@ class InferCall:
     fail: FailureCallback
     context: object
     finished: bool
-    route: object  # the rollout's route for it, or None (no rollout)
+    route: Any  # the rollout's route for it, or None (no rollout)
     pair: Any  # its MirrorPair when the canary also runs it, or None
 
     def done(self) -> bool:
@@ -472,7 +470,7 @@ class InferCall:
             return
         dataplane._leave(model, self.metrics)
         if self.route is not None:
-            response.parameters = self.route.parameters  # type: ignore[attr-defined]
+            response.parameters = self.route.parameters
             _report_route(self, False, response, result.outputs)
         try:
             self.reply(self.context, response)

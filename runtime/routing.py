@@ -5,7 +5,8 @@ it. The composition root gives the data plane two things: `routes`, a dict
 of route tables (one per model being rolled out, replaced whole by the
 controller) whose `pick` says which version answers a version-less request,
 and `RolloutHooks`, which hears how each routed request ended and gets the
-pairs of answers of mirrored (shadow) requests. A model with no rollout
+pairs of answers of mirrored (shadow) requests; each picked route carries
+its rollout's recorder, which hears how the request ended. A model with no rollout
 costs the request path one empty-dict test."""
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class PickedRoute(Protocol):
     version_str: str  # the repository's key for it
     mirror: bool
     parameters: dict[str, Any]  # the answer's V2 parameters saying who answered (shared)
+    track_name: str  # "stable" or "canary"
+
+    def record(self, failed: bool, latency_s: float, outputs: Any) -> None:
+        """How a request on this route ended, to its rollout's evidence."""
 
     @property
     def track(self) -> Any: ...  # an enum whose .value is "stable" or "canary"
@@ -51,10 +56,8 @@ class RouteTableView(Protocol):
 
 
 class RolloutHooks(Protocol):
-    def observe(
-        self, model: str, route: PickedRoute, failed: bool, latency_s: float, outputs: Any
-    ) -> None:
-        """A routed request ended: answered (`outputs`: its arrays by name) or failed."""
+    """Mirrored (shadow) requests: whether one more may be made, and both
+    answers once in. (A routed request's end goes to its route's `record`.)"""
 
     def mirror_admitted(self, model: str) -> bool:
         """May one more request be mirrored now? False is a drop, counted."""
