@@ -22,7 +22,6 @@ fails to load (`hard_failure`)."""
 
 from __future__ import annotations
 
-import bisect
 import enum
 import time
 from collections.abc import Callable
@@ -34,9 +33,7 @@ from mlserve.router.outputs import summaries
 from mlserve.router.plan import RolloutPlan, Step
 from mlserve.router.route_table import RouteTable, Track
 from mlserve.router.state_store import Event, RolloutRecord, StateStore
-from mlserve.router.windows import BUCKETS, TrackCounters, TrackWindow
-
-_bucket = bisect.bisect_left
+from mlserve.router.windows import TrackCounters, TrackWindow
 
 
 class RolloutState(enum.Enum):
@@ -70,11 +67,9 @@ class RolloutError(Exception):
 class _Windows:
     stable_step: TrackWindow = field(default_factory=TrackWindow)
     canary_step: TrackWindow = field(default_factory=TrackWindow)
-    # The whole rollout's counts (the error test's running totals).
-    stable_requests: int = 0
-    stable_errors: int = 0
-    canary_requests: int = 0
-    canary_errors: int = 0
+    # The counters when this rollout started: the running totals of the error
+    # test are the counters since (TrackCounters never reset).
+    base: tuple[int, int, int, int] = (0, 0, 0, 0)
     previous_stable: TrackWindow | None = None
     mirrored_compared: int = 0
     mirrored_agreed: int = 0
@@ -180,20 +175,9 @@ class Rollout:
 
     def record_stable(self, failed: bool, latency_s: float, outputs: Any) -> None:
         """The request path's report for a request stable answered (bound
-        into the route table: no lookups per request; positional calls and
-        no helper calls, since this runs for every routed request)."""
-        windows = self._windows
-        windows.stable_step.add(failed, latency_s, outputs, self.summarize)
-        windows.stable_requests += 1
-        counters = self.counters
-        if failed:
-            windows.stable_errors += 1
-            counters.failed[0] += 1
-        else:
-            counters.ok[0] += 1
-            histogram = counters.histograms[0]
-            histogram[_bucket(BUCKETS, latency_s)] += 1
-            histogram[-1] += latency_s
+        into the route table: no lookups per request)."""
+        self._windows.stable_step.add(failed, latency_s, outputs, self.summarize)
+        self.counters.add(0, failed, latency_s)
 
     def record_canary(self, failed: bool, latency_s: float, outputs: Any) -> None:
         """The same for a request the canary answered."""
@@ -202,18 +186,8 @@ class Rollout:
     def _record_canary(
         self, failed: bool, latency_s: float, outputs: Any, now: float | None
     ) -> None:
-        windows = self._windows
-        windows.canary_step.add(failed, latency_s, outputs, self.summarize)
-        windows.canary_requests += 1
-        counters = self.counters
-        if failed:
-            windows.canary_errors += 1
-            counters.failed[1] += 1
-        else:
-            counters.ok[1] += 1
-            histogram = counters.histograms[1]
-            histogram[_bucket(BUCKETS, latency_s)] += 1
-            histogram[-1] += latency_s
+        self._windows.canary_step.add(failed, latency_s, outputs, self.summarize)
+        self.counters.add(1, failed, latency_s)
         if failed or self._failures_in_row:
             self._count_canary(failed, self._clock() if now is None else now)
 
@@ -240,7 +214,15 @@ class Rollout:
         self.record = RolloutRecord(
             self.model, RolloutState.PENDING.value, 0, stable, canary, "", now, now, now
         )
-        self._windows = _Windows()
+        counters = self.counters
+        self._windows = _Windows(
+            base=(
+                counters.ok[0] + counters.failed[0],
+                counters.failed[0],
+                counters.ok[1] + counters.failed[1],
+                counters.failed[1],
+            )
+        )
         self._enter_step(0, now, "started")
 
     def resume_from_store(self, now: float) -> None:
@@ -274,8 +256,8 @@ class Rollout:
         evidence = Evidence(
             stable=baseline.snapshot(),
             canary=windows.canary_step.snapshot(),
-            stable_total=TrackEvidence(windows.stable_requests, windows.stable_errors),
-            canary_total=TrackEvidence(windows.canary_requests, windows.canary_errors),
+            stable_total=TrackEvidence(*self._totals(0)),
+            canary_total=TrackEvidence(*self._totals(1)),
             look=look,
             errors_cleared=record.errors_cleared,
             mirrored_compared=windows.mirrored_compared,
@@ -297,6 +279,12 @@ class Rollout:
             self._advance(now, "judged")
         elif now - record.step_started_at >= self.plan.max_step_s:
             self._finish(RolloutState.ROLLED_BACK, f"stalled: {verdict.detail}", now)
+
+    def _totals(self, track: int) -> tuple[int, int]:
+        """(requests, errors) of a track since this rollout started."""
+        counters, base = self.counters, self._windows.base
+        requests = counters.ok[track] + counters.failed[track] - base[2 * track]
+        return requests, counters.failed[track] - base[2 * track + 1]
 
     def pause(self, now: float) -> None:
         """Stop judging and advancing; the split stays as it is (as Argo

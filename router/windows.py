@@ -12,6 +12,7 @@ merge by adding counts and pooling samples (`merge`)."""
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from mlserve.router.judge import OutputSample, TrackEvidence
 
 SAMPLE_SIZE = 2000
 _random = random.Random(0x5EED).random
+_bucket = bisect.bisect_left
 
 
 # One answer's outputs -> a summary value per output, and the names of those
@@ -110,7 +112,7 @@ class TrackCounters:
     """Routed requests per track (0 stable, 1 canary) for the metrics: ok and
     failed counts, and a latency histogram of the answered (bucket counts,
     one more past every bound, then their sum). Never reset: Prometheus
-    counters. Written by Rollout.record_stable / record_canary."""
+    counters."""
 
     __slots__ = ("failed", "histograms", "ok")
 
@@ -118,3 +120,12 @@ class TrackCounters:
         self.ok = [0, 0]
         self.failed = [0, 0]
         self.histograms = ([0.0] * (len(BUCKETS) + 2), [0.0] * (len(BUCKETS) + 2))
+
+    def add(self, track: int, failed: bool, latency_s: float) -> None:
+        if failed:
+            self.failed[track] += 1
+            return
+        self.ok[track] += 1
+        histogram = self.histograms[track]
+        histogram[_bucket(BUCKETS, latency_s)] += 1
+        histogram[-1] += latency_s
