@@ -23,10 +23,12 @@ from mlserve.runtime.grpc_service import (
     HealthReporter,
     InferenceService,
     Reply,
+    RoutedReply,
     Rpc,
     StreamCalls,
     error_trailers,
 )
+from mlserve.runtime.routing import ROUTE_HEADER
 
 log = logging.getLogger(__name__)
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -52,7 +54,11 @@ def _unary_handler(
 ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Reply | None]]:
     async def handle(data: bytes, context: grpc.aio.ServicerContext) -> Reply | None:
         try:
-            return await rpc.call(data, _metadata_lookup(context), context.time_remaining())
+            reply = await rpc.call(data, _metadata_lookup(context), context.time_remaining())
+            if type(reply) is RoutedReply:  # say which track of a rollout answered
+                await context.send_initial_metadata(((ROUTE_HEADER, reply.route),))
+                return bytes(reply)  # grpcio takes exact bytes only
+            return reply
         except MlserveError as exc:
             context.set_code(status_code(STATUS_BY_KIND[exc.kind]))
             context.set_details(exc.message)

@@ -136,10 +136,11 @@ class InferenceService:
         self,
         group: str,
         request_type: type[Message],
-        handler: Callable[[Any, float | None], Awaitable[Reply]],
+        handler: Callable[..., Awaitable[Reply]],
     ) -> UnaryCall:
         """Access check, then the handler with the parsed request; ModelInfer's
-        handler takes the bytes (most requests skip building the protobuf)."""
+        handler takes the bytes (most requests skip building the protobuf),
+        and the metadata (a rollout's route hints)."""
         access = self.access
         restricted_header = access.header_for(group)
         limit = self.max_input_bytes
@@ -150,15 +151,16 @@ class InferenceService:
         ) -> Reply:
             if restricted_header is not None:
                 access.check(group, metadata(restricted_header))
-            request = data if takes_bytes else parse(request_type, data, limit)
-            return await handler(request, time_remaining)
+            if takes_bytes:
+                return await handler(data, time_remaining, metadata)
+            return await handler(parse(request_type, data, limit), time_remaining)
 
         if takes_bytes and restricted_header is None:  # no check to make: no extra coroutine
 
             def direct(
-                data: bytes, _: MetadataLookup, time_remaining: float | None
+                data: bytes, metadata: MetadataLookup, time_remaining: float | None
             ) -> Coroutine[Any, Any, Reply]:
-                return handler(data, time_remaining)  # type: ignore[return-value]
+                return handler(data, time_remaining, metadata)  # type: ignore[return-value]
 
             return direct
         return call
@@ -286,9 +288,17 @@ class InferenceService:
         infer_request.headers = metadata  # route hints, read only for a model rolled out
         return self.dataplane.start(infer_request, _answer_unary, _fail_infer, stream)
 
-    async def model_infer(self, data: bytes, time_remaining: float | None) -> bytes:
-        """ModelInfer: the answer already serialized (written straight to the wire)."""
-        response = await self.dataplane.infer(self._unary_request(data, time_remaining))
+    async def model_infer(
+        self, data: bytes, time_remaining: float | None, metadata: MetadataLookup | None = None
+    ) -> bytes:
+        """ModelInfer: the answer already serialized (written straight to the
+        wire); a `RoutedReply` when a rollout routed it, so that the transport
+        can say which track answered (initial metadata)."""
+        infer_request = self._unary_request(data, time_remaining)
+        infer_request.headers = metadata  # route hints, read only for a model rolled out
+        response = await self.dataplane.infer(infer_request)
+        if response.parameters:
+            return RoutedReply(infer_response_bytes(response), infer_request.route)
         return infer_response_bytes(response)
 
     def _unary_request(self, data: bytes, time_remaining: float | None) -> InferRequest:
@@ -375,6 +385,17 @@ def fail_unary(stream: UnaryStream, name: str, exc: BaseException) -> None:
 
 
 _ROUTE_HEADER_VALUES = {"stable": b"stable", "canary": b"canary"}
+
+
+class RoutedReply(bytes):
+    """A ModelInfer answer that a rollout routed, and the track that answered."""
+
+    route: str
+
+    def __new__(cls, data: bytes, route: str) -> RoutedReply:
+        reply = super().__new__(cls, data)
+        reply.route = route
+        return reply
 
 
 def _answer_unary(stream: UnaryStream, response: InferResponse) -> None:

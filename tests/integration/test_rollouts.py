@@ -297,3 +297,52 @@ def test_every_admin_call_over_the_cli_with_and_without_the_token(
     assert again.returncode == 2 and "no rollout to abort" in again.stderr
     missing = cli(admin_server, "start", "nope", "--canary", "2")
     assert missing.returncode == 2 and "404" in missing.stderr
+
+
+def test_over_grpc_the_route_follows_metadata_and_every_answer_says_who_answered(
+    tmp_path: Path,
+) -> None:
+    """A weight-50 step: gRPC metadata `mlserve-route` forces a track,
+    `mlserve-route-key` sticks a user to one; every answer carries the
+    version, the `mlserve_route` parameter and `mlserve-route` initial
+    metadata (on either gRPC transport)."""
+    import grpc
+
+    from mlserve.proto import grpc_service_pb2 as pb
+
+    models = repository(tmp_path, examples.scaled_model(2.0))
+    config = PLAN.format(versions="stable: 1\n  canary: 2").replace(
+        "[{shadow: 100}, {weight: 50}, {weight: 100}]", "[{weight: 50}]"
+    )
+    (models / "m" / "config.yaml").write_text(
+        config.replace("min_requests: 30", "min_requests: 1000000")
+    )
+    server = start_server(models, "--state-dir", str(tmp_path / "state"))
+    request = pb.ModelInferRequest(model_name="m")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    request.raw_input_contents.append(np.ones((1, 4), np.float32).tobytes())
+    try:
+        with grpc.insecure_channel(server.grpc) as channel:
+            infer = channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=pb.ModelInferResponse.FromString,
+            )
+
+            def ask(*metadata: tuple[str, str]) -> tuple[str, str, str]:
+                reply, call = infer.with_call(request, metadata=metadata, timeout=60)
+                header = dict(call.initial_metadata()).get("mlserve-route", "")
+                return reply.model_version, reply.parameters["mlserve_route"].string_param, header
+
+            assert ask(("mlserve-route", "canary")) == ("2", "canary", "canary")
+            assert ask(("mlserve-route", "stable")) == ("1", "stable", "stable")
+            for user in ("user-1", "user-2", "user-3", "user-4"):
+                first = ask(("mlserve-route-key", user))
+                assert all(ask(("mlserve-route-key", user)) == first for _ in range(5))
+                assert first in {("1", "stable", "stable"), ("2", "canary", "canary")}
+            with pytest.raises(grpc.RpcError) as refused:
+                ask(("mlserve-route", "green"))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "mlserve-route must be 'stable' or 'canary'" in (refused.value.details() or "")
+    finally:
+        server.terminate()
