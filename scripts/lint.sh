@@ -26,7 +26,7 @@ done
     -p mlserve)
 
 # benchmarks/ is not shipped: checked, but not under --strict.
-"$VENV/bin/mypy" --config-file benchmarks/mypy.ini benchmarks/load benchmarks/micro benchmarks/peers benchmarks/judge \
+"$VENV/bin/mypy" --config-file benchmarks/mypy.ini benchmarks/load benchmarks/micro benchmarks/peers benchmarks/judge benchmarks/rollout \
     benchmarks/gpu benchmarks/perf_analyzer/check_mlserve.py benchmarks/perf_analyzer/mlserve_process.py \
     benchmarks/perf_analyzer/pa_runs.py
 
