@@ -51,11 +51,6 @@ class Repository(Protocol):
     async def load(self, name: str) -> None: ...
 
 
-class VersionChoice(Protocol):
-    versions: tuple[int, ...]
-    default: int
-
-
 class RolloutController:
     def __init__(
         self,

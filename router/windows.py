@@ -7,8 +7,7 @@ a store); the controller takes a `snapshot()` for the judge and starts a new
 step with `reset()`. Samples are reservoirs (Vitter's algorithm R) of at most
 `SAMPLE_SIZE` values, so memory stays flat however long a step runs, and
 the sample is uniform over the step; an answer's outputs are summarized only
-when it enters the sample. Windows from several worker processes
-merge by adding counts and pooling samples (`merge`)."""
+when it enters the sample."""
 
 from __future__ import annotations
 
@@ -71,16 +70,6 @@ class TrackWindow:
                 self.categorical |= classes
             for name, value in values.items():
                 _store(self.outputs.setdefault(name, []), slot, value)
-
-    def merge(self, other: TrackWindow) -> None:
-        """Add another process's window for the same track and span."""
-        self.requests += other.requests
-        self.errors += other.errors
-        self._answered += other._answered
-        self.latencies_s = (self.latencies_s + other.latencies_s)[-2 * SAMPLE_SIZE :]
-        for name, values in other.outputs.items():
-            self.outputs[name] = (self.outputs.get(name, []) + values)[-2 * SAMPLE_SIZE :]
-        self.categorical |= other.categorical
 
     def snapshot(self) -> TrackEvidence:
         return TrackEvidence(

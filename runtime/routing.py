@@ -45,9 +45,6 @@ class PickedRoute(Protocol):
     def record(self, failed: bool, latency_s: float, outputs: Any) -> None:
         """How a request on this route ended, to its rollout's evidence."""
 
-    @property
-    def track(self) -> Any: ...  # an enum whose .value is "stable" or "canary"
-
 
 class RouteTableView(Protocol):
     canary: int

@@ -16,7 +16,8 @@ PY=${MLSERVE_VENV:-.venv}/bin/python
 RUNS=${1:-5}
 shift || true
 if [ $# -eq 0 ]; then
-    set -- tests/integration/test_batching.py tests/integration/test_native_transport.py \
+    set -- tests/integration/test_batching.py tests/integration/test_queueing.py \
+        tests/integration/test_native_transport.py \
         tests/unit/test_batcher.py tests/unit/test_batcher_inline.py
 fi
 LOG_DIR=${STRESS_LOG_DIR:-build/stress}

@@ -22,18 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.load import drivers, servers, workload
-from benchmarks.rollout.split_cost import CONFIG, _renamed
-from mlserve import examples
-
-SHADOW_PLAN = """rollout:
-  stable: 1
-  canary: 2
-  steps: [{shadow: 100}]
-  interval_s: 30
-  min_requests: 1000000000
-  max_step_s: 1000000
-"""
+from benchmarks.load import drivers, servers
+from benchmarks.rollout.pair import alternating, write_pair
 
 
 def main() -> None:
@@ -45,15 +35,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        repo = root / "models"
-        examples.write_model(repo, "mlp", examples.mlp_model(), config=CONFIG)
-        examples.write_model(repo, "mlp_shadow", examples.mlp_model(), config=CONFIG + SHADOW_PLAN)
-        examples.write_model(repo, "mlp_shadow", examples.mlp_model(), version=2)
-        bodies = {}
-        for model in ("mlp", "mlp_shadow"):
-            bodies[model] = root / f"{model}.bin"
-            bodies[model].write_bytes(_renamed(workload.infer_message("mlp"), model))
+        repo, bodies = write_pair(Path(tmp), "mlp_shadow", "{shadow: 100}")
         server = servers.start_mlserve(repo)
         try:
             for body in bodies.values():  # warm both
@@ -62,14 +44,13 @@ def main() -> None:
                 figures: dict[str, list[drivers.LoadFigures]] = {"mlp": [], "mlp_shadow": []}
                 dropped_before = _shed(server)
                 for round_ in range(args.rounds):
-                    order = ("mlp", "mlp_shadow") if round_ % 2 == 0 else ("mlp_shadow", "mlp")
-                    for model in order:
+                    for model in alternating(round_, "mlp", "mlp_shadow"):
                         figures[model].append(
                             drivers.h2load(
                                 server.ports.grpc, bodies[model], concurrency, args.seconds
                             )
                         )
-                        time.sleep(0.2)  # let the mirrored copies of the window finish
+                        _wait_mirrored(server)  # the window's mirrored copies are done
                 dropped = _shed(server) - dropped_before
                 print(_report(concurrency, figures["mlp"], figures["mlp_shadow"], dropped))
         finally:
@@ -78,6 +59,24 @@ def main() -> None:
         f"server core {servers.SERVER_CPU}, h2load core {drivers.CLIENT_CPU}; "
         f"ratios are medians of {args.rounds} window pairs"
     )
+
+
+def _wait_mirrored(server: servers.Server) -> None:
+    """Until every mirrored copy is done: the canary's routed requests and
+    the copies shed add up to stable's (or a minute passed)."""
+
+    def routed(track: str) -> float:
+        return sum(
+            servers._metric(
+                server, "mlserve_routed_requests_total", model="mlp_shadow", track=track,
+                outcome=outcome,
+            )
+            for outcome in ("ok", "error")
+        )  # fmt: skip
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and routed("canary") + _shed(server) < routed("stable"):
+        time.sleep(0.01)
 
 
 def _shed(server: servers.Server) -> float:

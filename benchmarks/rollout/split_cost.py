@@ -21,18 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.load import drivers, servers, workload
-from mlserve import examples
-
-CONFIG = "max_batch_size: 32\ndynamic_batching: {max_queue_delay_us: 1000}\n"
-SPLIT_PLAN = """rollout:
-  stable: 1
-  canary: 2
-  steps: [{weight: %s}]
-  interval_s: 30
-  min_requests: 1000000000
-  max_step_s: 1000000
-"""
+from benchmarks.load import drivers, servers
+from benchmarks.rollout.pair import alternating, write_pair
 
 
 def successes(server: servers.Server, model: str) -> float:
@@ -53,24 +43,14 @@ def main() -> None:
     parser.add_argument("--weight", type=float, default=50, help="the canary's share, percent")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        repo = root / "models"
-        examples.write_model(repo, "mlp", examples.mlp_model(), config=CONFIG)
-        plan = SPLIT_PLAN % f"{args.weight:g}"
-        examples.write_model(repo, "mlp_split", examples.mlp_model(), config=CONFIG + plan)
-        examples.write_model(repo, "mlp_split", examples.mlp_model(), version=2)
-        bodies = {}
-        for model in ("mlp", "mlp_split"):
-            bodies[model] = root / f"{model}.bin"
-            bodies[model].write_bytes(_renamed(workload.infer_message("mlp"), model))
+        repo, bodies = write_pair(Path(tmp), "mlp_split", f"{{weight: {args.weight:g}}}")
         server = servers.start_mlserve(repo)
         try:
             rates: dict[str, list[float]] = {"mlp": [], "mlp_split": []}
             for model in ("mlp", "mlp_split"):  # warm both
                 drivers.h2load(server.ports.grpc, bodies[model], args.concurrency, 1)
             for round_ in range(args.rounds):
-                order = ("mlp", "mlp_split") if round_ % 2 == 0 else ("mlp_split", "mlp")
-                for model in order:
+                for model in alternating(round_, "mlp", "mlp_split"):
                     before = successes(server, model)
                     started = time.monotonic()
                     drivers.h2load(server.ports.grpc, bodies[model], args.concurrency, args.seconds)
@@ -87,16 +67,6 @@ def main() -> None:
         f"plain median {statistics.median(rates['mlp']):,.0f} req/s, "
         f"split median {statistics.median(rates['mlp_split']):,.0f} req/s"
     )
-
-
-def _renamed(message: bytes, model: str) -> bytes:
-    """The same ModelInferRequest for another model name, framed for h2load."""
-    from mlserve.proto import grpc_service_pb2 as pb
-
-    request = pb.ModelInferRequest.FromString(message)
-    request.model_name = model
-    data = request.SerializeToString()
-    return b"\x00" + len(data).to_bytes(4, "big") + data
 
 
 if __name__ == "__main__":
